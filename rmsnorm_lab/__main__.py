@@ -1,0 +1,3 @@
+from rmsnorm_lab.cli import main
+
+raise SystemExit(main())

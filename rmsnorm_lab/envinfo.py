@@ -1,0 +1,72 @@
+"""What a result was measured on: GPU, drivers, library versions, commit, command."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGES = ["torch", "triton", "flashinfer-python", "vllm", "liger-kernel", "quack-kernels",
+            "nvidia-cutlass-dsl", "numpy", "pandas"]
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        mod = {"flashinfer-python": "flashinfer", "liger-kernel": "liger_kernel",
+               "quack-kernels": "quack", "nvidia-cutlass-dsl": "cutlass"}.get(pkg, pkg)
+        m = sys.modules.get(mod)
+        return getattr(m, "__version__", None) if m else None
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def collect(device: str, copy_gbps: float | None = None, command: str | None = None) -> dict:
+    import torch
+
+    from .device import device_name
+
+    meta = {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "gpu_name": device_name(device),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in PACKAGES},
+        "cuda": torch.version.cuda,
+        "copy_gbps": copy_gbps,
+        "git_commit": git_commit(),
+        "command": command or " ".join(sys.argv),
+    }
+    if device.startswith("cuda"):
+        p = torch.cuda.get_device_properties(torch.device(device))
+        meta.update(sm_count=p.multi_processor_count, capability=f"{p.major}.{p.minor}",
+                    memory_gb=round(p.total_memory / 1e9, 1),
+                    l2_mb=round(getattr(p, "L2_cache_size", 0) / 1e6, 1))
+        try:
+            drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm,clocks.max.mem",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            meta["nvidia_smi"] = drv.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            meta["nvidia_smi"] = None
+    try:
+        from .impls.flashinfer import path_name
+        meta["flashinfer_path"] = path_name()
+    except Exception as e:  # noqa: BLE001
+        meta["flashinfer_path"] = f"unknown: {e}"
+    return meta

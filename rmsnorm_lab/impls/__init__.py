@@ -1,0 +1,60 @@
+"""The registry: every implementation the lab knows, by name."""
+from __future__ import annotations
+
+from .base import Impl, Support
+
+_REGISTRY: dict[str, Impl] | None = None
+
+ORDER = ["huggingface", "torch", "torch_compile", "flashinfer", "flashinfer_cuda", "vllm", "liger", "quack", "triton"]
+
+
+def registry() -> dict[str, Impl]:
+    """name -> Impl, in a stable order (HuggingFace first: speedups are measured against it)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from . import flashinfer, liger, quack, torch_impls, triton_lab, vllm
+        impls = {}
+        for mod in (torch_impls, flashinfer, vllm, liger, quack, triton_lab):
+            for impl in mod.IMPLS:
+                impls[impl.name] = impl
+        _REGISTRY = {n: impls[n] for n in ORDER if n in impls}
+    return _REGISTRY
+
+
+def get_impl(name: str) -> Impl:
+    from ..validate import suggest
+    reg = registry()
+    if name not in reg:
+        raise KeyError(f"impls: unknown implementation {name!r}; known: {', '.join(reg)}{suggest(name, reg)}")
+    return reg[name]
+
+
+def resolve_names(names) -> list[str]:
+    """Validate a list (or comma-separated string, or 'all') of implementation names."""
+    reg = registry()
+    if names is None or names == "all" or names == ["all"]:
+        return list(reg)
+    if isinstance(names, str):
+        names = [n for n in names.replace(",", " ").split() if n]
+    out = []
+    for n in names:
+        get_impl(n)
+        if n not in out:
+            out.append(n)
+    if not out:
+        raise ValueError("impls: expected at least one implementation name")
+    return out
+
+
+def list_impls(device: str = "cuda"):
+    """A table (list of dicts) of every implementation and whether it can run on ``device`` here."""
+    rows = []
+    for impl in registry().values():
+        s = impl.available(device)
+        rows.append({"impl": impl.name, "label": impl.label, "available": s.ok, "reason": s.reason,
+                     "dtypes": ",".join(impl.dtypes), "inplace_residual": impl.inplace_residual,
+                     "numerics": impl.numerics})
+    return rows
+
+
+__all__ = ["Impl", "Support", "registry", "get_impl", "resolve_names", "list_impls"]

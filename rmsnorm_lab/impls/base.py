@@ -1,0 +1,101 @@
+"""What an implementation is: a name, whether it can run here (and why not), a call."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Support:
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls):
+        return cls(True, "")
+
+    @classmethod
+    def no(cls, reason: str):
+        return cls(False, reason)
+
+    def __bool__(self):
+        return self.ok
+
+
+def has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_available() -> bool:
+    if not has_module("torch"):
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
+@dataclass
+class Impl:
+    """One RMSNorm implementation.
+
+    ``load()`` returns ``fn(x, weight, residual=None, eps=1e-6)`` returning
+    ``out`` or ``(out, new_residual)``. When ``inplace_residual`` is true the
+    fused-add path writes ``out`` into ``x`` and the new residual into
+    ``residual`` (and returns those tensors), as vLLM and FlashInfer do.
+    """
+    name: str
+    label: str
+    family: str
+    loader: Callable[[], Callable]
+    devices: tuple = ("cuda",)
+    dtypes: tuple = ("float32", "float16", "bfloat16")
+    requires: tuple = ()                # importable modules it needs
+    inplace_residual: bool = False
+    numerics: str = ""                  # where it rounds, how it accumulates
+    extra_check: Callable[[], Support] | None = None
+    _fn: Callable | None = field(default=None, repr=False)
+    _load_error: str | None = field(default=None, repr=False)
+
+    def available(self, device: str = "cuda") -> Support:
+        """Can it run on this device kind here? When not, every reason why."""
+        dev = str(device).split(":")[0]
+        reasons = [f"{mod.split('.')[0]} not installed" for mod in self.requires if not has_module(mod)]
+        if dev not in self.devices:
+            reasons.append("needs " + " or ".join(d.upper() for d in self.devices))
+        elif dev == "cuda" and not cuda_available():
+            reasons.append("needs CUDA (no GPU visible to torch)")
+        if self.extra_check is not None:
+            s = self.extra_check()
+            if not s:
+                reasons.insert(0, s.reason)
+        if not reasons and self._load_error:
+            reasons.append(self._load_error)
+        return Support.no("; ".join(reasons)) if reasons else Support.yes()
+
+    def supports(self, dtype: str, device: str = "cuda") -> Support:
+        s = self.available(device)
+        if not s:
+            return s
+        if dtype not in self.dtypes:
+            return Support.no(f"{dtype} not supported (supports {', '.join(self.dtypes)})")
+        if dtype == "bfloat16" and str(device).startswith("cpu") and "bf16-cpu" in self.numerics:
+            return Support.no("no bf16 on CPU")
+        return Support.yes()
+
+    def load(self) -> Callable:
+        """Import the library and return the call; the reason is kept if it fails."""
+        if self._fn is None:
+            try:
+                self._fn = self.loader()
+            except Exception as e:  # noqa: BLE001 - any failure becomes a reason
+                self._load_error = f"failed to load: {type(e).__name__}: {e}".strip()[:500]
+                raise
+        return self._fn
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false", "False")

@@ -1,0 +1,63 @@
+"""FlashInfer: the default path a user gets (CuTe-DSL when nvidia-cutlass-dsl is present) and its CUDA JIT kernels."""
+from __future__ import annotations
+
+from .base import Impl, Support, has_module
+
+
+def _as2d(t):
+    return t.reshape(-1, t.shape[-1])
+
+
+def _load_default():
+    import flashinfer.norm as fn
+
+    def flashinfer_rmsnorm(x, weight, residual=None, eps: float = 1e-6):
+        if residual is None:
+            return fn.rmsnorm(_as2d(x), weight, eps).view(x.shape)
+        fn.fused_add_rmsnorm(_as2d(x), _as2d(residual), weight, eps)   # in place
+        return x, residual
+    return flashinfer_rmsnorm
+
+
+def _load_cuda():
+    import torch
+    import flashinfer.norm as fn
+    from flashinfer.utils import device_support_pdl
+
+    mod = fn.get_norm_module()      # JIT-builds the CUDA kernels on first use (nvcc)
+    pdl: dict = {}
+
+    def flashinfer_cuda_rmsnorm(x, weight, residual=None, eps: float = 1e-6):
+        dev = x.device
+        if dev not in pdl:
+            pdl[dev] = device_support_pdl(dev)
+        if residual is None:
+            out = torch.empty_like(x)
+            mod.rmsnorm(_as2d(out), _as2d(x), weight, eps, pdl[dev])
+            return out
+        mod.fused_add_rmsnorm(_as2d(x), _as2d(residual), weight, eps, pdl[dev])
+        return x, residual
+    return flashinfer_cuda_rmsnorm
+
+
+def _default_path() -> Support:
+    return Support.yes()
+
+
+def path_name() -> str:
+    """Which kernel flashinfer.norm.rmsnorm runs here: 'cute-dsl' or 'cuda'."""
+    if not has_module("flashinfer"):
+        return "flashinfer not installed"
+    import flashinfer.norm as fn
+    return "cuda" if getattr(fn, "_USE_CUDA_NORM", True) else "cute-dsl"
+
+
+IMPLS = [
+    Impl("flashinfer", "FlashInfer (default path)", "flashinfer", _load_default,
+         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True,
+         numerics="fp32 math, one rounding at the store; fused add keeps the sum in fp32. "
+                  "CuTe-DSL kernels when nvidia-cutlass-dsl is installed, else the CUDA ones"),
+    Impl("flashinfer_cuda", "FlashInfer CUDA (JIT)", "flashinfer", _load_cuda,
+         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True,
+         numerics="fp32 math, vectorized CUDA kernel (norm.cuh), built by nvcc on first use"),
+]

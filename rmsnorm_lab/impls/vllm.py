@@ -1,0 +1,58 @@
+"""vLLM's CUDA kernels: through an installed vllm, or the op library at $RMSNORM_LAB_VLLM_OPS."""
+from __future__ import annotations
+
+import os
+
+from .base import Impl, Support, has_module
+
+ENV = "RMSNORM_LAB_VLLM_OPS"
+
+
+def _ops():
+    """(rms_norm, fused_add_rms_norm) from vllm._custom_ops or the op library named by $RMSNORM_LAB_VLLM_OPS."""
+    path = os.environ.get(ENV)
+    if path:
+        import torch
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{ENV}={path}: no such file")
+        torch.ops.load_library(path)
+        for ns in ("_C", "_C_stable_libtorch"):
+            space = getattr(torch.ops, ns)
+            try:
+                return space.rms_norm, space.fused_add_rms_norm
+            except (AttributeError, RuntimeError):
+                continue
+        raise RuntimeError(f"{path} loaded but registers no rms_norm op in torch.ops._C")
+    from vllm import _custom_ops as ops
+    return ops.rms_norm, ops.fused_add_rms_norm
+
+
+def _load():
+    import torch
+    rms_norm, fused_add = _ops()
+
+    def vllm_rmsnorm(x, weight, residual=None, eps: float = 1e-6):
+        if residual is None:
+            out = torch.empty_like(x)
+            rms_norm(out, x, weight, eps)
+            return out
+        fused_add(x, residual, weight, eps)    # in place
+        return x, residual
+    return vllm_rmsnorm
+
+
+def _check() -> Support:
+    path = os.environ.get(ENV)
+    if path:
+        return Support.yes() if os.path.exists(path) else Support.no(f"{ENV}={path}: no such file")
+    if not has_module("vllm"):
+        return Support.no(f"vllm not installed (or set {ENV} to vLLM's op library)")
+    return Support.yes()
+
+
+IMPLS = [
+    Impl("vllm", "vLLM", "vllm", _load, dtypes=("float32", "float16", "bfloat16"),
+         requires=("torch",), inplace_residual=True, extra_check=_check,
+         numerics="fp32 accumulation; rounds x*rstd to the input dtype before the weight; "
+                  "fused add normalizes the sum rounded to the input dtype"),
+]

@@ -1,0 +1,1 @@
+"""The lab's own kernels (Triton). Imported only when used."""

@@ -1,0 +1,42 @@
+"""Triton source of the lab's RMSNorm kernel (imports triton: load lazily)."""
+import triton
+import triton.language as tl
+
+
+@triton.jit(do_not_specialize=["n_rows"])
+def rmsnorm_fwd_kernel(
+    X, W, Y, R, RO,                      # input, weight, output, residual, new residual
+    stride_x, stride_y, stride_r, stride_ro,  # row strides (elements); last dim is unit-stride
+    n_rows, eps,
+    N: tl.constexpr,                     # hidden size
+    BLOCK_N: tl.constexpr,               # next power of two >= N
+    ROWS: tl.constexpr,                  # rows per block (a 2-D tile for small hidden sizes)
+    HAS_RES: tl.constexpr,               # fused residual add: s = x + r; RO = s; Y = norm(s) * w
+):
+    """One pass over each row: load (and add), fp32 sum of squares, scale, store.
+
+    A program owns row-blocks pid, pid + nprog, ... (a grid-stride loop), so a
+    launch with fewer programs than blocks loads the weight once per program.
+    All arithmetic is fp32; only the stores round to the output dtype.
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    n_blocks = tl.cdiv(n_rows, ROWS)
+    for blk in range(pid, n_blocks, nprog):
+        rows = blk * ROWS + tl.arange(0, ROWS)
+        rows64 = rows.to(tl.int64)
+        mask = (rows < n_rows)[:, None] & col_ok[None, :]
+        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
+        if HAS_RES:
+            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
+                        eviction_policy="evict_first").to(tl.float32)
+            x = x + r
+            tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
+        ms = tl.sum(x * x, axis=1) / N
+        rstd = 1.0 / tl.sqrt(ms + eps)
+        y = x * rstd[:, None] * w[None, :]
+        tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)

@@ -1,0 +1,166 @@
+"""The lab's own Triton RMSNorm: launcher, launch table and a cached fast launch.
+
+``triton_rmsnorm(x, weight, residual=None, eps=1e-6)`` returns ``out`` or
+``(out, new_residual)``. Pass ``out=x, residual_out=residual`` for the in-place
+fused add that vLLM and FlashInfer do. Works on CUDA tensors, and on CPU
+tensors under ``TRITON_INTERPRET=1`` (how CI tests it).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..validate import check_inputs, contiguous_rows
+
+TABLE_PATH = Path(__file__).with_name("launch_table.json")
+_kernel = None
+_table: dict | None = None
+_fast: dict = {}          # launch key -> compiled kernel (CUDA only)
+_fast_ok = True           # switched off for good if the fast launch ever fails
+
+
+def _get_kernel():
+    global _kernel
+    if _kernel is None:
+        from ._triton_rmsnorm_kernel import rmsnorm_fwd_kernel
+        _kernel = rmsnorm_fwd_kernel
+    return _kernel
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def load_table() -> dict:
+    """The committed launch table: {"<hidden>:<tokens bucket>:<residual>": [rows, warps, programs_per_sm]}."""
+    global _table
+    if _table is None:
+        try:
+            _table = json.loads(TABLE_PATH.read_text()).get("configs", {})
+        except FileNotFoundError:
+            _table = {}
+    return _table
+
+
+def tokens_bucket(tokens: int) -> int:
+    """Power-of-two bucket a token count falls in (the launch table's key)."""
+    return _next_pow2(max(tokens, 1))
+
+
+def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int]:
+    """(rows per block, num_warps, programs per SM; 0 = one program per block)."""
+    block_n = _next_pow2(hidden)
+    rows = 1
+    if block_n <= 1024:
+        # several rows per block for small hidden sizes, keeping >= 2 blocks per SM
+        rows = max(1, min(16, 2048 // block_n, _next_pow2(max(1, tokens // 264))))
+    elems = block_n * rows
+    # ~16 bytes of each tensor per thread and load (a 16-byte vector), up to 16 warps
+    per_thread = max(1, 16 // itemsize) * 2
+    warps = max(1, min(16, elems // (32 * per_thread)))
+    warps = _next_pow2(warps) if warps & (warps - 1) else warps
+    return rows, warps, 0
+
+
+def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int]:
+    cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
+    if cfg is not None:
+        return tuple(cfg)
+    return heuristic_config(hidden, tokens, itemsize, residual)
+
+
+_SM_COUNT: dict = {}
+
+
+def _sm_count(device) -> int:
+    idx = device.index if device.index is not None else 0
+    if idx not in _SM_COUNT:
+        import torch
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
+    """Launch on 2-D row-major views (no checks). Returns nothing; writes y2 (and ro2)."""
+    global _fast_ok
+    n_rows, n = x2.shape
+    if n_rows == 0:
+        return
+    has_res = r2 is not None
+    rows, warps, per_sm = config or pick_config(n, n_rows, x2.element_size(), has_res)
+    n_blocks = -(-n_rows // rows)
+    grid0 = n_blocks
+    on_cuda = x2.is_cuda
+    if per_sm and on_cuda:
+        grid0 = min(n_blocks, per_sm * _sm_count(x2.device))
+    if not has_res:
+        r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
+    args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
+            n, _next_pow2(n), rows, has_res)
+    if on_cuda and _fast_ok:
+        key = (x2.dtype, y2.dtype, n, rows, warps, has_res,
+               x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
+               x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
+               ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
+        k = _fast.get(key)
+        if k is not None:
+            try:
+                import torch
+                stream = torch._C._cuda_getCurrentRawStream(x2.device.index)
+                k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None, *args)
+                return
+            except Exception:   # an incompatible Triton: use the ordinary launch from now on
+                _fast_ok = False
+        compiled = _get_kernel()[(grid0,)](*args, num_warps=warps)
+        if _fast_ok and hasattr(compiled, "run") and hasattr(compiled, "packed_metadata"):
+            _fast[key] = compiled
+        return
+    _get_kernel()[(grid0,)](*args, num_warps=warps)
+
+
+def triton_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, residual_out=None, config=None):
+    """RMSNorm (optionally fused with the residual add) with the lab's Triton kernel.
+
+    Math in fp32, one rounding at the store; the fused add normalizes the fp32
+    sum and stores the sum rounded to the residual's dtype. Non-contiguous
+    inputs are copied once (with a warning). NaN/Inf propagate to their row.
+    """
+    eps = check_inputs(x, weight, residual, eps)
+    if x.dtype not in _supported_dtypes():
+        raise TypeError(f"x: triton kernel supports float32, float16, bfloat16; got {x.dtype}")
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("x: the triton kernel needs a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors), "
+                           f"got a tensor on {x.device}")
+    import torch
+
+    shape = x.shape
+    n = shape[-1]
+    xc = contiguous_rows(x, "x", "triton")
+    w = contiguous_rows(weight, "weight", "triton")
+    if out is None:
+        out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    _check_out(out, shape, x, "out")
+    x2, y2 = xc.reshape(-1, n), out.view(-1, n)
+    if residual is not None:
+        rc = contiguous_rows(residual, "residual", "triton")
+        if residual_out is None:
+            residual_out = torch.empty(shape, dtype=residual.dtype, device=x.device)
+        _check_out(residual_out, shape, x, "residual_out")
+        launch(x2, w, y2, rc.reshape(-1, n), residual_out.view(-1, n), eps, config)
+        if residual_out is residual and rc is not residual:
+            pass  # rc was a copy; residual_out is the caller's tensor and was written directly
+        return out, residual_out
+    launch(x2, w, y2, None, None, eps, config)
+    return out
+
+
+def _check_out(t, shape, x, name):
+    if t.shape != shape or t.dtype != x.dtype or t.device != x.device or not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous {x.dtype} tensor of shape {tuple(shape)} on {x.device}, "
+                         f"got {t.dtype} {tuple(t.shape)} on {t.device} (contiguous={t.is_contiguous()})")
+
+
+def _supported_dtypes():
+    import torch
+    return (torch.float32, torch.float16, torch.bfloat16)

@@ -1,0 +1,103 @@
+"""The seed's public API (vLLM benchmarks/kernels/benchmark_rmsnorm.py), kept and fixed.
+
+Differences from the seed, each a fix: the functions do not mutate their
+arguments (the seed's FlashInfer/vLLM paths overwrote x and residual);
+``calculate_diff`` checks both outputs against a float64 reference with random
+weights and returns a DataFrame; the benchmark times the kernel alone (no
+``clone()`` or module construction in the timed region).
+"""
+from __future__ import annotations
+
+from .validate import check_inputs
+
+
+def _call(name, x, weight, residual, eps):
+    from .impls import get_impl
+
+    eps = check_inputs(x, weight, residual, eps)
+    impl = get_impl(name)
+    s = impl.supports(str(x.dtype).removeprefix("torch."), str(x.device))
+    if not s:
+        raise RuntimeError(f"{name}: cannot run here: {s.reason}")
+    fn = impl.load()
+    r = residual.clone() if residual is not None else None
+    out = fn(x.clone(), weight, r, eps)
+    if residual is None:
+        return out.view(x.shape)
+    return out[0].view(x.shape), out[1].view(x.shape)
+
+
+def rmsnorm_naive(x, weight, residual=None, eps: float = 1e-6):
+    """HuggingFace semantics. x: (batch, seq, hidden); returns out or (out, new_residual)."""
+    return _call("huggingface", x, weight, residual, eps)
+
+
+def rmsnorm_flashinfer(x, weight, residual=None, eps: float = 1e-6):
+    """FlashInfer (default path); inputs are not modified."""
+    return _call("flashinfer", x, weight, residual, eps)
+
+
+def rmsnorm_vllm(x, weight, residual=None, eps: float = 1e-6):
+    """vLLM's kernels (installed vllm or $RMSNORM_LAB_VLLM_OPS); inputs are not modified."""
+    return _call("vllm", x, weight, residual, eps)
+
+
+def calculate_diff(batch_size: int, seq_len: int, hidden_size: int, use_residual: bool = True,
+                   dtype="bfloat16", device: str | None = None, impls="all", seed: int = 0,
+                   eps: float = 1e-6, verbose: bool = True):
+    """Compare every available implementation with the float64 reference; print and return a DataFrame."""
+    from .cases import make_cases
+    from .check import check_all
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    cases = make_cases([hidden_size], [batch_size], [seq_len], [dtype], [bool(use_residual)])
+    df = check_all(cases, impls, dev, seed, eps)
+    if verbose:
+        cols = ["impl", "status", "err_out", "err_residual", "tolerance", "reason"]
+        print(f"correctness on {dev}: x ({batch_size}, {seq_len}, {hidden_size}) {cases[0].dtype}, "
+              f"residual={bool(use_residual)}; relative error vs float64 reference")
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.2e}"))
+        bad = df[df["status"].isin(["wrong", "error"])]
+        ok = df[df["status"] == "ok"]
+        print(f"{len(ok)} match, {len(bad)} differ or fail, {len(df) - len(ok) - len(bad)} cannot run here")
+    return df
+
+
+class Benchmark:
+    """What ``get_benchmark`` returns: ``.run(print_data=True, save_path=DIR)`` like the seed's perf_report."""
+
+    def __init__(self, use_residual: bool, **sweep_kwargs):
+        self.use_residual = bool(use_residual)
+        self.kwargs = sweep_kwargs
+        self.plot_name = f"rmsnorm-perf-{'with' if self.use_residual else 'without'}-residual"
+
+    def run(self, print_data: bool = False, save_path: str | None = None, show_plots: bool = False):
+        from pathlib import Path
+
+        from .plots import plot_metric
+        from .sweep import SweepConfig, run_sweep, summarize
+
+        kw = {**self.kwargs, "residual": [self.use_residual]}
+        if save_path:
+            kw["save_path"] = save_path
+        df = run_sweep(SweepConfig(**kw))
+        for mode in sorted(set(df.loc[df["status"] == "ok", "mode"])):
+            table = summarize(df[df["residual"] == self.use_residual], mode)
+            if print_data:
+                print(f"{self.plot_name} ({mode} timing, µs per call, median):")
+                print(table.round(2).to_string())
+            if save_path:
+                Path(save_path).mkdir(parents=True, exist_ok=True)
+                table.round(3).to_csv(Path(save_path) / f"{self.plot_name}-{mode}.csv")
+                fig = plot_metric(df[df["residual"] == self.use_residual], mode, "us_median",
+                                  Path(save_path) / f"{self.plot_name}-{mode}.png")
+                if fig is not None and not show_plots:
+                    import matplotlib.pyplot as plt
+                    plt.close(fig)
+        return df
+
+
+def get_benchmark(use_residual: bool, **sweep_kwargs) -> Benchmark:
+    """The seed's benchmark object; keyword arguments go to SweepConfig (hidden, batch, seq, impls, ...)."""
+    return Benchmark(use_residual, **sweep_kwargs)

@@ -1,0 +1,265 @@
+"""The sweep: cases x implementations x timing modes -> tidy rows, saved as measured.
+
+The CLI, ``get_benchmark`` and the notebooks all call ``run_sweep``, so they
+cannot disagree. A failing or unavailable implementation becomes an error or
+skip row with its reason; the sweep goes on.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from .cases import SEED_BATCH, SEED_HIDDEN, SEED_SEQ, Case, make_cases, make_inputs, tokens_to_batch_seq
+from .check import check_impl
+from .impls import get_impl, resolve_names
+from .timing import MODES, Runner, time_runner
+from .validate import check_eps, check_int_list, dtype_name
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; every field has a documented default (the seed's grid)."""
+    hidden: list = field(default_factory=lambda: list(SEED_HIDDEN))
+    batch: list = field(default_factory=lambda: list(SEED_BATCH))
+    seq: list = field(default_factory=lambda: list(SEED_SEQ))
+    tokens: list | None = None           # instead of batch x seq: token counts (rows)
+    dtypes: list = field(default_factory=lambda: ["bfloat16"])
+    residual: list = field(default_factory=lambda: [False, True])
+    impls: list | str = "all"
+    modes: list | None = None            # default: cold + graph on CUDA, cold + eager on CPU
+    device: str = "auto"
+    save_path: str | None = None
+    eps: float = 1e-6
+    seed: int = 0
+    check: bool = True                   # correctness check of every (impl, case) before timing
+    budget_ms: float = 40.0              # timing budget per point and mode
+    progress: bool | None = None         # None: on in a terminal or notebook, off otherwise
+    command: str | None = None
+
+    def validate(self) -> "SweepConfig":
+        from .device import resolve_device
+        self.hidden = check_int_list("hidden_size", self.hidden)
+        if self.tokens is not None:
+            self.tokens = check_int_list("tokens", self.tokens)
+        else:
+            self.batch = check_int_list("batch_size", self.batch)
+            self.seq = check_int_list("seq_len", self.seq)
+        if isinstance(self.dtypes, str):
+            self.dtypes = [self.dtypes]
+        self.dtypes = [dtype_name(d) for d in self.dtypes]
+        if isinstance(self.residual, bool):
+            self.residual = [self.residual]
+        for r in self.residual:
+            if not isinstance(r, bool):
+                raise TypeError(f"residual: expected booleans, got {r!r} ({type(r).__name__})")
+        self.impls = resolve_names(self.impls)
+        self.device = resolve_device(self.device)
+        if self.modes is None:
+            self.modes = ["cold", "graph"] if self.device.startswith("cuda") else ["cold", "eager"]
+        if isinstance(self.modes, str):
+            self.modes = [m for m in self.modes.replace(",", " ").split() if m]
+        for m in self.modes:
+            if m not in MODES:
+                raise ValueError(f"modes: unknown timing mode {m!r}; expected one of {', '.join(MODES)}")
+        self.eps = check_eps(self.eps)
+        if not isinstance(self.budget_ms, (int, float)) or self.budget_ms <= 0:
+            raise ValueError(f"budget_ms: expected a positive number, got {self.budget_ms!r}")
+        return self
+
+    def cases(self) -> list[Case]:
+        if self.tokens is not None:
+            bs = [tokens_to_batch_seq(t) for t in self.tokens]
+            out = []
+            for d in self.dtypes:
+                for r in self.residual:
+                    for h in self.hidden:
+                        out += [Case(b, s, h, d, r) for b, s in bs]
+            return out
+        return make_cases(self.hidden, self.batch, self.seq, self.dtypes, self.residual)
+
+
+def _progress(total, enabled):
+    if enabled is None:
+        enabled = "ipykernel" in sys.modules or sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc="sweep", unit="pt", leave=False)
+    except Exception:  # noqa: BLE001 - a progress bar is never worth failing for
+        return None
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+
+
+def _free(device):
+    import gc
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.empty_cache()
+
+
+def run_sweep(config: SweepConfig | None = None, **kwargs):
+    """Measure every (case, implementation, mode); returns the DataFrame of rows.
+
+    With ``save_path`` the rows go to ``save_path/results.csv`` as measured and
+    the environment to ``env.json``; points already there are not measured again.
+    """
+    import pandas as pd
+    import torch
+
+    from . import envinfo
+    from .bandwidth import measure_copy_bandwidth
+    from .device import device_name
+    from .results import ResultStore
+
+    cfg = (config or SweepConfig(**kwargs)).validate() if config is None or not kwargs else None
+    if cfg is None:
+        cfg = SweepConfig(**{**asdict(config), **kwargs}).validate()
+    dev = cfg.device
+    gpu = device_name(dev)
+    store = ResultStore(cfg.save_path) if cfg.save_path else None
+    command = cfg.command or " ".join(sys.argv)
+    t_start = time.perf_counter()
+    copy_gbps = measure_copy_bandwidth(dev)
+    meta = envinfo.collect(dev, copy_gbps, command)
+    meta["config"] = asdict(cfg)
+    if store:
+        store.write_meta(meta)
+
+    cases = cfg.cases()
+    rows: list[dict] = []
+    hf_us: dict = {}
+    if store:   # HF timings from an earlier, resumed run
+        for r in store.rows:
+            if r.get("impl") == "huggingface" and r.get("status") == "ok":
+                hf_us[(r["dtype"], str(r["hidden"]), str(r["batch"]), str(r["seq"]), str(r["residual"]),
+                       r["mode"])] = float(r["us_median"])
+    bar = _progress(len(cases) * len(cfg.impls), cfg.progress)
+
+    def emit(row):
+        row.setdefault("timestamp", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        row.setdefault("command", command)
+        rows.append(row)
+        if store:
+            store.add(row)
+
+    for ci, case in enumerate(cases):
+        base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,
+                "tokens": case.tokens, "hidden": case.hidden, "residual": case.residual,
+                "bytes": case.bytes_moved, "copy_gbps": round(copy_gbps, 1)}
+        inputs = None
+        for name in cfg.impls:
+            impl = get_impl(name)
+            todo = [m for m in cfg.modes if not (store and store.done({**base, "impl": name, "mode": m}))]
+            if bar:
+                bar.set_postfix_str(f"{name} {case.dtype} {case.hidden}x{case.tokens} res={int(case.residual)}")
+            if not todo:
+                if bar:
+                    bar.update(1)
+                continue
+            common = {**base, "impl": name, "label": impl.label}
+            s = impl.supports(case.dtype, dev)
+            if not s:
+                for m in todo:
+                    emit({**common, "mode": m, "status": "skip", "error": s.reason})
+                if bar:
+                    bar.update(1)
+                continue
+            try:
+                if inputs is None:
+                    inputs = make_inputs(case, dev, cfg.seed + ci)
+                fn = impl.load()
+                t0 = time.perf_counter()
+                x, w, r = inputs
+                warm = getattr(fn, "warm", None)
+                if warm is not None:
+                    setup_s = warm(x, w, r, cfg.eps)
+                else:
+                    fn(x.clone(), w, None if r is None else r.clone(), cfg.eps)
+                    if dev.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    setup_s = time.perf_counter() - t0
+                chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
+            except Exception as e:  # noqa: BLE001 - becomes an error row
+                msg = f"{type(e).__name__}: {e}".strip()[:500]
+                for m in todo:
+                    emit({**common, "mode": m, "status": "error", "error": msg})
+                if _is_oom(e):
+                    inputs = None
+                    _free(dev)
+                if bar:
+                    bar.update(1)
+                continue
+            if chk.get("status") in ("error", "skip"):
+                for m in todo:
+                    emit({**common, "mode": m, "status": chk["status"], "error": chk["reason"]})
+                if bar:
+                    bar.update(1)
+                continue
+            correct = chk.get("status") == "ok" if chk else ""
+            for m in todo:
+                row = {**common, "mode": m, "setup_s": round(setup_s, 3),
+                       "err_out": chk.get("err_out", ""), "err_residual": chk.get("err_residual", ""),
+                       "correct": correct, "error": chk.get("reason", "") if chk else ""}
+                try:
+                    runner = Runner(fn, x, w, r, cfg.eps, impl.inplace_residual)
+                    t = time_runner(runner, m, dev, budget_ms=cfg.budget_ms)
+                    if not runner.outputs_finite():
+                        row["correct"] = False
+                        row["error"] = (row["error"] + "; " if row["error"] else "") + \
+                            "non-finite output after timing"
+                    gbps = case.bytes_moved / (t.median_us * 1e-6) / 1e9
+                    row.update(status="ok", us_median=round(t.median_us, 3), us_p20=round(t.p20_us, 3),
+                               us_p80=round(t.p80_us, 3), n_samples=t.n, gbps=round(gbps, 1),
+                               pct_copy=round(100 * gbps / copy_gbps, 1), note=t.note)
+                    hkey = (case.dtype, str(case.hidden), str(case.batch), str(case.seq), str(case.residual), m)
+                    if name == "huggingface":
+                        hf_us[hkey] = t.median_us
+                    if hkey in hf_us:
+                        row["speedup_vs_hf"] = round(hf_us[hkey] / t.median_us, 3)
+                    del runner
+                except NotImplementedError as e:
+                    row.update(status="skip", error=str(e))
+                except Exception as e:  # noqa: BLE001
+                    row.update(status="error", error=f"{type(e).__name__}: {e}".strip()[:500])
+                    if _is_oom(e):
+                        _free(dev)
+                emit(row)
+            if bar:
+                bar.update(1)
+        inputs = None
+    if bar:
+        bar.close()
+    if store:
+        meta["wall_s"] = round(time.perf_counter() - t_start, 1)
+        meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        store.write_meta(meta)
+        df = pd.DataFrame(store.rows)
+        from .results import load_results
+        df = load_results(store.dir)
+    else:
+        df = pd.DataFrame(rows)
+        df.attrs["env"] = meta
+    return df
+
+
+def summarize(df, mode: str | None = None):
+    """Pivot of median µs: one row per shape, one column per implementation."""
+    d = df[df["status"] == "ok"]
+    if mode:
+        d = d[d["mode"] == mode]
+    if d.empty:
+        return d
+    return d.pivot_table(index=["dtype", "residual", "hidden", "tokens"], columns="impl",
+                         values="us_median", aggfunc="first")
+
+
+def fmt_us(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"

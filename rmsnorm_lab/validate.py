@@ -1,0 +1,123 @@
+"""Input checks shared by the API, the CLI and the notebooks.
+
+Every check raises an exception of a fitting type whose message names the
+argument, what was given and what is expected.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPE_ALIASES = {
+    "fp32": "float32", "float": "float32", "f32": "float32",
+    "fp16": "float16", "half": "float16", "f16": "float16",
+    "bf16": "bfloat16",
+    "fp64": "float64", "double": "float64", "f64": "float64",
+}
+
+
+def dtype_name(dtype) -> str:
+    """Canonical name ('bfloat16', ...) of a dtype given as a string or torch.dtype."""
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        key = DTYPE_ALIASES.get(key, key)
+        if key not in FLOAT_DTYPES:
+            hint = difflib.get_close_matches(key, list(FLOAT_DTYPES) + list(DTYPE_ALIASES), n=2)
+            raise ValueError(f"dtype: unknown dtype {dtype!r}; expected one of "
+                             f"{', '.join(FLOAT_DTYPES[:3])} (or fp32/fp16/bf16)"
+                             + (f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""))
+        return key
+    name = str(dtype).removeprefix("torch.")
+    if name not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected a floating dtype ({', '.join(FLOAT_DTYPES)}), got {dtype}")
+    return name
+
+
+def torch_dtype(dtype):
+    import torch
+    return getattr(torch, dtype_name(dtype))
+
+
+def check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps: expected a positive float, got {eps!r} ({type(eps).__name__})")
+    if math.isnan(eps) or math.isinf(eps) or eps <= 0:
+        raise ValueError(f"eps: expected a positive finite float, got {eps!r}")
+    return float(eps)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name}: expected a positive integer, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return value
+
+
+def check_int_list(name: str, values) -> list[int]:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a list of positive integers, got {values!r}")
+    out = [check_positive_int(name, v) for v in values]
+    if not out:
+        raise ValueError(f"{name}: expected at least one value, got an empty list")
+    return out
+
+
+def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"):
+    """Validate RMSNorm inputs; returns eps as float. Raises TypeError / ValueError."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor (float32, float16, bfloat16), got {x.dtype}")
+    if x.dim() < 1:
+        raise ValueError(f"{name}: expected at least 1 dimension (..., hidden), got a 0-d tensor")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name}: hidden dimension (last) has size 0; expected hidden >= 1, shape {tuple(x.shape)}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
+        raise ValueError(f"weight: expected shape ({x.shape[-1]},) to match {name}'s hidden size, "
+                         f"got {tuple(weight.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight: expected dtype {x.dtype} (same as {name}), got {weight.dtype}")
+    if weight.device != x.device:
+        raise ValueError(f"weight: expected device {x.device} (same as {name}), got {weight.device}")
+    if residual is not None:
+        if not isinstance(residual, torch.Tensor):
+            raise TypeError(f"residual: expected a torch.Tensor or None, got {type(residual).__name__}")
+        if residual.shape != x.shape:
+            raise ValueError(f"residual: expected shape {tuple(x.shape)} (same as {name}), got {tuple(residual.shape)}")
+        if residual.dtype != x.dtype:
+            raise TypeError(f"residual: expected dtype {x.dtype} (same as {name}), got {residual.dtype}")
+        if residual.device != x.device:
+            raise ValueError(f"residual: expected device {x.device} (same as {name}), got {residual.device}")
+    return check_eps(eps)
+
+
+_warned_noncontig: set[str] = set()
+
+
+def contiguous_rows(t, what: str, impl: str = ""):
+    """Return ``t`` with a unit last stride; copy once with a one-time warning otherwise."""
+    if t is None or t.is_contiguous():
+        return t
+    key = f"{impl}:{what}"
+    if key not in _warned_noncontig:
+        _warned_noncontig.add(key)
+        warnings.warn(f"{what} is not contiguous (strides {tuple(t.stride())}); "
+                      f"{impl or 'rmsnorm_lab'} copies it to a contiguous tensor", stacklevel=3)
+    return t.contiguous()
+
+
+def suggest(name: str, choices) -> str:
+    hint = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
