@@ -15,6 +15,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
 def _pos_int(text: str) -> int:
     try:
         v = int(text)
@@ -48,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the correctness check before the sweep")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--list", action="store_true", help="list implementations and whether they run here, then exit")
-    p.add_argument("--seed", type=int, default=0, help="random seed for inputs (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed for inputs (default: 0)")
     return p
 
 
@@ -59,9 +69,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every finished point is in the results CSV; run again to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
-            RuntimeError) as e:
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        msg = " ".join(str(msg).split()) or type(e).__name__          # one line
         print(f"python -m rmsnorm_lab: error: {msg}", file=sys.stderr)
         return 2
 

@@ -82,3 +82,146 @@ def save_all(df, out_dir) -> list[str]:
                 plt.close(fig)
                 out.append(str(p))
     return out
+
+
+def _header(fig, axes, title: str, legend_ax=None):
+    """Legend and title above the panels, sized in inches so they never cover data."""
+    h = fig.get_size_inches()[1]
+    ax0 = legend_ax if legend_ax is not None else list(axes.flat)[0]
+    handles, labels = ax0.get_legend_handles_labels()
+    n_title = title.count("\n") + 1
+    top = 1 - (0.3 * n_title + (0.4 if labels else 0) + 0.1) / h
+    fig.tight_layout(rect=(0, 0, 1, top))
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), frameon=False,
+                   bbox_to_anchor=(0.5, top), fontsize=9)
+    fig.suptitle(title, y=1 - 0.05 / h, va="top", fontsize=11)
+
+
+def _plain_log_ticks(axis):
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    lo, hi = axis.get_view_interval()
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if hi / max(lo, 1e-300) < 20:        # a narrow log range: label the minor ticks plainly too
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, save_path):
+    if save_path:
+        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_errors(chk, save_path=None):
+    """Relative error vs the float64 reference: one panel per dtype, one column of points per implementation.
+
+    Circles: the output; triangles: the new residual (fused add). Dashed: the dtype's tolerance.
+    """
+    plt = _plt()
+    d = chk[chk["status"].isin(["ok", "wrong"])]
+    if d.empty:
+        return None
+    dtypes = list(dict.fromkeys(d["dtype"]))
+    impls = list(dict.fromkeys(d["impl"]))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(4.6 * len(dtypes), 4.0), squeeze=False)
+    for ax, dt in zip(axes.flat, dtypes):
+        p = d[d["dtype"] == dt]
+        for i, impl in enumerate(impls):
+            g = p[p["impl"] == impl]
+            if g.empty:
+                continue
+            jitter = (g["hidden"].rank(method="dense") - 1) * 0.08 - 0.08
+            ax.scatter(i + jitter, g["err_out"].clip(lower=1e-12), color=STYLE.get(impl), marker="o", s=22,
+                       label="output" if i == 0 else None)
+            gr = g[g["residual"]]
+            if len(gr):
+                ax.scatter(i + jitter[g["residual"]] + 0.25, gr["err_residual"].clip(lower=1e-12),
+                           color=STYLE.get(impl), marker="^", s=22, alpha=0.7,
+                           label="new residual" if i == 0 else None)
+        ax.axhline(p["tolerance"].iloc[0], color="red", ls="--", lw=1, label="tolerance")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(impls)))
+        ax.set_xticklabels(impls, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("relative error ‖out − ref‖ / ‖ref‖")
+        ax.set_title(dt, fontsize=10)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    _header(fig, axes, "Error against the float64 reference (each point: one hidden size and token count)")
+    return _save(fig, save_path)
+
+
+def plot_roofline(df, mode: str, save_path=None):
+    """Achieved GB/s against bytes moved (log-log), the measured copy bandwidth as the ceiling."""
+    plt = _plt()
+    d = _ok(df, mode)
+    if d.empty:
+        return None
+    full = df[(df["status"] == "ok") & (df["mode"] == mode)]
+    d = d.merge(full.groupby(["impl", "dtype", "residual", "hidden", "tokens"], as_index=False)
+                .agg(bytes=("bytes", "first"), copy_gbps=("copy_gbps", "first")),
+                on=["impl", "dtype", "residual", "hidden", "tokens"])
+    d["gbps"] = d["bytes"] / (d["us_median"] * 1e-6) / 1e9      # unrounded: the CSV's gbps has 0.1 steps
+    res_vals = sorted(set(d["residual"]))
+    fig, axes = plt.subplots(1, len(res_vals), figsize=(6.5 * len(res_vals), 4.4), squeeze=False)
+    markers = ["o", "s", "D", "v", "P", "X"]
+    hiddens = sorted(set(d["hidden"]))
+    for ax, r in zip(axes.flat, res_vals):
+        p = d[d["residual"] == r]
+        for impl, g in p.groupby("impl", sort=False):
+            for k, h in enumerate(hiddens):
+                gh = g[g["hidden"] == h].sort_values("bytes")
+                if gh.empty:
+                    continue
+                ax.plot(gh["bytes"], gh["gbps"], color=STYLE.get(impl), marker=markers[k % len(markers)], ms=4,
+                        lw=2.0 if impl == "triton" else 1.2, label=f"{impl}" if k == 0 else None)
+        copy = float(p["copy_gbps"].median())
+        ax.axhline(copy, color="grey", ls="--", lw=1.2)
+        ax.annotate(f"measured copy bandwidth {copy:.0f} GB/s", (p["bytes"].min(), copy), xytext=(2, -3),
+                    textcoords="offset points", fontsize=8, color="grey", va="top")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("bytes moved per call (x, weight, out" + (", residual in/out)" if r else ")"))
+        ax.set_ylabel(f"achieved bandwidth, GB/s ({mode})")
+        ax.set_title(f"{'with' if r else 'without'} residual; markers: hidden "
+                     + ", ".join(f"{markers[k % len(markers)]}={h}" for k, h in enumerate(hiddens)), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        _plain_log_ticks(ax.xaxis)
+        _plain_log_ticks(ax.yaxis)
+    _header(fig, axes, f"Roofline view: achieved vs measured copy bandwidth, {mode} timing")
+    return _save(fig, save_path)
+
+
+def plot_comparison(cmp, title: str, save_path=None):
+    """Time ratio (other / base) per shape with its p20-p80 spread; filled markers: beyond the noise."""
+    plt = _plt()
+    if cmp is None or cmp.empty:
+        return None
+    panels = sorted({(m, dt, h, r) for m, dt, h, r in zip(cmp["mode"], cmp["dtype"], cmp["hidden"], cmp["residual"])})
+    ncol = min(2, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.0 * nrow), squeeze=False)
+    for ax, (m, dt, h, r) in zip(axes.flat, panels):
+        p = cmp[(cmp["mode"] == m) & (cmp["dtype"] == dt) & (cmp["hidden"] == h) & (cmp["residual"] == r)]
+        for impl, g in p.groupby("impl", sort=False):
+            g = g.groupby("tokens", as_index=False).agg(ratio=("ratio", "median"), lo=("ratio_lo", "median"),
+                                                         hi=("ratio_hi", "median"),
+                                                         sig=("verdict", lambda v: (v != "same (within noise)").any()))
+            c = STYLE.get(impl)
+            ax.errorbar(g["tokens"], g["ratio"], yerr=[g["ratio"] - g["lo"], g["hi"] - g["ratio"]], color=c,
+                        lw=1.2, capsize=2, label=impl, marker=None)
+            ax.scatter(g["tokens"], g["ratio"], color=c, s=18, zorder=3,
+                       facecolors=[c if s else "white" for s in g["sig"]])
+        ax.axhline(1.0, color="grey", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens (rows)")
+        ax.set_ylabel("time ratio other / base (<1: faster)")
+        ax.set_title(f"{m}, hidden {h}, {dt}, {'with' if r else 'without'} residual", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        _plain_log_ticks(ax.yaxis)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    _header(fig, axes, title + "\n(bars: p20-p80 spread; filled markers: difference beyond the noise)")
+    return _save(fig, save_path)

@@ -49,3 +49,40 @@ def rel_error(out, ref) -> float:
 # admit double rounding (HF/vLLM round x*rstd before the weight) and the Triton
 # interpreter's truncating fp32->bf16 cast (see shared/notes/triton-on-cpu.md).
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.2e-2, "float64": 1e-12}
+
+
+def compare(x, weight, residual, eps, out, new_residual=None, chunk_rows: int = 4096):
+    """(err_out, err_residual) of outputs against the float64 reference, computed in row
+    chunks so that large cases never hold a float64 copy of the whole tensor."""
+    import torch
+
+    n = x.shape[-1]
+    x2, o2 = x.reshape(-1, n), out.reshape(-1, n)
+    r2 = residual.reshape(-1, n) if residual is not None else None
+    nr2 = new_residual.reshape(-1, n) if new_residual is not None else None
+    acc = {"o": [0.0, 0.0], "r": [0.0, 0.0]}
+    nan = {"o": False, "r": False}
+    for i in range(0, x2.shape[0], chunk_rows):
+        sl = slice(i, i + chunk_rows)
+        ref = reference(x2[sl], weight, None if r2 is None else r2[sl], eps)
+        pairs = [("o", o2[sl], ref if r2 is None else ref[0])]
+        if r2 is not None and nr2 is not None:
+            pairs.append(("r", nr2[sl], ref[1]))
+        for k, got, want in pairs:
+            e = rel_error(got, want)
+            if e != e:   # NaN
+                nan[k] = True
+                continue
+            w64 = want.to(torch.float64)
+            fin = torch.isfinite(w64)
+            w64 = w64[fin]
+            g64 = got.to(torch.float64)[fin]
+            acc[k][0] += float(torch.sum((g64 - w64) ** 2))
+            acc[k][1] += float(torch.sum(w64 ** 2))
+
+    def fin(k):
+        if nan[k]:
+            return float("nan")
+        num, den = acc[k][0] ** 0.5, acc[k][1] ** 0.5
+        return num / den if den else num
+    return fin("o"), (fin("r") if (r2 is not None and nr2 is not None) else float("nan"))

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 COLUMNS = [
@@ -64,6 +65,12 @@ class ResultStore:
     def __init__(self, save_dir):
         self.dir = check_writable(save_dir)
         self.csv = self.dir / CSV_NAME
+        for stale in self.dir.glob(f".{CSV_NAME}.*.tmp"):     # left by a run killed mid-write
+            try:
+                if time.time() - stale.stat().st_mtime > 60:
+                    stale.unlink()
+            except OSError:
+                pass
         self.rows: list[dict] = []
         if self.csv.exists():
             with open(self.csv, newline="") as f:

@@ -8,37 +8,64 @@ weights and returns a DataFrame; the benchmark times the kernel alone (no
 """
 from __future__ import annotations
 
-from .validate import check_inputs
+from .validate import check_bool, check_eps, check_inputs, check_seed, check_support, contiguous_rows
+
+# implementations written in PyTorch ops: any strides are fine, no copy needed
+_STRIDE_SAFE = ("huggingface", "torch", "torch_compile")
 
 
 def _call(name, x, weight, residual, eps):
+    """Validate, then run implementation ``name`` on copies (the caller's tensors are never changed).
+
+    Zero tokens return empty tensors without calling the implementation.
+    Non-contiguous inputs are copied to contiguous ones (one warning per
+    implementation) for the kernels that assume row-major rows.
+    """
     from .impls import get_impl
 
     eps = check_inputs(x, weight, residual, eps)
     impl = get_impl(name)
-    s = impl.supports(str(x.dtype).removeprefix("torch."), str(x.device))
-    if not s:
-        raise RuntimeError(f"{name}: cannot run here: {s.reason}")
+    check_support(impl, x)
+    if x.numel() == 0:                       # zero tokens: nothing to launch
+        import torch
+        out = torch.empty_like(x)
+        return out if residual is None else (out, torch.empty_like(x))
+    if name in _STRIDE_SAFE:
+        xc, r = x.clone(), (residual.clone() if residual is not None else None)
+    else:
+        weight = contiguous_rows(weight, "weight", name)
+        xc = _fresh(x, "x", name)
+        r = _fresh(residual, "residual", name) if residual is not None else None
     fn = impl.load()
-    r = residual.clone() if residual is not None else None
-    out = fn(x.clone(), weight, r, eps)
+    out = fn(xc, weight, r, eps)
     if residual is None:
         return out.view(x.shape)
     return out[0].view(x.shape), out[1].view(x.shape)
 
 
+def _fresh(t, what, impl):
+    """A contiguous copy of ``t`` that the call may overwrite (warns once when ``t`` was strided)."""
+    c = contiguous_rows(t, what, impl)
+    return c.clone() if c is t else c
+
+
 def rmsnorm_naive(x, weight, residual=None, eps: float = 1e-6):
-    """HuggingFace semantics. x: (batch, seq, hidden); returns out or (out, new_residual)."""
+    """HuggingFace semantics. x: (batch, seq, hidden); returns out or (out, new_residual).
+
+    Inputs are checked (``validate.check_inputs``: TypeError / ValueError naming
+    the argument); zero tokens return empty tensors; NaN / Inf propagate per row
+    as in the float64 reference.
+    """
     return _call("huggingface", x, weight, residual, eps)
 
 
 def rmsnorm_flashinfer(x, weight, residual=None, eps: float = 1e-6):
-    """FlashInfer (default path); inputs are not modified."""
+    """FlashInfer (default path); inputs are not modified. CUDA only (UnsupportedError "needs CUDA" otherwise)."""
     return _call("flashinfer", x, weight, residual, eps)
 
 
 def rmsnorm_vllm(x, weight, residual=None, eps: float = 1e-6):
-    """vLLM's kernels (installed vllm or $RMSNORM_LAB_VLLM_OPS); inputs are not modified."""
+    """vLLM's kernels (installed vllm or $RMSNORM_LAB_VLLM_OPS); inputs are not modified. CUDA only."""
     return _call("vllm", x, weight, residual, eps)
 
 
@@ -50,6 +77,9 @@ def calculate_diff(batch_size: int, seq_len: int, hidden_size: int, use_residual
     from .check import check_all
     from .device import resolve_device
 
+    use_residual = check_bool("use_residual", use_residual)
+    seed = check_seed(seed)
+    eps = check_eps(eps)
     dev = resolve_device(device)
     cases = make_cases([hidden_size], [batch_size], [seq_len], [dtype], [bool(use_residual)])
     df = check_all(cases, impls, dev, seed, eps)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from .cases import SEED_BATCH, SEED_HIDDEN, SEED_SEQ, Case, make_cases, make_inp
 from .check import check_impl
 from .impls import get_impl, resolve_names
 from .timing import MODES, Runner, time_runner
-from .validate import check_eps, check_int_list, dtype_name
+from .validate import check_bool, check_eps, check_int_list, check_seed, dtype_name, suggest
 
 
 @dataclass
@@ -65,8 +66,21 @@ class SweepConfig:
             if m not in MODES:
                 raise ValueError(f"modes: unknown timing mode {m!r}; expected one of {', '.join(MODES)}")
         self.eps = check_eps(self.eps)
-        if not isinstance(self.budget_ms, (int, float)) or self.budget_ms <= 0:
-            raise ValueError(f"budget_ms: expected a positive number, got {self.budget_ms!r}")
+        self.seed = check_seed(self.seed)
+        self.check = check_bool("check", self.check)
+        if self.progress is not None:
+            self.progress = check_bool("progress", self.progress)
+        if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)):
+            raise TypeError(f"budget_ms: expected a positive number of milliseconds, got {self.budget_ms!r} "
+                            f"({type(self.budget_ms).__name__})")
+        if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise ValueError(f"budget_ms: expected a positive finite number of milliseconds, got {self.budget_ms!r}")
+        if self.save_path is not None:
+            if not isinstance(self.save_path, (str, os.PathLike)):
+                raise TypeError(f"save_path: expected a directory path (str) or None, got {self.save_path!r} "
+                                f"({type(self.save_path).__name__})")
+            from .results import check_writable
+            self.save_path = str(check_writable(self.save_path))
         return self
 
     def cases(self) -> list[Case]:
@@ -105,6 +119,15 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
+def _check_kwargs(kwargs) -> None:
+    from dataclasses import fields
+    names = [f.name for f in fields(SweepConfig)]
+    for k in kwargs:
+        if k not in names:
+            raise TypeError(f"run_sweep: unknown parameter {k!r}; expected one of {', '.join(names)}"
+                            f"{suggest(k, names)}")
+
+
 def run_sweep(config: SweepConfig | None = None, **kwargs):
     """Measure every (case, implementation, mode); returns the DataFrame of rows.
 
@@ -119,6 +142,9 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     from .device import device_name
     from .results import ResultStore
 
+    _check_kwargs(kwargs)
+    if config is not None and not isinstance(config, SweepConfig):
+        raise TypeError(f"config: expected a SweepConfig or None, got {type(config).__name__}")
     cfg = (config or SweepConfig(**kwargs)).validate() if config is None or not kwargs else None
     if cfg is None:
         cfg = SweepConfig(**{**asdict(config), **kwargs}).validate()

@@ -1,13 +1,29 @@
 """Input checks shared by the API, the CLI and the notebooks.
 
 Every check raises an exception of a fitting type whose message names the
-argument, what was given and what is expected.
+argument, what was given and what is expected: ``TypeError`` for a wrong type or
+dtype, ``ValueError`` for a wrong value, shape or device pairing,
+``UnsupportedError`` (a ``RuntimeError``) when an implementation cannot run the
+inputs here (``UnsupportedDtypeError`` is also a ``TypeError``).
+
+NaN and Inf are not errors: they propagate the way the float64 reference does
+(a row holding NaN gives NaN; a row holding +-Inf has rstd 0, so its Inf
+elements give NaN and its finite elements give 0).
 """
 from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import warnings
+
+
+class UnsupportedError(RuntimeError):
+    """An implementation cannot run these inputs here (the reason is the message); sweeps record a skip."""
+
+
+class UnsupportedDtypeError(UnsupportedError, TypeError):
+    """An implementation does not take this dtype (e.g. float64); also a TypeError."""
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -41,22 +57,39 @@ def torch_dtype(dtype):
 
 
 def check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    """eps as a float; TypeError unless a real number, ValueError unless finite and > 0."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps: expected a positive float, got {eps!r} ({type(eps).__name__})")
+    eps = float(eps)
     if math.isnan(eps) or math.isinf(eps) or eps <= 0:
         raise ValueError(f"eps: expected a positive finite float, got {eps!r}")
-    return float(eps)
+    return eps
 
 
 def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
             raise TypeError(f"{name}: expected a positive integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
     if value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return value
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {seed}")
+    return int(seed)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":      # numpy.bool_ too
+        raise TypeError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def check_int_list(name: str, values) -> list[int]:
@@ -71,7 +104,14 @@ def check_int_list(name: str, values) -> list[int]:
 
 
 def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"):
-    """Validate RMSNorm inputs; returns eps as float. Raises TypeError / ValueError."""
+    """Validate RMSNorm inputs; returns eps as float. Raises TypeError / ValueError.
+
+    ``x``: a floating tensor (..., hidden) with hidden >= 1 (zero tokens are fine:
+    callers return an empty result); ``weight``: (hidden,), same dtype and device;
+    ``residual``: None or the same shape, dtype and device as ``x``. Non-contiguous
+    tensors are accepted (implementations copy them, see ``contiguous_rows``).
+    NaN / Inf values are accepted and propagate as in the float64 reference.
+    """
     import torch
 
     if not isinstance(x, torch.Tensor):
@@ -90,7 +130,8 @@ def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"
     if weight.dtype != x.dtype:
         raise TypeError(f"weight: expected dtype {x.dtype} (same as {name}), got {weight.dtype}")
     if weight.device != x.device:
-        raise ValueError(f"weight: expected device {x.device} (same as {name}), got {weight.device}")
+        raise ValueError(f"weight: expected device {x.device} (same as {name}), got {weight.device}"
+                         + _two_gpus(x.device, weight.device))
     if residual is not None:
         if not isinstance(residual, torch.Tensor):
             raise TypeError(f"residual: expected a torch.Tensor or None, got {type(residual).__name__}")
@@ -99,8 +140,32 @@ def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"
         if residual.dtype != x.dtype:
             raise TypeError(f"residual: expected dtype {x.dtype} (same as {name}), got {residual.dtype}")
         if residual.device != x.device:
-            raise ValueError(f"residual: expected device {x.device} (same as {name}), got {residual.device}")
+            raise ValueError(f"residual: expected device {x.device} (same as {name}), got {residual.device}"
+                             + _two_gpus(x.device, residual.device))
     return check_eps(eps)
+
+
+def _two_gpus(a, b) -> str:
+    if a.type == b.type == "cuda":
+        return "; tensors on two different GPUs: move them to one device first"
+    return ""
+
+
+def check_support(impl, x, name: str = "x") -> None:
+    """Raise unless ``impl`` can run on ``x``'s dtype and device here.
+
+    UnsupportedDtypeError (a TypeError) for a dtype it does not take (e.g.
+    float64), UnsupportedError (a RuntimeError) otherwise, e.g. "needs CUDA"
+    for a CPU tensor given to a CUDA-only implementation.
+    """
+    dtype = str(x.dtype).removeprefix("torch.")
+    device = str(x.device)
+    s = impl.available(device)
+    if not s:
+        raise UnsupportedError(f"{name}: {impl.name} cannot run on a tensor on {device}: {s.reason}")
+    s = impl.supports(dtype, device)
+    if not s:
+        raise UnsupportedDtypeError(f"{name}: {impl.name} cannot take dtype {x.dtype}: {s.reason}")
 
 
 _warned_noncontig: set[str] = set()

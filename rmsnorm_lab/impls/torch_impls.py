@@ -52,6 +52,15 @@ class CompiledHF:
 
     def __init__(self):
         import torch
+        import torch._dynamo
+
+        # one graph per shape (dynamic=False): lift dynamo's recompile limits, which would
+        # otherwise fall back to eager HF after 8 shapes (seen on the H100, 2026-11-24)
+        cfg = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, max(getattr(cfg, name), 1_000_000))
         self._compiled = torch.compile(hf_rmsnorm, dynamic=False)
         self._seen: set = set()
         self.compile_seconds: dict = {}

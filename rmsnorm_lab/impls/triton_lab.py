@@ -7,25 +7,16 @@ from .base import Impl, Support
 
 
 def _load():
-    import torch
-
-    from ..kernels.triton_rmsnorm import launch, triton_rmsnorm
+    from ..kernels.triton_rmsnorm import fast_rmsnorm, triton_rmsnorm
 
     def triton_lab_rmsnorm(x, weight, residual=None, eps: float = 1e-6):
-        # fast path: contiguous inputs go straight to the cached launch
-        if x.is_contiguous() and (residual is None or residual.is_contiguous()) and x.is_cuda:
-            n = x.shape[-1]
-            x2 = x.view(-1, n)
-            if residual is None:
-                out = torch.empty_like(x)
-                launch(x2, weight, out.view(-1, n), None, None, eps)
-                return out
-            r2 = residual.view(-1, n)
-            launch(x2, weight, x2, r2, r2, eps)       # in place, like vLLM / FlashInfer
-            return x, residual
+        # contiguous CUDA inputs take the cached launch; anything else the checked path
+        if x.is_cuda and x.is_contiguous() and (residual is None or residual.is_contiguous()):
+            return fast_rmsnorm(x, weight, residual, eps)
         if residual is None:
             return triton_rmsnorm(x, weight, None, eps)
-        return triton_rmsnorm(x, weight, residual, eps)
+        return triton_rmsnorm(x, weight, residual, eps, out=x if x.is_contiguous() else None,
+                              residual_out=residual if residual.is_contiguous() else None)
     return triton_lab_rmsnorm
 
 

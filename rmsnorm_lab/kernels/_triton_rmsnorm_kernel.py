@@ -2,6 +2,11 @@
 import triton
 import triton.language as tl
 
+try:  # programmatic dependent launch (Hopper+); absent from older Triton
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - depends on the Triton version
+    gdc_wait = gdc_launch_dependents = None
+
 
 @triton.jit(do_not_specialize=["n_rows"])
 def rmsnorm_fwd_kernel(
@@ -12,6 +17,8 @@ def rmsnorm_fwd_kernel(
     BLOCK_N: tl.constexpr,               # next power of two >= N
     ROWS: tl.constexpr,                  # rows per block (a 2-D tile for small hidden sizes)
     HAS_RES: tl.constexpr,               # fused residual add: s = x + r; RO = s; Y = norm(s) * w
+    W_IN_LOOP: tl.constexpr,             # reload the weight per block (large rows: fewer live registers)
+    USE_PDL: tl.constexpr,               # wait on the previous kernel in the stream (launched with PDL)
 ):
     """One pass over each row: load (and add), fp32 sum of squares, scale, store.
 
@@ -23,20 +30,24 @@ def rmsnorm_fwd_kernel(
     nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
-    w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    if USE_PDL:
+        gdc_wait()                       # inputs may come from the kernel before us
+        gdc_launch_dependents()          # the next kernel may start its prologue
+    if not W_IN_LOOP:
+        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
     n_blocks = tl.cdiv(n_rows, ROWS)
     for blk in range(pid, n_blocks, nprog):
         rows = blk * ROWS + tl.arange(0, ROWS)
         rows64 = rows.to(tl.int64)
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
-        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
+        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if HAS_RES:
-            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
-                        eviction_policy="evict_first").to(tl.float32)
+            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             x = x + r
             tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
         ms = tl.sum(x * x, axis=1) / N
         rstd = 1.0 / tl.sqrt(ms + eps)
+        if W_IN_LOOP:
+            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
         y = x * rstd[:, None] * w[None, :]
         tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from ..validate import check_inputs, contiguous_rows
+from ..validate import UnsupportedDtypeError, UnsupportedError, check_inputs, contiguous_rows
 
 TABLE_PATH = Path(__file__).with_name("launch_table.json")
 _kernel = None
@@ -36,11 +36,18 @@ def load_table() -> dict:
     """The committed launch table: {"<hidden>:<tokens bucket>:<residual>": [rows, warps, programs_per_sm]}."""
     global _table
     if _table is None:
+        path = Path(os.environ.get("RMSNORM_LAB_LAUNCH_TABLE") or TABLE_PATH)
         try:
-            _table = json.loads(TABLE_PATH.read_text()).get("configs", {})
+            _table = json.loads(path.read_text()).get("configs", {})
         except FileNotFoundError:
             _table = {}
     return _table
+
+
+def set_table(configs: dict | None) -> None:
+    """Replace the launch table in this process (None: reload from disk on next use)."""
+    global _table
+    _table = configs
 
 
 def tokens_bucket(tokens: int) -> int:
@@ -81,8 +88,25 @@ def _sm_count(device) -> int:
     return _SM_COUNT[idx]
 
 
+_PDL: dict = {}
+
+
+def _pdl_ok(device) -> bool:
+    """Programmatic dependent launch: sm90+ and a Triton that has it (off: RMSNORM_LAB_NO_PDL=1)."""
+    idx = device.index if device.index is not None else 0
+    if idx not in _PDL:
+        import torch
+        from . import _triton_rmsnorm_kernel as k
+        _PDL[idx] = (k.gdc_wait is not None and torch.cuda.get_device_capability(idx)[0] >= 9
+                     and os.environ.get("RMSNORM_LAB_NO_PDL", "") in ("", "0"))
+    return _PDL[idx]
+
+
 def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
-    """Launch on 2-D row-major views (no checks). Returns nothing; writes y2 (and ro2)."""
+    """Launch on 2-D row-major views (no checks). Returns nothing; writes y2 (and ro2).
+
+    config: (rows per block, num_warps, programs per SM; 0 = one program per block).
+    """
     global _fast_ok
     n_rows, n = x2.shape
     if n_rows == 0:
@@ -96,60 +120,118 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
         grid0 = min(n_blocks, per_sm * _sm_count(x2.device))
     if not has_res:
         r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
+    block_n = _next_pow2(n)
+    pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
-            n, _next_pow2(n), rows, has_res)
-    if on_cuda and _fast_ok:
-        key = (x2.dtype, y2.dtype, n, rows, warps, has_res,
-               x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
-               x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
-               ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
-        k = _fast.get(key)
-        if k is not None:
-            try:
-                import torch
-                stream = torch._C._cuda_getCurrentRawStream(x2.device.index)
-                k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None, *args)
-                return
-            except Exception:   # an incompatible Triton: use the ordinary launch from now on
-                _fast_ok = False
-        compiled = _get_kernel()[(grid0,)](*args, num_warps=warps)
-        if _fast_ok and hasattr(compiled, "run") and hasattr(compiled, "packed_metadata"):
-            _fast[key] = compiled
+            n, block_n, rows, has_res, block_n >= 8192, pdl)
+    if not on_cuda:
+        _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    _get_kernel()[(grid0,)](*args, num_warps=warps)
+    key = (x2.dtype, y2.dtype, n, rows, warps, has_res,
+           x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
+           x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
+           ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
+    k = _fast.get(key) if _fast_ok else None
+    if k is not None:
+        try:
+            import torch
+            stream = torch._C._cuda_getCurrentRawStream(x2.device.index)
+            k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None, *args)
+            return
+        except Exception:   # an incompatible Triton: use the ordinary launch from now on
+            _fast_ok = False
+    opts = {"num_warps": warps}
+    if pdl:
+        opts["launch_pdl"] = True
+    compiled = _get_kernel()[(grid0,)](*args, **opts)
+    if _fast_ok and hasattr(compiled, "run") and hasattr(compiled, "packed_metadata"):
+        _fast[key] = compiled
+        return compiled, grid0, args[-6:]
+
+
+_plans: dict = {}     # (rows, hidden, dtype, device, residual) -> (compiled kernel, grid, constexpr tail)
+
+
+def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
+    """The registry's per-call path: contiguous CUDA tensors only, no checks.
+
+    Returns out (a new tensor) without a residual; with one, writes out into x
+    and x + r into r (in place, like vLLM / FlashInfer) and returns (x, r)
+    (when r is x, out is a new tensor and x becomes x + x).
+    After the first call for a shape, a launch is one dict lookup and the
+    compiled kernel's own launcher: no argument binding, no config lookup.
+    """
+    import torch
+
+    n = x.shape[-1]
+    m = x.numel() // n if n else 0
+    xp = x.data_ptr()
+    rr = x if r is None else r
+    rp = rr.data_ptr()
+    # out goes into x, unless there is no residual or the residual *is* x (then x must hold x + x)
+    y = torch.empty_like(x) if (r is None or rp == xp) else x
+    if m == 0:
+        return y if r is None else (y, r)
+    dev = x.get_device()
+    aligned = ((xp | y.data_ptr() | rp | w.data_ptr()) & 15) == 0
+    key = (m, n, x.dtype, dev, r is not None)
+    plan = _plans.get(key) if (aligned and _fast_ok) else None
+    if plan is not None:
+        k, grid0, tail = plan
+        k.run(grid0, 1, 1, torch._C._cuda_getCurrentRawStream(dev), k.function, k.packed_metadata,
+              None, None, None, x, w, y, rr, rr if r is not None else y, n, n, n, n, m, eps, *tail)
+        return y if r is None else (y, r)
+    x2, y2 = x.view(-1, n), y.view(-1, n)
+    got = launch(x2, w, y2, None if r is None else r.view(-1, n), None if r is None else r.view(-1, n), eps)
+    if got is not None and aligned and len(_plans) < 4096:
+        _plans[key] = got
+    return y if r is None else (y, r)
 
 
 def triton_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, residual_out=None, config=None):
     """RMSNorm (optionally fused with the residual add) with the lab's Triton kernel.
 
     Math in fp32, one rounding at the store; the fused add normalizes the fp32
-    sum and stores the sum rounded to the residual's dtype. Non-contiguous
-    inputs are copied once (with a warning). NaN/Inf propagate to their row.
+    sum and stores the sum rounded to the residual's dtype. Inputs are checked
+    (TypeError / ValueError naming the argument; float64 raises
+    UnsupportedDtypeError, a CPU tensor without TRITON_INTERPRET=1 raises
+    UnsupportedError "needs CUDA"). Zero tokens return empty tensors and launch
+    nothing. Non-contiguous inputs are copied once (with a one-time warning).
+    NaN / Inf propagate to their row as in the float64 reference: a NaN makes
+    its row NaN; an Inf gives rstd 0, so that element is NaN and the rest 0.
     """
     eps = check_inputs(x, weight, residual, eps)
     if x.dtype not in _supported_dtypes():
-        raise TypeError(f"x: triton kernel supports float32, float16, bfloat16; got {x.dtype}")
+        raise UnsupportedDtypeError(f"x: the triton kernel supports float32, float16, bfloat16; got {x.dtype}")
     if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("x: the triton kernel needs a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors), "
-                           f"got a tensor on {x.device}")
+        raise UnsupportedError("x: the triton kernel needs CUDA (or TRITON_INTERPRET=1 for CPU tensors), "
+                               f"got a tensor on {x.device}")
     import torch
 
     shape = x.shape
     n = shape[-1]
-    xc = contiguous_rows(x, "x", "triton")
-    w = contiguous_rows(weight, "weight", "triton")
     if out is None:
         out = torch.empty(shape, dtype=x.dtype, device=x.device)
     _check_out(out, shape, x, "out")
-    x2, y2 = xc.reshape(-1, n), out.view(-1, n)
     if residual is not None:
-        rc = contiguous_rows(residual, "residual", "triton")
         if residual_out is None:
             residual_out = torch.empty(shape, dtype=residual.dtype, device=x.device)
         _check_out(residual_out, shape, x, "residual_out")
+    if x.numel() == 0:                      # zero tokens: nothing to launch
+        return out if residual is None else (out, residual_out)
+    xc = contiguous_rows(x, "x", "triton")
+    w = contiguous_rows(weight, "weight", "triton")
+    x2, y2 = xc.reshape(-1, n), out.view(-1, n)
+    if x.is_cuda and x.device.index != torch.cuda.current_device():
+        with torch.cuda.device(x.device):    # launch on x's GPU, not the current one
+            return _launch_all(x2, w, y2, residual, residual_out, shape, n, eps, config, out)
+    return _launch_all(x2, w, y2, residual, residual_out, shape, n, eps, config, out)
+
+
+def _launch_all(x2, w, y2, residual, residual_out, shape, n, eps, config, out):
+    if residual is not None:
+        rc = contiguous_rows(residual, "residual", "triton")
         launch(x2, w, y2, rc.reshape(-1, n), residual_out.view(-1, n), eps, config)
-        if residual_out is residual and rc is not residual:
-            pass  # rc was a copy; residual_out is the caller's tensor and was written directly
         return out, residual_out
     launch(x2, w, y2, None, None, eps, config)
     return out
