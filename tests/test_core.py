@@ -1,0 +1,586 @@
+"""The core the rest stands on (issue 2's "Tests"), on CPU: the registry and its
+skip reasons, every CPU-capable implementation and the Triton kernel (interpreter)
+against the float64 reference, the kernel writing every element, the in-place
+fused path, the seed's API, the CLI end to end, the bytes model, timing, and the
+launch table.
+
+Not repeated here: bad input (test_bad_input.py), random strides / NaN / eps
+(test_properties.py), the support matrix (test_probe.py), resume (test_resume.py).
+Shapes are tiny: the Triton interpreter is slow.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rmsnorm_lab as L
+from rmsnorm_lab.cases import Case, bytes_moved
+from rmsnorm_lab.impls import ORDER, get_impl, list_impls, registry, resolve_names
+from rmsnorm_lab.impls.base import Impl
+from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
+from rmsnorm_lab.kernels import triton_rmsnorm as tk
+from rmsnorm_lab.reference import TOLERANCE, reference, rel_error
+from rmsnorm_lab.results import COLUMNS
+from rmsnorm_lab.timing import Runner, _quantiles, time_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+DTYPES = ["float32", "float16", "bfloat16"]
+CPU_IMPLS = [n for n, impl in registry().items() if impl.available("cpu")]
+# torch.compile builds one graph per shape: covered by test_torch_compile_many_shapes instead
+MATRIX_IMPLS = [n for n in CPU_IMPLS if n != "torch_compile"]
+PEERS = {"flashinfer": "flashinfer", "flashinfer_cuda": "flashinfer", "vllm": "vllm",
+         "liger": "liger_kernel", "quack": "quack"}
+
+
+def _inputs(shape, dtype, residual, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, dtype)
+    x = torch.randn(shape, generator=g).to(dt)
+    w = (1 + 0.5 * torch.randn(shape[-1], generator=g)).to(dt)          # never ones
+    r = torch.randn(shape, generator=g).to(dt) if residual else None
+    return x, w, r
+
+
+def _assert_matches_reference(got, x, w, r, eps=1e-6, what=""):
+    """Both outputs (out, and the new residual when there is one) against the float64 reference."""
+    tol = TOLERANCE[str(x.dtype).removeprefix("torch.")]
+    ref = reference(x, w, r, eps)
+    if r is None:
+        assert isinstance(got, torch.Tensor), (what, type(got))
+        outs, refs = (got,), (ref,)
+    else:
+        assert isinstance(got, tuple) and len(got) == 2, (what, type(got))
+        outs, refs = got, ref
+    for o, rf, name in zip(outs, refs, ("out", "new residual")):
+        assert o.dtype == x.dtype, (what, name, o.dtype)
+        assert o.shape == x.shape, (what, name, tuple(o.shape))
+        err = rel_error(o, rf)
+        assert err <= tol, (what, name, tuple(x.shape), x.dtype, err)
+
+
+# ---------------------------------------------------------------- registry and skip reasons
+
+
+def test_registry_order_and_listing():
+    assert list(registry()) == ORDER                     # HF first: speedups are measured against it
+    rows = list_impls("cpu")
+    assert [r["impl"] for r in rows] == ORDER
+    for r in rows:
+        assert set(r) >= {"impl", "label", "available", "reason", "dtypes", "inplace_residual", "numerics"}
+        assert r["label"] and r["numerics"]
+        assert bool(r["reason"]) == (not r["available"]), r      # a reason exactly when it cannot run
+    assert {"huggingface", "torch", "torch_compile", "triton"} <= set(CPU_IMPLS)
+    assert resolve_names("all") == ORDER
+    assert resolve_names("torch, huggingface,torch") == ["torch", "huggingface"]
+
+
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peer_skip_reasons_on_cpu(name, monkeypatch):
+    monkeypatch.delenv("RMSNORM_LAB_VLLM_OPS", raising=False)
+    s = get_impl(name).available("cpu")
+    assert not s.ok
+    assert "needs CUDA" in s.reason, s.reason
+    from rmsnorm_lab.impls.base import has_module
+    if not has_module(PEERS[name]):
+        assert f"{PEERS[name]} not installed" in s.reason, s.reason
+        if name == "vllm":
+            assert "RMSNORM_LAB_VLLM_OPS" in s.reason, s.reason
+    # the sweep and the checker turn the reason into a skip row
+    row = L.check_impl(name, Case(1, 2, 16, "bfloat16"), "cpu")
+    assert row["status"] == "skip" and row["reason"] == s.reason
+
+
+def test_vllm_ops_path_missing_names_the_path(monkeypatch, tmp_path):
+    from rmsnorm_lab.impls import vllm as vllm_mod
+
+    missing = tmp_path / "nowhere" / "_C.abi3.so"
+    monkeypatch.setenv("RMSNORM_LAB_VLLM_OPS", str(missing))
+    s = get_impl("vllm").available("cpu")
+    assert not s.ok and f"RMSNORM_LAB_VLLM_OPS={missing}: no such file" in s.reason, s.reason
+    with pytest.raises(FileNotFoundError, match="no such file") as ei:
+        vllm_mod._ops()                  # what load() runs, without caching a load error in the registry
+    assert str(missing) in str(ei.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons on a machine without a GPU")
+def test_reasons_for_cuda_without_gpu(monkeypatch):
+    assert "needs CUDA (no GPU visible to torch)" in get_impl("huggingface").available("cuda").reason
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    s = get_impl("triton").available("cpu")
+    assert not s.ok and "needs CUDA (or TRITON_INTERPRET=1 for CPU tensors)" in s.reason
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert get_impl("triton").available("cpu").ok
+
+
+def test_impl_reasons_dtype_bf16_and_load_failure():
+    def broken():
+        raise ImportError("libfoo.so: cannot open shared object file")
+    fake = Impl("fake", "fake", "test", broken, devices=("cpu",), dtypes=("float32", "bfloat16"),
+                requires=("torch",), numerics="bf16-cpu: none")
+    assert fake.supports("float16", "cpu").reason == "float16 not supported (supports float32, bfloat16)"
+    assert fake.supports("bfloat16", "cpu").reason == "no bf16 on CPU"
+    assert fake.available("cuda").reason == "needs CPU"
+    assert fake.available("cpu").ok
+    with pytest.raises(ImportError):
+        fake.load()
+    s = fake.available("cpu")               # the failure is remembered as the reason
+    assert not s.ok and s.reason == "failed to load: ImportError: libfoo.so: cannot open shared object file"
+    missing = Impl("gone", "gone", "test", broken, devices=("cpu",), requires=("no_such_module_xyz.ops",))
+    assert missing.available("cpu").reason == "no_such_module_xyz not installed"
+
+
+# ---------------------------------------------------------------- every CPU implementation vs float64
+
+SHAPES = [(2, 3, 33), (3, 130), (1, 2, 1000)]       # 3-D, hidden not a multiple of 8, 2-D
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", MATRIX_IMPLS)
+def test_impl_matches_reference(name, dtype, residual):
+    fn = get_impl(name).load()
+    for i, shape in enumerate(SHAPES):
+        x, w, r = _inputs(shape, dtype, residual, seed=i)
+        xc, rc = x.clone(), None if r is None else r.clone()     # the call may work in place
+        _assert_matches_reference(fn(xc, w, rc), x, w, r, what=(name, shape))
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_kernel_matches_reference(dtype, residual):
+    """The kernel itself, with its branches: several rows per block (explicit configs), a tail
+    block, and the weight reloaded per block for hidden sizes >= 4097 (BLOCK_N 8192)."""
+    for shape, config in [((2, 3, 33), None), ((3, 5, 37), (4, 2, 0)), ((15, 100), (16, 4, 0)),
+                          ((2, 5000), None), ((3, 4097), (2, 8, 0))]:
+        x, w, r = _inputs(shape, dtype, residual, seed=shape[-1])
+        x0, r0 = x.clone(), None if r is None else r.clone()
+        got = tk.triton_rmsnorm(x, w, r, config=config)
+        _assert_matches_reference(got, x, w, r, what=(shape, config))
+        assert torch.equal(x, x0) and (r is None or torch.equal(r, r0))   # out of place by default
+
+
+def test_checker_compares_both_outputs(monkeypatch):
+    """check_impl flags a wrong new residual (the seed compared the first output only)."""
+    def bad_residual(x, w, r=None, eps=1e-6):
+        if r is None:
+            return hf_rmsnorm(x, w, None, eps)
+        out, _ = hf_rmsnorm(x, w, r, eps)
+        return out, r                                       # forgets the add
+    monkeypatch.setitem(registry(), "badres", Impl("badres", "badres", "test", lambda: bad_residual,
+                                                   devices=("cpu",), requires=("torch",)))
+    ok = L.check_impl("badres", Case(1, 4, 24, "float32", residual=False), "cpu")
+    assert ok["status"] == "ok"
+    row = L.check_impl("badres", Case(1, 4, 24, "float32", residual=True), "cpu")
+    assert row["status"] == "wrong" and row["err_out"] <= TOLERANCE["float32"]
+    assert "new residual error" in row["reason"], row
+
+
+# ---------------------------------------------------------------- the kernel writes every element
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,config", [((3, 5, 37), None), ((3, 5, 37), (4, 2, 0)),
+                                          ((7, 130), (16, 4, 0)), ((2, 4097), None)])
+def test_triton_writes_every_element(shape, config, dtype):
+    x, w, r = _inputs(shape, dtype, True, seed=3)
+    dt = getattr(torch, dtype)
+    out = torch.full(shape, float("nan"), dtype=dt)
+    got = tk.triton_rmsnorm(x, w, out=out, config=config)
+    assert got is out and not torch.isnan(out).any(), "out: some elements were never written"
+    _assert_matches_reference(out, x, w, None)
+    out = torch.full(shape, float("nan"), dtype=dt)
+    res_out = torch.full(shape, float("nan"), dtype=dt)
+    o, ro = tk.triton_rmsnorm(x, w, r, out=out, residual_out=res_out, config=config)
+    assert o is out and ro is res_out
+    assert not torch.isnan(out).any() and not torch.isnan(res_out).any(), "an element was never written"
+    _assert_matches_reference((out, res_out), x, w, r)
+
+
+# ---------------------------------------------------------------- the registry's fused in-place path
+
+
+@pytest.mark.filterwarnings("ignore:x is not contiguous")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_registry_fused_inplace_on_cpu(dtype):
+    impl = get_impl("triton")
+    assert impl.inplace_residual
+    fn = impl.load()
+    x, w, r = _inputs((2, 3, 40), dtype, True)
+    x0, r0 = x.clone(), r.clone()
+    out, new_r = fn(x, w, r)
+    # documented: out is written into x, the new residual into residual
+    assert out.data_ptr() == x.data_ptr() and new_r.data_ptr() == r.data_ptr()
+    _assert_matches_reference((out, new_r), x0, w, r0)
+    # without a residual nothing is changed
+    x1 = x0.clone()
+    _assert_matches_reference(fn(x1, w), x0, w, None)
+    assert torch.equal(x1, x0)
+    # a non-contiguous x gets a new output; x itself is left alone
+    xt = x0.transpose(0, 1).contiguous().transpose(0, 1)
+    rt = r0.clone()
+    out, new_r = fn(xt, w, rt)
+    assert torch.equal(xt, x0) and new_r.data_ptr() == rt.data_ptr()
+    _assert_matches_reference((out, new_r), x0, w, r0)
+
+
+def test_triton_registry_residual_is_x():
+    """residual aliasing x (a caller's `h = norm(h, w, h)`): x must end up holding x + x, and out
+    must be the normalized sum (fast_rmsnorm's contract: out is then a new tensor)."""
+    fn = get_impl("triton").load()
+    x, w, _ = _inputs((3, 24), "float32", False)
+    x0 = x.clone()
+    out, new_r = fn(x, w, x)
+    _assert_matches_reference((out, new_r), x0, w, x0)
+
+
+# ---------------------------------------------------------------- the seed's API
+
+
+def test_rmsnorm_naive_is_hf_semantics():
+    x, w, r = _inputs((2, 4, 48), "bfloat16", True)
+    # HuggingFace LlamaRMSNorm, written out: fp32 math, round to the input dtype, then times weight
+    h = x.float() + r.float()
+    want_res = h.to(torch.bfloat16)
+    want = w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
+    out, new_r = L.rmsnorm_naive(x, w, r)
+    assert out.shape == new_r.shape == x.shape and out.dtype == torch.bfloat16
+    assert torch.equal(out, want) and torch.equal(new_r, want_res)
+    only = L.rmsnorm_naive(x, w)
+    assert isinstance(only, torch.Tensor) and only.shape == x.shape
+
+
+def test_calculate_diff_reports_every_impl(capsys):
+    df = L.calculate_diff(1, 8, 64, use_residual=True, device="cpu")
+    printed = capsys.readouterr().out
+    assert "correctness on cpu: x (1, 8, 64) bfloat16, residual=True" in printed
+    assert list(df["impl"]) == ORDER
+    assert {"impl", "status", "err_out", "err_residual", "tolerance", "reason"} <= set(df.columns)
+    st = df.set_index("impl")
+    for name in ORDER:
+        assert name in printed
+        if name in CPU_IMPLS:
+            assert st.loc[name, "status"] == "ok", st.loc[name].to_dict()
+            assert 0 <= st.loc[name, "err_out"] <= TOLERANCE["bfloat16"]
+            assert 0 <= st.loc[name, "err_residual"] <= TOLERANCE["bfloat16"]
+        else:
+            assert st.loc[name, "status"] == "skip" and "needs CUDA" in st.loc[name, "reason"]
+            assert math.isnan(st.loc[name, "err_out"])
+    df = L.calculate_diff(2, 3, 33, use_residual=False, dtype="float32", device="cpu",
+                          impls=["huggingface", "torch", "triton"], verbose=False)
+    assert list(df["status"]) == ["ok"] * 3
+    assert (df["err_out"] <= TOLERANCE["float32"]).all() and df["err_residual"].isna().all()
+
+
+def test_get_benchmark_writes_csv_and_png(tmp_path, capsys):
+    bench = L.get_benchmark(True, hidden=[64], batch=[1], seq=[4, 8], dtypes=["float32"],
+                            impls=["huggingface", "triton"], device="cpu", modes=["eager"], budget_ms=2,
+                            progress=False)
+    df = bench.run(print_data=True, save_path=str(tmp_path))
+    printed = capsys.readouterr().out
+    assert "rmsnorm-perf-with-residual (eager timing" in printed and "triton" in printed
+    assert set(df["status"]) == {"ok"} and set(df["residual"]) == {True} and len(df) == 4
+    table = tmp_path / "rmsnorm-perf-with-residual-eager.csv"
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"huggingface", "triton"} <= set(rows[0])
+    assert all(float(r["triton"]) > 0 for r in rows)
+    png = tmp_path / "rmsnorm-perf-with-residual-eager.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "env.json").exists()
+
+
+# ---------------------------------------------------------------- the CLI end to end
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    save = tmp_path_factory.mktemp("cli") / "out"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "MPLBACKEND": "Agg",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = ["--batch-size", "1", "--seq-len", "8", "--hidden-size", "64", "--impls", "huggingface,torch,triton",
+            "--save-path", str(save)]
+    p = subprocess.run([sys.executable, "-m", "rmsnorm_lab", *argv], capture_output=True, text=True, env=env,
+                       timeout=300, cwd=str(ROOT))
+    return p, save
+
+
+def _read_rows(save):
+    with open(save / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def test_cli_end_to_end(cli_run):
+    p, save = cli_run
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    # the correctness check ran first, on the given sizes
+    assert "correctness on cpu: x (1, 8, 64) bfloat16" in p.stdout
+    fields, rows = _read_rows(save)
+    assert fields == COLUMNS
+    # 3 implementations x with/without residual x the CPU modes (cold, eager)
+    assert len(rows) == 3 * 2 * 2
+    assert {(r["impl"], r["residual"], r["mode"]) for r in rows} == {
+        (i, res, m) for i in ("huggingface", "torch", "triton") for res in ("False", "True")
+        for m in ("cold", "eager")}
+    for r in rows:
+        assert r["status"] == "ok" and r["correct"] == "True" and r["error"] == "", r
+        assert r["dtype"] == "bfloat16" and r["device"] == "cpu"
+        assert float(r["us_p20"]) <= float(r["us_median"]) <= float(r["us_p80"])
+        assert float(r["err_out"]) <= TOLERANCE["bfloat16"]
+        if r["residual"] == "True":
+            assert float(r["err_residual"]) <= TOLERANCE["bfloat16"]
+        if r["impl"] == "huggingface":
+            assert float(r["speedup_vs_hf"]) == 1.0
+        else:
+            assert float(r["speedup_vs_hf"]) > 0
+        assert "rmsnorm_lab" in r["command"] and "--hidden-size 64" in r["command"]
+    env = json.loads((save / "env.json").read_text())
+    for key in ("gpu_name", "copy_gbps", "versions", "git_commit", "command", "device", "time"):
+        assert key in env, key
+    assert env["copy_gbps"] > 0 and env["device"] == "cpu" and env["gpu_name"].startswith("CPU")
+    assert {"torch", "triton", "flashinfer-python", "vllm", "liger-kernel", "quack-kernels"} <= set(env["versions"])
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"] == torch.__version__
+    assert "--hidden-size 64" in env["command"]
+    if (ROOT / ".git").exists():
+        assert env["git_commit"]
+    for mode in ("cold", "eager"):
+        for stem in ("latency", "bandwidth", "speedup"):
+            png = save / f"{stem}-{mode}.png"
+            assert png.exists(), png
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_cli_size_flags_narrow_the_sweep(cli_run):
+    p, save = cli_run
+    assert p.returncode == 0, p.stderr[-3000:]
+    _, rows = _read_rows(save)
+    assert {r["hidden"] for r in rows} == {"64"}         # not the default 4096 / 6144
+    assert {r["batch"] for r in rows} == {"1"}
+    assert {r["seq"] for r in rows} == {"8"}
+    assert {r["tokens"] for r in rows} == {"8"}
+    cfg = json.loads((save / "env.json").read_text())["config"]
+    assert cfg["hidden"] == [64] and cfg["batch"] == [1] and cfg["seq"] == [8]
+
+
+# ---------------------------------------------------------------- the bytes model
+
+
+def test_bytes_model():
+    for T, H, b in [(1, 1, 2), (8, 64, 2), (512, 4096, 2), (3, 33, 4), (7, 1000, 8)]:
+        assert bytes_moved(T, H, b, False) == 2 * T * H * b + H * b
+        assert bytes_moved(T, H, b, True) == 4 * T * H * b + H * b
+    c = Case(4, 128, 4096, "bfloat16", residual=True)
+    assert c.tokens == 512 and c.itemsize == 2
+    assert c.bytes_moved == 4 * 512 * 4096 * 2 + 4096 * 2
+    assert Case(1, 8, 64, "float32").bytes_moved == 2 * 8 * 64 * 4 + 64 * 4
+    from rmsnorm_lab import bandwidth
+    assert bandwidth.bytes_moved is bytes_moved
+
+
+def test_rows_bandwidth_consistent_with_bytes_and_time(cli_run):
+    p, save = cli_run
+    assert p.returncode == 0, p.stderr[-3000:]
+    _, rows = _read_rows(save)
+    for r in rows:
+        T, H, res = int(r["tokens"]), int(r["hidden"]), r["residual"] == "True"
+        assert int(r["bytes"]) == bytes_moved(T, H, 2, res)
+        gbps = int(r["bytes"]) / (float(r["us_median"]) * 1e-6) / 1e9
+        # the CSV rounds gbps and pct_copy to 0.1, us_median to 1e-3 µs and copy_gbps to 0.1 GB/s
+        assert abs(float(r["gbps"]) - gbps) <= 0.05 + 1e-3 * gbps, r
+        pct = 100 * gbps / float(r["copy_gbps"])
+        assert abs(float(r["pct_copy"]) - pct) <= 0.05 + 1e-3 * pct, r
+
+
+# ---------------------------------------------------------------- timing
+
+
+def test_quantiles_on_known_samples():
+    t = _quantiles([10, 1, 9, 2, 8, 3, 7, 4, 6, 5], "cold", note="n")
+    assert (t.median_us, t.n, t.mode, t.note) == (5.5, 10, "cold", "n")
+    assert t.p20_us == pytest.approx(2.8) and t.p80_us == pytest.approx(8.2)
+    t = _quantiles([4.0], "eager")
+    assert t.median_us == t.p20_us == t.p80_us == 4.0
+    t = _quantiles([1, 2, 3, 4, 5], "graph")
+    assert (t.p20_us, t.median_us, t.p80_us) == (pytest.approx(1.8), 3, pytest.approx(4.2))
+    with pytest.raises(RuntimeError, match="no timing samples"):
+        _quantiles([], "cold")
+
+
+@pytest.mark.parametrize("mode", ["cold", "eager"])
+def test_cpu_timing_modes(mode):
+    x, w, r = _inputs((4, 64), "float32", True)
+    t = time_runner(Runner(hf_rmsnorm, x, w, r, 1e-6, False), mode, "cpu", budget_ms=5)
+    assert t.mode == mode and t.n >= 5
+    assert 0 < t.p20_us <= t.median_us <= t.p80_us
+    assert ("host timer" in t.note) if mode == "cold" else ("back-to-back" in t.note)
+
+
+def test_graph_mode_on_cpu_is_a_skip_row():
+    runner = Runner(hf_rmsnorm, *_inputs((2, 16), "float32", False), 1e-6, False)
+    with pytest.raises(NotImplementedError, match="graph mode needs CUDA"):
+        time_runner(runner, "graph", "cpu")
+    with pytest.raises(ValueError, match="unknown mode 'warm'"):
+        time_runner(runner, "warm", "cpu")
+    df = L.run_sweep(hidden=[16], batch=[1], seq=[2], dtypes=["float32"], residual=[False], impls=["huggingface"],
+                     device="cpu", modes=["graph", "eager"], budget_ms=2, progress=False)
+    st = df.set_index("mode")
+    assert st.loc["graph", "status"] == "skip" and "graph mode needs CUDA" in st.loc["graph", "error"]
+    assert st.loc["eager", "status"] == "ok" and st.loc["eager", "us_median"] > 0
+
+
+# ---------------------------------------------------------------- in-place implementations: fresh inputs
+
+
+def _fake_inplace(seen):
+    """vLLM-style fused add: writes out into x and x + r into r; records what it was given."""
+    def fn(x, w, r=None, eps=1e-6):
+        seen.append((x.clone(), None if r is None else r.clone()))
+        if r is None:
+            return hf_rmsnorm(x, w, None, eps)
+        out, s = hf_rmsnorm(x, w, r, eps)
+        r.copy_(s)
+        x.copy_(out)
+        return x, r
+    return fn
+
+
+def test_runner_restore_keeps_inputs_fresh():
+    seen = []
+    x0, w, r0 = _inputs((3, 32), "float32", True)
+    keep_x, keep_r = x0.clone(), r0.clone()
+    runner = Runner(_fake_inplace(seen), x0, w, r0, 1e-6, inplace=True)
+    assert runner.x is not x0 and runner.r is not r0           # works on its own buffers
+    runner()
+    assert not torch.equal(runner.x, x0)                       # the call did mutate them
+    runner.restore()
+    assert torch.equal(runner.x, x0) and torch.equal(runner.r, r0)
+    seen.clear()
+    t = time_runner(runner, "cold", "cpu", budget_ms=3)
+    assert len(seen) >= t.n >= 5
+    for sx, sr in seen:                                        # every timed call saw the pristine inputs
+        assert torch.equal(sx, keep_x) and torch.equal(sr, keep_r)
+    assert torch.equal(x0, keep_x) and torch.equal(r0, keep_r)  # the pristine copies were never touched
+    assert runner.outputs_finite()
+    # not in place (or no residual): no copies, restore is a no-op
+    plain = Runner(hf_rmsnorm, x0, w, r0, 1e-6, inplace=False)
+    assert plain.x is x0 and plain.r is r0
+    no_res = Runner(_fake_inplace([]), x0, w, None, 1e-6, inplace=True)
+    assert not no_res.inplace and no_res.x is x0
+
+
+def test_sweep_restores_inplace_impl(monkeypatch):
+    seen = []
+    monkeypatch.setitem(registry(), "fake_inplace", Impl(
+        "fake_inplace", "fake in-place", "test", lambda: _fake_inplace(seen), devices=("cpu",),
+        dtypes=("float32",), requires=("torch",), inplace_residual=True))
+    df = L.run_sweep(hidden=[32], batch=[1], seq=[3], dtypes=["float32"], residual=[True], impls=["fake_inplace"],
+                     device="cpu", modes=["cold"], budget_ms=3, progress=False)
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["correct"] == True, row.to_dict()   # noqa: E712
+    assert not row["error"] or row["error"] != row["error"]                   # empty or NaN
+    assert len(seen) >= 5
+    first_x, first_r = seen[0]
+    for sx, sr in seen:               # warm-up, check and every cold call: the same, fresh inputs
+        assert torch.equal(sx, first_x) and torch.equal(sr, first_r)
+
+
+# ---------------------------------------------------------------- the launch table
+
+
+def _pow2(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+def test_launch_table_entries_parse():
+    tk.set_table(None)
+    try:
+        raw = json.loads(tk.TABLE_PATH.read_text())
+        table = tk.load_table()
+        assert table == raw["configs"] and len(table) > 0
+        for key, cfg in table.items():
+            parts = key.split(":")
+            assert len(parts) == 3 and all(p.isdigit() for p in parts), key
+            hidden, bucket, res = map(int, parts)
+            assert hidden > 0 and _pow2(bucket) and res in (0, 1), key
+            assert isinstance(cfg, list) and len(cfg) == 3 and all(type(v) is int for v in cfg), (key, cfg)
+            rows, warps, per_sm = cfg
+            assert _pow2(rows), (key, cfg)
+            assert _pow2(warps) and warps <= 32, (key, cfg)
+            assert per_sm >= 0, (key, cfg)
+            assert tk.pick_config(hidden, bucket, 2, bool(res)) == tuple(cfg)
+    finally:
+        tk.set_table(None)
+
+
+def test_tokens_bucket():
+    assert [tk.tokens_bucket(t) for t in (0, 1, 2, 3, 4, 5, 64, 65, 1000, 1024, 1025)] == \
+        [1, 1, 2, 4, 4, 8, 64, 128, 1024, 1024, 2048]
+
+
+def test_heuristic_config():
+    for hidden in (1, 7, 33, 64, 100, 512, 1000, 1024, 1025, 4096, 5000, 8192, 16384):
+        for tokens in (1, 7, 263, 264, 600, 4096, 70000):
+            for itemsize in (2, 4):
+                for res in (False, True):
+                    rows, warps, per_sm = tk.heuristic_config(hidden, tokens, itemsize, res)
+                    block_n = tk._next_pow2(hidden)
+                    assert _pow2(rows) and rows <= 16 and per_sm == 0
+                    assert _pow2(warps) and warps <= 16
+                    if block_n > 1024 or tokens < 528:
+                        assert rows == 1, (hidden, tokens, rows)
+                    else:
+                        assert rows * block_n <= 2048
+    assert tk.heuristic_config(64, 70000, 2, False)[0] == 16      # small rows: many per block
+
+
+def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
+    custom = tmp_path / "table.json"
+    custom.write_text(json.dumps({"configs": {"64:8:0": [2, 1, 0], "64:8:1": [4, 2, 0]}}))
+    monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(custom))
+    tk.set_table(None)
+    try:
+        assert tk.pick_config(64, 8, 2, False) == (2, 1, 0)
+        assert tk.pick_config(64, 5, 4, True) == (4, 2, 0)           # 5 tokens fall in bucket 8
+        assert tk.pick_config(64, 9, 2, False) == tk.heuristic_config(64, 9, 2, False)
+        assert tk.pick_config(100, 8, 2, False) == tk.heuristic_config(100, 8, 2, False)
+        x, w, r = _inputs((8, 64), "float32", True)
+        _assert_matches_reference(tk.triton_rmsnorm(x, w, r), x, w, r)   # a launch with the table's config
+        monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(tmp_path / "missing.json"))
+        tk.set_table(None)
+        assert tk.load_table() == {}
+        assert tk.pick_config(4096, 128, 2, False) == tk.heuristic_config(4096, 128, 2, False)
+    finally:
+        monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE")
+        tk.set_table(None)
+    assert tk.pick_config(4096, 128, 2, False) == tuple(tk.load_table()["4096:128:0"])
+
+
+# ---------------------------------------------------------------- torch.compile: one graph per shape
+
+
+def test_torch_compile_many_shapes():
+    """More than 8 shapes (dynamo's default recompile limit) each get their own graph, none falls
+    back to eager; every dtype with and without residual, both outputs checked."""
+    from torch._dynamo.utils import counters
+
+    fn = get_impl("torch_compile").load()
+    hiddens = [11, 13, 17, 19, 23, 29, 31, 37, 41, 43]      # (5, h): shapes no other test compiles
+    before = counters["stats"]["unique_graphs"]
+    for i, h in enumerate(hiddens):
+        dtype, residual = DTYPES[i % 3], bool(i % 2)
+        x, w, r = _inputs((5, h), dtype, residual, seed=i)
+        _assert_matches_reference(fn(x.clone(), w, None if r is None else r.clone()), x, w, r,
+                                  what=("torch_compile", h, dtype, residual))
+    grown = counters["stats"]["unique_graphs"] - before
+    assert grown >= len(hiddens), f"{grown} graphs compiled for {len(hiddens)} shapes: some fell back to eager"
+    assert len(fn.compile_seconds) >= len(hiddens)
+    assert all(s > 0 for s in fn.compile_seconds.values())
