@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 import sys
@@ -36,6 +37,19 @@ def git_commit() -> str | None:
         return None
 
 
+def source_hash() -> str:
+    """sha256 (first 12 hex) of the package's sources and launch table: which code measured a result,
+    also where the checkout has no .git (a copied working tree)."""
+    import hashlib
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".py", ".json", ".yaml") and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def collect(device: str, copy_gbps: float | None = None, command: str | None = None) -> dict:
     import torch
 
@@ -50,7 +64,9 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "versions": {p: _version(p) for p in PACKAGES},
         "cuda": torch.version.cuda,
         "copy_gbps": copy_gbps,
-        "git_commit": git_commit(),
+        "git_commit": git_commit() or os.environ.get("RMSNORM_LAB_GIT_COMMIT"),
+        "source_sha256": source_hash(),
+        "vllm_ops_library": os.environ.get("RMSNORM_LAB_VLLM_OPS"),
         "command": command or " ".join(sys.argv),
     }
     if device.startswith("cuda"):

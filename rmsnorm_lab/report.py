@@ -95,7 +95,11 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                 "02_performance_sweep": {"save_dir": str(run_dir), "progress": False},
                 "03_compare_runs": {"run_dirs": [], "reports_root": str(root), "new_run": str(run_dir)}}
     env_before = os.environ.get("RMSNORM_LAB_BATCH")
+    path_before = os.environ.get("PYTHONPATH")
     os.environ["RMSNORM_LAB_BATCH"] = "1"                        # the kernels inherit it: no progress bars
+    # the kernels import this very package, also from a checkout that was never pip-installed
+    pkg_parent = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([path_before] if path_before else []))
     try:
         for name in notebooks:
             src = notebooks_dir() / f"{name}.ipynb"
@@ -117,6 +121,10 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                 export_html(dst)
             log(f"  {name}: {time.perf_counter() - t0:.1f} s")
     finally:
+        if path_before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = path_before
         if env_before is None:
             os.environ.pop("RMSNORM_LAB_BATCH", None)
         else:

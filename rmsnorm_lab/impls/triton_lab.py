@@ -15,7 +15,8 @@ def _load():
             return fast_rmsnorm(x, weight, residual, eps)
         if residual is None:
             return triton_rmsnorm(x, weight, None, eps)
-        return triton_rmsnorm(x, weight, residual, eps, out=x if x.is_contiguous() else None,
+        alias = residual.data_ptr() == x.data_ptr()    # residual is x: x must end up holding x + x
+        return triton_rmsnorm(x, weight, residual, eps, out=x if (x.is_contiguous() and not alias) else None,
                               residual_out=residual if residual.is_contiguous() else None)
     return triton_lab_rmsnorm
 
