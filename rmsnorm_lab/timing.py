@@ -121,7 +121,9 @@ def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     est = _estimate_us(runner, device)
     # After the flush the GPU idles on a short spin while the host enqueues the start
     # event and the call, so host launch cost (Python wrappers) stays out of the figure.
-    spin_cycles = int(min(2000.0, max(50.0, 1.5 * est)) * 2000)    # ~2 GHz: a lower bound is enough
+    # A 50 us floor let ~1 in 300 samples (more inside long sweeps) include a host stall on an
+    # H100; 300 us removed them (reports/nvidia-h100-80gb-hbm3/tune/cold_outliers.log).
+    spin_cycles = int(min(2000.0, max(300.0, 3.0 * est)) * 2000)   # ~2 GHz: a lower bound is enough
     reps = int(max(min_reps, min(max_reps, budget_ms * 1000 / (est + 100.0))))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
