@@ -145,9 +145,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     _check_kwargs(kwargs)
     if config is not None and not isinstance(config, SweepConfig):
         raise TypeError(f"config: expected a SweepConfig or None, got {type(config).__name__}")
-    cfg = (config or SweepConfig(**kwargs)).validate() if config is None or not kwargs else None
-    if cfg is None:
-        cfg = SweepConfig(**{**asdict(config), **kwargs}).validate()
+    # a copy: validating normalizes fields, and the caller's config stays as given
+    cfg = SweepConfig(**{**(asdict(config) if config is not None else {}), **kwargs}).validate()
     dev = cfg.device
     gpu = device_name(dev)
     store = ResultStore(cfg.save_path) if cfg.save_path else None
@@ -267,7 +266,6 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         meta["wall_s"] = round(time.perf_counter() - t_start, 1)
         meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         store.write_meta(meta)
-        df = pd.DataFrame(store.rows)
         from .results import load_results
         df = load_results(store.dir)
     else:

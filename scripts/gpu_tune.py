@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -85,7 +84,6 @@ def main():
     # 2. config search
     rows_out = []
     table = {}
-    fn_cache = {}
     t_start = time.time()
     for res in (False, True):
         for h in args.hidden:
