@@ -145,8 +145,12 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     _check_kwargs(kwargs)
     if config is not None and not isinstance(config, SweepConfig):
         raise TypeError(f"config: expected a SweepConfig or None, got {type(config).__name__}")
-    # a copy: validating normalizes fields, and the caller's config stays as given
-    cfg = SweepConfig(**{**(asdict(config) if config is not None else {}), **kwargs}).validate()
+    # a config given alone is validated in place (its fields normalized: impls as a list, modes
+    # resolved), so a caller can read what ran from it; keyword arguments make a new config
+    if config is not None and not kwargs:
+        cfg = config.validate()
+    else:
+        cfg = SweepConfig(**{**(asdict(config) if config is not None else {}), **kwargs}).validate()
     dev = cfg.device
     gpu = device_name(dev)
     store = ResultStore(cfg.save_path) if cfg.save_path else None
