@@ -50,6 +50,17 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def launch_table_info() -> dict:
+    """Which launch table the Triton kernel reads (RMSNORM_LAB_LAUNCH_TABLE or the committed one) and its hash."""
+    import hashlib
+    path = Path(os.environ.get("RMSNORM_LAB_LAUNCH_TABLE") or
+                Path(__file__).resolve().parent / "kernels" / "launch_table.json")
+    try:
+        return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
+    except OSError as e:
+        return {"path": str(path), "sha256": None, "error": str(e)}
+
+
 def collect(device: str, copy_gbps: float | None = None, command: str | None = None) -> dict:
     import torch
 
@@ -67,6 +78,7 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "git_commit": git_commit() or os.environ.get("RMSNORM_LAB_GIT_COMMIT"),
         "source_sha256": source_hash(),
         "vllm_ops_library": os.environ.get("RMSNORM_LAB_VLLM_OPS"),
+        "launch_table": launch_table_info(),
         "command": command or " ".join(sys.argv),
     }
     if device.startswith("cuda"):

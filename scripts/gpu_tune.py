@@ -5,6 +5,9 @@
 Writes DIR/launch_table.json (best config per hidden x tokens bucket x residual,
 chosen on cold and graph timing), DIR/tune.csv (every config tried) and, with
 --peers, DIR/peers.csv (the peers on the same shapes, same process).
+Two stages per shape: every geometry (rows, warps, programs per SM) with flags 0,
+then the best geometry with each flag set in STAGE2_FLAGS (L2 eviction hints, PDL
+trigger placement; see rmsnorm_lab/kernels/triton_rmsnorm.py).
 """
 from __future__ import annotations
 
@@ -19,12 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HIDDEN = [2048, 4096, 5120, 6144, 8192, 16384]
 TOKENS = [1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+STAGE2_FLAGS = [1, 2, 4, 5]
 
 
 def candidates(hidden: int, tokens: int, sms: int):
     from rmsnorm_lab.kernels.triton_rmsnorm import _next_pow2
     b = _next_pow2(hidden)
     rows_opts = [1]
+    if b <= 8192:
+        rows_opts = [1, 2]
     if b <= 2048:
         rows_opts = [1, 2, 4]
     if b <= 512:
@@ -37,10 +43,10 @@ def candidates(hidden: int, tokens: int, sms: int):
         for warps in (1, 2, 4, 8, 16, 32):
             per_thread = elems / (32 * warps)
             if 8 <= per_thread <= 64:
-                out.append((rows, warps, 0))
+                out.append((rows, warps, 0, 0))
                 if tokens // rows >= 8 * sms:
-                    out.append((rows, warps, 4))
-                    out.append((rows, warps, 8))
+                    out.append((rows, warps, 4, 0))
+                    out.append((rows, warps, 8, 0))
     return out
 
 
@@ -51,6 +57,7 @@ def main():
     ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
     ap.add_argument("--budget-ms", type=float, default=8.0)
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,23 +70,32 @@ def main():
     from rmsnorm_lab.reference import compare, reference, rel_error
     from rmsnorm_lab.timing import Runner, time_runner
 
-    dev = "cuda"
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    copy = measure_copy_bandwidth(dev)
-    print(f"{torch.cuda.get_device_name(0)}: {sms} SMs, copy {copy:.0f} GB/s", flush=True)
+    dev = args.device
+    on_gpu = dev.startswith("cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else 4
+    gpu_name = torch.cuda.get_device_name(0) if on_gpu else "cpu (smoke run)"
+    copy = measure_copy_bandwidth(dev) if on_gpu else 0.0
+    print(f"{gpu_name}: {sms} SMs, copy {copy:.0f} GB/s", flush=True)
 
-    # 1. the fast launch gives the same bits as the ordinary launch
-    for h, t, res in ((4096, 512, True), (6144, 33, False), (5120, 1, True)):
+    # 1. the fast launches (cached kernel; cached plan with raw addresses) give the same bits
+    for h, t, res in ((4096, 512, True), (6144, 33, False), (5120, 1, True)) if on_gpu else ():
         c = Case(1, t, h, "bfloat16", res)
         x, w, r = make_inputs(c, dev, 1)
         o1 = tk.triton_rmsnorm(x, w, r)       # first call: ordinary launch, caches the kernel
         o2 = tk.triton_rmsnorm(x, w, r)       # second: fast launch
+        outs = []
+        for _ in range(3):                    # fast_rmsnorm: first call plans, then the raw-address launch
+            xi, ri = x.clone(), None if r is None else r.clone()
+            got = tk.fast_rmsnorm(xi, w, ri)
+            outs.append(tuple(v.clone() for v in got) if res else (got.clone(),))
         o1, o2 = (o1, o2) if res else ((o1,), (o2,))
-        same = all(torch.equal(a, b) for a, b in zip(o1, o2))
+        same = all(torch.equal(a, b) for a, b in zip(o1, o2)) and all(
+            torch.equal(a, b) for o in outs for a, b in zip(o, o1))
         ref = reference(x, w, r)
         ref = ref if res else (ref,)
-        errs = [rel_error(a, b) for a, b in zip(o2, ref)]
-        print(f"fast launch {h}x{t} res={res}: identical={same} fast_ok={tk._fast_ok} errs={errs}", flush=True)
+        errs = [rel_error(a, b) for a, b in zip(outs[-1], ref)]
+        print(f"fast launch {h}x{t} res={res}: identical={same} fast_ok={tk._fast_ok} "
+              f"int_ptrs={tk._int_ptrs} errs={errs}", flush=True)
 
     # 2. config search
     rows_out = []
@@ -92,9 +108,8 @@ def main():
                 x, w, r = make_inputs(c, dev, 2)
                 best = {}
                 cands = candidates(h, t, sms)
-                for cfg in cands:
-                    key = cfg
 
+                def try_cfg(cfg):
                     def fn(x, w, r, eps, cfg=cfg):
                         n = x.shape[-1]
                         x2 = x.view(-1, n)
@@ -105,22 +120,32 @@ def main():
                         r2 = r.view(-1, n)
                         tk.launch(x2, w, x2, r2, r2, eps, cfg)
                         return x, r
+                    row = {"hidden": h, "tokens": t, "residual": res, "rows": cfg[0], "warps": cfg[1],
+                           "per_sm": cfg[2], "flags": cfg[3]}
                     try:
                         got = fn(x.clone(), w, None if r is None else r.clone(), 1e-6)
                         err = compare(x, w, r, 1e-6, got[0] if res else got)[0]
                         if not err <= 1.2e-2:
                             raise RuntimeError(f"wrong: err {err}")
                         tm = {}
-                        for mode in ("cold", "graph"):
+                        for mode in ("cold", "graph") if on_gpu else ("cold",):
                             run = Runner(fn, x, w, r, 1e-6, True)
                             tm[mode] = time_runner(run, mode, dev, budget_ms=args.budget_ms).median_us
-                        rows_out.append({"hidden": h, "tokens": t, "residual": res, "rows": cfg[0],
-                                         "warps": cfg[1], "per_sm": cfg[2], "cold_us": round(tm["cold"], 3),
-                                         "graph_us": round(tm["graph"], 3), "err": err})
-                        best[key] = tm
+                        tm.setdefault("graph", tm["cold"])
+                        row.update(cold_us=round(tm["cold"], 3), graph_us=round(tm["graph"], 3), err=err)
+                        best[cfg] = tm
                     except Exception as e:  # noqa: BLE001
-                        rows_out.append({"hidden": h, "tokens": t, "residual": res, "rows": cfg[0],
-                                         "warps": cfg[1], "per_sm": cfg[2], "error": str(e)[:200]})
+                        row["error"] = str(e)[:200]
+                    rows_out.append(row)
+
+                for cfg in cands:
+                    try_cfg(cfg)
+                if best:    # stage 2: the best geometry with each flag set
+                    bc = min(v["cold"] for v in best.values())
+                    bg = min(v["graph"] for v in best.values())
+                    geo = min(best, key=lambda k: max(best[k]["cold"] / bc, best[k]["graph"] / bg))
+                    for fl in STAGE2_FLAGS:
+                        try_cfg(geo[:3] + (fl,))
                 if best:
                     bc = min(v["cold"] for v in best.values())
                     bg = min(v["graph"] for v in best.values())
@@ -134,17 +159,24 @@ def main():
                           f"[{time.time() - t_start:.0f}s]", flush=True)
                 del x, w, r
             with open(out / "tune.csv", "w", newline="") as f:
-                cols = ["hidden", "tokens", "residual", "rows", "warps", "per_sm", "cold_us", "graph_us", "err", "error"]
+                cols = ["hidden", "tokens", "residual", "rows", "warps", "per_sm", "flags", "cold_us", "graph_us",
+                        "err", "error"]
                 wr = csv.DictWriter(f, fieldnames=cols)
                 wr.writeheader()
                 wr.writerows(rows_out)
-            meta = {"device": torch.cuda.get_device_name(0), "sms": sms, "copy_gbps": round(copy, 1),
+            meta = {"device": gpu_name, "sms": sms, "copy_gbps": round(copy, 1),
                     "triton": __import__("triton").__version__, "torch": torch.__version__,
                     "selection": "min over configs of max(cold/best_cold, graph/best_graph), bf16",
+                    "how": f"scripts/gpu_tune.py --budget-ms {args.budget_ms:g} on the device named here; bf16 "
+                           "timings, cold and graph; fp16 uses the same table; config = [rows, warps, "
+                           "programs_per_sm, flags]",
+                    "date": time.strftime("%Y-%m-%d", time.gmtime()),
                     "configs": table}
             (out / "launch_table.json").write_text(json.dumps(meta, indent=1))
+            # a copy outside the working tree, for later calls on the same machine
+            Path("/tmp/rmsnorm-lab-tune").mkdir(exist_ok=True)
+            (Path("/tmp/rmsnorm-lab-tune") / "launch_table.json").write_text(json.dumps(meta, indent=1))
     tk.set_table(table)
-    Path("/tmp/rmsnorm-lab-table.json").write_text(json.dumps({"configs": table}))
     print(f"tuning done in {time.time() - t_start:.0f}s; table -> {out / 'launch_table.json'}", flush=True)
 
     if args.peers:

@@ -8,6 +8,24 @@ except ImportError:  # pragma: no cover - depends on the Triton version
     gdc_wait = gdc_launch_dependents = None
 
 
+@triton.jit
+def _load(ptrs, mask, EVICT_FIRST: tl.constexpr):
+    """Load and widen to fp32; EVICT_FIRST marks the lines first to go from L2."""
+    if EVICT_FIRST:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _store(ptrs, v, mask, EVICT_FIRST: tl.constexpr):
+    if EVICT_FIRST:
+        tl.store(ptrs, v, mask=mask, eviction_policy="evict_first")
+    else:
+        tl.store(ptrs, v, mask=mask)
+
+
 @triton.jit(do_not_specialize=["n_rows"])
 def rmsnorm_fwd_kernel(
     X, W, Y, R, RO,                      # input, weight, output, residual, new residual
@@ -19,6 +37,9 @@ def rmsnorm_fwd_kernel(
     HAS_RES: tl.constexpr,               # fused residual add: s = x + r; RO = s; Y = norm(s) * w
     W_IN_LOOP: tl.constexpr,             # reload the weight per block (large rows: fewer live registers)
     USE_PDL: tl.constexpr,               # wait on the previous kernel in the stream (launched with PDL)
+    PDL_EARLY: tl.constexpr,             # let the next kernel launch at our start (else after our stores)
+    EVICT_LOADS: tl.constexpr,           # x / r loads marked evict-first in L2
+    EVICT_STORES: tl.constexpr,          # output / new-residual stores marked evict-first in L2
 ):
     """One pass over each row: load (and add), fp32 sum of squares, scale, store.
 
@@ -32,7 +53,8 @@ def rmsnorm_fwd_kernel(
     col_ok = cols < N
     if USE_PDL:
         gdc_wait()                       # inputs may come from the kernel before us
-        gdc_launch_dependents()          # the next kernel may start its prologue
+        if PDL_EARLY:
+            gdc_launch_dependents()      # the next kernel may start its prologue now
     if not W_IN_LOOP:
         w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
     n_blocks = tl.cdiv(n_rows, ROWS)
@@ -40,14 +62,17 @@ def rmsnorm_fwd_kernel(
         rows = blk * ROWS + tl.arange(0, ROWS)
         rows64 = rows.to(tl.int64)
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
-        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS)
         if HAS_RES:
-            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            x = x + r
-            tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
+            x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS)
+            _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
+                   EVICT_STORES)
         ms = tl.sum(x * x, axis=1) / N
         rstd = 1.0 / tl.sqrt(ms + eps)
         if W_IN_LOOP:
             w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
         y = x * rstd[:, None] * w[None, :]
-        tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+        _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
+    if USE_PDL:
+        if not PDL_EARLY:
+            gdc_launch_dependents()      # our stores are issued: the next kernel may launch

@@ -55,8 +55,15 @@ def tokens_bucket(tokens: int) -> int:
     return _next_pow2(max(tokens, 1))
 
 
-def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int]:
-    """(rows per block, num_warps, programs per SM; 0 = one program per block)."""
+# config flags (the 4th field of a config): how the kernel treats L2 and the next kernel
+EVICT_LOADS = 1      # x / r loads marked evict-first
+PDL_EARLY = 2        # let the next kernel launch at our start (default: after our stores)
+EVICT_STORES = 4     # output / new-residual stores marked evict-first
+FLAG_NAMES = {EVICT_LOADS: "evict_loads", PDL_EARLY: "pdl_early", EVICT_STORES: "evict_stores"}
+
+
+def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int]:
+    """(rows per block, num_warps, programs per SM (0 = one program per block), flags)."""
     block_n = _next_pow2(hidden)
     rows = 1
     if block_n <= 1024:
@@ -67,13 +74,27 @@ def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) ->
     per_thread = max(1, 16 // itemsize) * 2
     warps = max(1, min(16, elems // (32 * per_thread)))
     warps = _next_pow2(warps) if warps & (warps - 1) else warps
-    return rows, warps, 0
+    return rows, warps, 0, 0
 
 
-def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int]:
+def normalize_config(cfg) -> tuple[int, int, int, int]:
+    """A table entry or caller's config as (rows, warps, per_sm, flags); 3-field entries get flags 0."""
+    cfg = tuple(int(v) for v in cfg)
+    if len(cfg) == 3:
+        cfg += (0,)
+    if len(cfg) != 4:
+        raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags]), got {cfg}")
+    rows, warps, per_sm, flags = cfg
+    if rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 8:
+        raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
+                         f"flags in 0..7; got {cfg}")
+    return cfg
+
+
+def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int]:
     cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
     if cfg is not None:
-        return tuple(cfg)
+        return normalize_config(cfg)
     return heuristic_config(hidden, tokens, itemsize, residual)
 
 
@@ -103,16 +124,18 @@ def _pdl_ok(device) -> bool:
 
 
 def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
-    """Launch on 2-D row-major views (no checks). Returns nothing; writes y2 (and ro2).
+    """Launch on 2-D row-major views (no checks); writes y2 (and ro2). On CUDA returns
+    (compiled kernel, grid, constexpr arguments) for fast_rmsnorm's cache, else None.
 
-    config: (rows per block, num_warps, programs per SM; 0 = one program per block).
+    config: (rows per block, num_warps, programs per SM (0 = one program per block)[, flags]).
     """
     global _fast_ok
     n_rows, n = x2.shape
     if n_rows == 0:
         return
     has_res = r2 is not None
-    rows, warps, per_sm = config or pick_config(n, n_rows, x2.element_size(), has_res)
+    rows, warps, per_sm, flags = (normalize_config(config) if config
+                                  else pick_config(n, n_rows, x2.element_size(), has_res))
     n_blocks = -(-n_rows // rows)
     grid0 = n_blocks
     on_cuda = x2.is_cuda
@@ -123,11 +146,12 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     block_n = _next_pow2(n)
     pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
-            n, block_n, rows, has_res, block_n >= 8192, pdl)
+            n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
+            bool(flags & EVICT_STORES))
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    key = (x2.dtype, y2.dtype, n, rows, warps, has_res,
+    key = (x2.dtype, y2.dtype, n, rows, warps, flags, has_res,
            x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
            x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
            ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
@@ -137,7 +161,7 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
             import torch
             stream = torch._C._cuda_getCurrentRawStream(x2.device.index)
             k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None, *args)
-            return
+            return k, grid0, args[11:]
         except Exception:   # an incompatible Triton: use the ordinary launch from now on
             _fast_ok = False
     opts = {"num_warps": warps}
@@ -146,10 +170,11 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     compiled = _get_kernel()[(grid0,)](*args, **opts)
     if _fast_ok and hasattr(compiled, "run") and hasattr(compiled, "packed_metadata"):
         _fast[key] = compiled
-        return compiled, grid0, args[-6:]
+        return compiled, grid0, args[11:]
 
 
-_plans: dict = {}     # (rows, hidden, dtype, device, residual) -> (compiled kernel, grid, constexpr tail)
+_plans: dict = {}     # (tokens, hidden, dtype, device, residual) -> (compiled kernel, grid, constexpr tail)
+_int_ptrs = True      # pass raw device addresses to the launcher (no data_ptr() / pointer query per tensor)
 
 
 def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
@@ -159,8 +184,10 @@ def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
     and x + r into r (in place, like vLLM / FlashInfer) and returns (x, r)
     (when r is x, out is a new tensor and x becomes x + x).
     After the first call for a shape, a launch is one dict lookup and the
-    compiled kernel's own launcher: no argument binding, no config lookup.
+    compiled kernel's own launcher, given raw addresses: no argument binding,
+    no config lookup, no per-tensor pointer query.
     """
+    global _int_ptrs, _fast_ok
     import torch
 
     n = x.shape[-1]
@@ -173,17 +200,30 @@ def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
     if m == 0:
         return y if r is None else (y, r)
     dev = x.get_device()
-    aligned = ((xp | y.data_ptr() | rp | w.data_ptr()) & 15) == 0
+    yp, wp = y.data_ptr(), w.data_ptr()
+    aligned = ((xp | yp | rp | wp) & 15) == 0
     key = (m, n, x.dtype, dev, r is not None)
     plan = _plans.get(key) if (aligned and _fast_ok) else None
     if plan is not None:
         k, grid0, tail = plan
-        k.run(grid0, 1, 1, torch._C._cuda_getCurrentRawStream(dev), k.function, k.packed_metadata,
-              None, None, None, x, w, y, rr, rr if r is not None else y, n, n, n, n, m, eps, *tail)
-        return y if r is None else (y, r)
+        stream = torch._C._cuda_getCurrentRawStream(dev)
+        if _int_ptrs:
+            try:
+                k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None,
+                      xp, wp, yp, rp, rp if r is not None else yp, n, n, n, n, m, eps, *tail)
+                return y if r is None else (y, r)
+            except Exception:   # a launcher that wants tensors: pass them from now on
+                _int_ptrs = False
+        try:
+            k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None,
+                  x, w, y, rr, rr if r is not None else y, n, n, n, n, m, eps, *tail)
+            return y if r is None else (y, r)
+        except Exception:       # an incompatible Triton: the ordinary launch from now on
+            _fast_ok = False
+            _plans.clear()
     x2, y2 = x.view(-1, n), y.view(-1, n)
     got = launch(x2, w, y2, None if r is None else r.view(-1, n), None if r is None else r.view(-1, n), eps)
-    if got is not None and aligned and len(_plans) < 4096:
+    if got is not None and aligned and _fast_ok and len(_plans) < 4096:
         _plans[key] = got
     return y if r is None else (y, r)
 
