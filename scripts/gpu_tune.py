@@ -23,6 +23,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 HIDDEN = [2048, 4096, 5120, 6144, 8192, 16384]
 TOKENS = [1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 STAGE2_FLAGS = [1, 2, 4, 5]
+CHUNK_TOKENS = (16, 8192)          # --chunks-from: shapes whose two-pass variants are tried
+
+
+def chunk_candidates(hidden: int, tokens: int, sms: int):
+    """Two-pass (chunked) variants: 1024 / 2048-wide slices, 1-2 rows, 4-8 warps, flags 0 / evict-first."""
+    from rmsnorm_lab.kernels.triton_rmsnorm import _next_pow2
+    out = []
+    for chunk in (1024, 2048):
+        if chunk >= _next_pow2(hidden):
+            continue
+        for rows in (1, 2):
+            if rows > 1 and tokens < rows * sms:
+                continue
+            for warps in (4, 8):
+                if rows * chunk // (32 * warps) < 4:
+                    continue
+                for flags in (0, 1):
+                    out.append((rows, warps, 0, flags, chunk))
+    return out
 
 
 def candidates(hidden: int, tokens: int, sms: int):
@@ -58,6 +77,8 @@ def main():
     ap.add_argument("--budget-ms", type=float, default=8.0)
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")
+    ap.add_argument("--chunks-from", help="a launch table: per shape, time its pick beside the two-pass "
+                                          "(chunked) variants in this process and keep the better")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +119,7 @@ def main():
               f"int_ptrs={tk._int_ptrs} errs={errs}", flush=True)
 
     # 2. config search
+    base_table = json.loads(Path(args.chunks_from).read_text())["configs"] if args.chunks_from else {}
     rows_out = []
     table = {}
     t_start = time.time()
@@ -108,6 +130,11 @@ def main():
                 x, w, r = make_inputs(c, dev, 2)
                 best = {}
                 cands = candidates(h, t, sms)
+                if args.chunks_from:
+                    key = f"{h}:{tk.tokens_bucket(t)}:{int(res)}"
+                    base = tk.normalize_config(base_table[key]) if key in base_table else tk.heuristic_config(
+                        h, t, 2, res)
+                    cands = [base] + (chunk_candidates(h, t, sms) if CHUNK_TOKENS[0] <= t <= CHUNK_TOKENS[1] else [])
 
                 def try_cfg(cfg):
                     def fn(x, w, r, eps, cfg=cfg):
@@ -120,8 +147,9 @@ def main():
                         r2 = r.view(-1, n)
                         tk.launch(x2, w, x2, r2, r2, eps, cfg)
                         return x, r
+                    cfg = tk.normalize_config(cfg)
                     row = {"hidden": h, "tokens": t, "residual": res, "rows": cfg[0], "warps": cfg[1],
-                           "per_sm": cfg[2], "flags": cfg[3]}
+                           "per_sm": cfg[2], "flags": cfg[3], "chunk": cfg[4]}
                     try:
                         got = fn(x.clone(), w, None if r is None else r.clone(), 1e-6)
                         err = compare(x, w, r, 1e-6, got[0] if res else got)[0]
@@ -140,7 +168,7 @@ def main():
 
                 for cfg in cands:
                     try_cfg(cfg)
-                if best:    # stage 2: the best geometry with each flag set
+                if best and not args.chunks_from:    # stage 2: the best geometry with each flag set
                     bc = min(v["cold"] for v in best.values())
                     bg = min(v["graph"] for v in best.values())
                     geo = min(best, key=lambda k: max(best[k]["cold"] / bc, best[k]["graph"] / bg))
@@ -159,17 +187,19 @@ def main():
                           f"[{time.time() - t_start:.0f}s]", flush=True)
                 del x, w, r
             with open(out / "tune.csv", "w", newline="") as f:
-                cols = ["hidden", "tokens", "residual", "rows", "warps", "per_sm", "flags", "cold_us", "graph_us",
-                        "err", "error"]
+                cols = ["hidden", "tokens", "residual", "rows", "warps", "per_sm", "flags", "chunk", "cold_us",
+                        "graph_us", "err", "error"]
                 wr = csv.DictWriter(f, fieldnames=cols)
                 wr.writeheader()
                 wr.writerows(rows_out)
             meta = {"device": gpu_name, "sms": sms, "copy_gbps": round(copy, 1),
                     "triton": __import__("triton").__version__, "torch": torch.__version__,
-                    "selection": "min over configs of max(cold/best_cold, graph/best_graph), bf16",
-                    "how": f"scripts/gpu_tune.py --budget-ms {args.budget_ms:g} on the device named here; bf16 "
+                    "selection": "min over configs of max(cold/best_cold, graph/best_graph), bf16"
+                                 + (f"; two-pass variants tried beside {args.chunks_from}'s pick for tokens "
+                                    f"{CHUNK_TOKENS[0]}..{CHUNK_TOKENS[1]}" if args.chunks_from else ""),
+                    "how": f"scripts/gpu_tune.py {' '.join(sys.argv[1:])} on the device named here; bf16 "
                            "timings, cold and graph; fp16 uses the same table; config = [rows, warps, "
-                           "programs_per_sm, flags]",
+                           "programs_per_sm, flags, chunk]",
                     "date": time.strftime("%Y-%m-%d", time.gmtime()),
                     "configs": table}
             (out / "launch_table.json").write_text(json.dumps(meta, indent=1))

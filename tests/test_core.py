@@ -160,7 +160,8 @@ def test_triton_kernel_matches_reference(dtype, residual):
     block, and the weight reloaded per block for hidden sizes >= 4097 (BLOCK_N 8192)."""
     for shape, config in [((2, 3, 33), None), ((3, 5, 37), (4, 2, 0)), ((15, 100), (16, 4, 0)),
                           ((2, 5000), None), ((3, 4097), (2, 8, 0)),
-                          ((5, 37), (2, 2, 0, 1)), ((5, 37), (1, 1, 0, 4)), ((5, 300), (4, 2, 0, 7))]:
+                          ((5, 37), (2, 2, 0, 1)), ((5, 37), (1, 1, 0, 4)), ((5, 300), (4, 2, 0, 7)),
+                          ((5, 300), (2, 2, 0, 0, 64)), ((2, 3, 100), (1, 2, 0, 5, 32)), ((3, 70), (4, 1, 2, 2, 16))]:
         x, w, r = _inputs(shape, dtype, residual, seed=shape[-1])
         x0, r0 = x.clone(), None if r is None else r.clone()
         got = tk.triton_rmsnorm(x, w, r, config=config)
@@ -189,7 +190,8 @@ def test_checker_compares_both_outputs(monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,config", [((3, 5, 37), None), ((3, 5, 37), (4, 2, 0)),
-                                          ((7, 130), (16, 4, 0)), ((2, 4097), None), ((7, 130), (2, 4, 0, 5))])
+                                          ((7, 130), (16, 4, 0)), ((2, 4097), None), ((7, 130), (2, 4, 0, 5)),
+                                          ((7, 130), (2, 2, 0, 1, 32))])
 def test_triton_writes_every_element(shape, config, dtype):
     x, w, r = _inputs(shape, dtype, True, seed=3)
     dt = getattr(torch, dtype)
@@ -512,12 +514,12 @@ def test_launch_table_entries_parse():
             assert len(parts) == 3 and all(p.isdigit() for p in parts), key
             hidden, bucket, res = map(int, parts)
             assert hidden > 0 and _pow2(bucket) and res in (0, 1), key
-            assert isinstance(cfg, list) and len(cfg) in (3, 4) and all(type(v) is int for v in cfg), (key, cfg)
-            rows, warps, per_sm, flags = tk.normalize_config(cfg)
+            assert isinstance(cfg, list) and 3 <= len(cfg) <= 5 and all(type(v) is int for v in cfg), (key, cfg)
+            rows, warps, per_sm, flags, chunk = tk.normalize_config(cfg)
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
             assert per_sm >= 0 and 0 <= flags < 8, (key, cfg)
-            assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags)
+            assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
     finally:
         tk.set_table(None)
 
@@ -532,9 +534,9 @@ def test_heuristic_config():
         for tokens in (1, 7, 263, 264, 600, 4096, 70000):
             for itemsize in (2, 4):
                 for res in (False, True):
-                    rows, warps, per_sm, flags = tk.heuristic_config(hidden, tokens, itemsize, res)
+                    rows, warps, per_sm, flags, chunk = tk.heuristic_config(hidden, tokens, itemsize, res)
                     block_n = tk._next_pow2(hidden)
-                    assert _pow2(rows) and rows <= 16 and per_sm == 0 and flags == 0
+                    assert _pow2(rows) and rows <= 16 and per_sm == 0 and flags == 0 and chunk == 0
                     assert _pow2(warps) and warps <= 16
                     if block_n > 1024 or tokens < 528:
                         assert rows == 1, (hidden, tokens, rows)
@@ -545,13 +547,15 @@ def test_heuristic_config():
 
 def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
     custom = tmp_path / "table.json"
-    custom.write_text(json.dumps({"configs": {"64:8:0": [2, 1, 0], "64:8:1": [4, 2, 0], "64:32:0": [1, 2, 0, 5]}}))
+    custom.write_text(json.dumps({"configs": {"64:8:0": [2, 1, 0], "64:8:1": [4, 2, 0], "64:32:0": [1, 2, 0, 5],
+                                              "64:64:0": [1, 2, 0, 1, 32]}}))
     monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(custom))
     tk.set_table(None)
     try:
-        assert tk.pick_config(64, 8, 2, False) == (2, 1, 0, 0)        # 3-field entries: flags 0
-        assert tk.pick_config(64, 5, 4, True) == (4, 2, 0, 0)        # 5 tokens fall in bucket 8
-        assert tk.pick_config(64, 32, 2, False) == (1, 2, 0, 5)
+        assert tk.pick_config(64, 8, 2, False) == (2, 1, 0, 0, 0)     # 3-field entries: flags 0, chunk 0
+        assert tk.pick_config(64, 5, 4, True) == (4, 2, 0, 0, 0)     # 5 tokens fall in bucket 8
+        assert tk.pick_config(64, 32, 2, False) == (1, 2, 0, 5, 0)
+        assert tk.pick_config(64, 64, 2, False) == (1, 2, 0, 1, 32)
         assert tk.pick_config(64, 9, 2, False) == tk.heuristic_config(64, 9, 2, False)
         assert tk.pick_config(100, 8, 2, False) == tk.heuristic_config(100, 8, 2, False)
         x, w, r = _inputs((8, 64), "float32", True)
@@ -566,7 +570,8 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
     assert tk.pick_config(4096, 128, 2, False) == tk.normalize_config(tk.load_table()["4096:128:0"])
 
 
-@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 8), (1, 4, 0, 0, 0)])
+@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 8), (1, 4, 0, 0, 24),
+                                 (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 0)])
 def test_normalize_config_rejects_bad(bad):
     with pytest.raises(ValueError, match="config"):
         tk.normalize_config(bad)
@@ -592,3 +597,13 @@ def test_torch_compile_many_shapes():
     assert grown >= len(hiddens), f"{grown} graphs compiled for {len(hiddens)} shapes: some fell back to eager"
     assert len(fn.compile_seconds) >= len(hiddens)
     assert all(s > 0 for s in fn.compile_seconds.values())
+
+
+@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2)])
+def test_triton_in_place_fused_add_every_path(config):
+    """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels."""
+    x, w, r = _inputs((5, 100), "float32", True, seed=11)
+    x0, r0 = x.clone(), r.clone()
+    o, ro = tk.triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
+    assert o is x and ro is r
+    _assert_matches_reference((o, ro), x0, w, r0)

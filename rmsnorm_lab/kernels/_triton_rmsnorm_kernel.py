@@ -40,13 +40,29 @@ def rmsnorm_fwd_kernel(
     PDL_EARLY: tl.constexpr,             # let the next kernel launch at our start (else after our stores)
     EVICT_LOADS: tl.constexpr,           # x / r loads marked evict-first in L2
     EVICT_STORES: tl.constexpr,          # output / new-residual stores marked evict-first in L2
+    CHUNK: tl.constexpr = 0,             # > 0: two passes over CHUNK-wide column slices (see below)
 ):
-    """One pass over each row: load (and add), fp32 sum of squares, scale, store.
+    """RMSNorm of each row (optionally fused with the residual add); fp32 math, one rounding at the store.
 
     A program owns row-blocks pid, pid + nprog, ... (a grid-stride loop), so a
     launch with fewer programs than blocks loads the weight once per program.
-    All arithmetic is fp32; only the stores round to the output dtype.
+    CHUNK = 0 holds a block of rows in registers (one pass); CHUNK > 0 walks the
+    row in slices, twice.
     """
+    if CHUNK > 0:
+        _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
+                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES)
+    else:
+        _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, BLOCK_N, ROWS,
+                          HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES)
+
+
+@triton.jit
+def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
+                      N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
+                      W_IN_LOOP: tl.constexpr, USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr,
+                      EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr):
+    """One pass: load a ROWS x BLOCK_N tile (and add), fp32 sum of squares, scale, store."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
@@ -76,3 +92,52 @@ def rmsnorm_fwd_kernel(
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()      # our stores are issued: the next kernel may launch
+
+
+@triton.jit
+def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
+                      N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
+                      USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr, EVICT_LOADS: tl.constexpr,
+                      EVICT_STORES: tl.constexpr):
+    """The row in CHUNK-wide slices: pass 1 sums squares (lines kept in L2), pass 2 re-reads, scales, stores.
+
+    Fewer live registers than holding the row, so more rows in flight per SM. In place is
+    safe: pass 1 only reads, and pass 2 reads each element before the same thread writes it.
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    if USE_PDL:
+        gdc_wait()
+        if PDL_EARLY:
+            gdc_launch_dependents()
+    n_blocks = tl.cdiv(n_rows, ROWS)
+    for blk in range(pid, n_blocks, nprog):
+        rows = blk * ROWS + tl.arange(0, ROWS)
+        rows64 = rows.to(tl.int64)
+        row_ok = (rows < n_rows)[:, None]
+        acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
+        for c0 in tl.range(0, N, CHUNK):
+            cols = c0 + tl.arange(0, CHUNK)
+            mask = row_ok & (cols < N)[None, :]
+            x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
+                        eviction_policy="evict_last").to(tl.float32)
+            if HAS_RES:
+                x += tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
+                             eviction_policy="evict_last").to(tl.float32)
+            acc += x * x
+        rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
+        for c0 in tl.range(0, N, CHUNK):
+            cols = c0 + tl.arange(0, CHUNK)
+            col_ok = cols < N
+            mask = row_ok & col_ok[None, :]
+            x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS)
+            if HAS_RES:
+                x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS)
+                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
+                       EVICT_STORES)
+            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            y = x * rstd[:, None] * w[None, :]
+            _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
+    if USE_PDL:
+        if not PDL_EARLY:
+            gdc_launch_dependents()

@@ -62,8 +62,8 @@ EVICT_STORES = 4     # output / new-residual stores marked evict-first
 FLAG_NAMES = {EVICT_LOADS: "evict_loads", PDL_EARLY: "pdl_early", EVICT_STORES: "evict_stores"}
 
 
-def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int]:
-    """(rows per block, num_warps, programs per SM (0 = one program per block), flags)."""
+def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
+    """(rows per block, num_warps, programs per SM (0 = one program per block), flags, chunk (0 = one pass))."""
     block_n = _next_pow2(hidden)
     rows = 1
     if block_n <= 1024:
@@ -74,24 +74,27 @@ def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) ->
     per_thread = max(1, 16 // itemsize) * 2
     warps = max(1, min(16, elems // (32 * per_thread)))
     warps = _next_pow2(warps) if warps & (warps - 1) else warps
-    return rows, warps, 0, 0
+    return rows, warps, 0, 0, 0
 
 
-def normalize_config(cfg) -> tuple[int, int, int, int]:
-    """A table entry or caller's config as (rows, warps, per_sm, flags); 3-field entries get flags 0."""
+def normalize_config(cfg) -> tuple[int, int, int, int, int]:
+    """A table entry or caller's config as (rows, warps, per_sm, flags, chunk); missing fields are 0.
+
+    chunk > 0 (a power of two >= 16) walks each row in chunk-wide slices, in two passes.
+    """
     cfg = tuple(int(v) for v in cfg)
-    if len(cfg) == 3:
-        cfg += (0,)
-    if len(cfg) != 4:
-        raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags]), got {cfg}")
-    rows, warps, per_sm, flags = cfg
-    if rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 8:
+    if not 3 <= len(cfg) <= 5:
+        raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk]]), got {cfg}")
+    cfg += (0,) * (5 - len(cfg))
+    rows, warps, per_sm, flags, chunk = cfg
+    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 8
+            or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))):
         raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
-                         f"flags in 0..7; got {cfg}")
+                         f"flags in 0..7, chunk 0 or a power of two >= 16; got {cfg}")
     return cfg
 
 
-def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int]:
+def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
     cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
     if cfg is not None:
         return normalize_config(cfg)
@@ -127,14 +130,14 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     """Launch on 2-D row-major views (no checks); writes y2 (and ro2). On CUDA returns
     (compiled kernel, grid, constexpr arguments) for fast_rmsnorm's cache, else None.
 
-    config: (rows per block, num_warps, programs per SM (0 = one program per block)[, flags]).
+    config: (rows per block, num_warps, programs per SM (0 = one program per block)[, flags[, chunk]]).
     """
     global _fast_ok
     n_rows, n = x2.shape
     if n_rows == 0:
         return
     has_res = r2 is not None
-    rows, warps, per_sm, flags = (normalize_config(config) if config
+    rows, warps, per_sm, flags, chunk = (normalize_config(config) if config
                                   else pick_config(n, n_rows, x2.element_size(), has_res))
     n_blocks = -(-n_rows // rows)
     grid0 = n_blocks
@@ -144,14 +147,15 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     if not has_res:
         r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
     block_n = _next_pow2(n)
+    chunk = chunk if chunk < block_n else 0          # a chunk as wide as the row is the one-pass kernel
     pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
             n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
-            bool(flags & EVICT_STORES))
+            bool(flags & EVICT_STORES), chunk)
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    key = (x2.dtype, y2.dtype, n, rows, warps, flags, has_res,
+    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res,
            x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
            x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
            ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
