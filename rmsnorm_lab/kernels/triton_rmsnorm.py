@@ -155,7 +155,7 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res,
+    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res, pdl,
            x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
            x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
            ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
