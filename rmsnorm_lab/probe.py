@@ -40,6 +40,7 @@ from pathlib import Path
 from .validate import check_eps, check_seed, dtype_name, suggest
 
 STATUSES = ("ok", "wrong", "refused", "crash", "skip")
+FATAL_EXIT = 3      # a child's exit status after it reported a case that broke its GPU context
 LAYOUTS = ("contiguous", "strided_rows", "transposed")
 RESIDUALS = ("none", "separate", "alias")
 CRASH_ENV = "RMSNORM_LAB_TEST_CRASH_IMPL"
@@ -442,7 +443,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
         fatal = res.pop("fatal", False)
         emit({"i": i, "event": "done", **res, "seconds": round(time.perf_counter() - t0, 3)})
         if fatal:
-            return 3                    # the GPU context is unusable: the parent starts a fresh child
+            return FATAL_EXIT           # the GPU context is unusable: the parent starts a fresh child
         if device.startswith("cuda") and case.large:
             import gc
 
@@ -538,6 +539,8 @@ def _run_impl(name: str, cases: list[ProbeCase], todo: list[int], device: str, t
                 results[current] = {"status": "crash", "message": _crash_message(rc, stderr_text, timed_out)}
                 if log:
                     log(name, cases[current].name, "crash")
+            elif left and rc == FATAL_EXIT and not timed_out and len(left) < len(remaining):
+                pass                # the fault was reported against its case: a fresh child runs the rest
             elif left and (rc != 0 or timed_out):
                 # died while loading or between cases: no case to blame, so blame them all (no endless loop)
                 msg = _crash_message(rc, stderr_text, timed_out)

@@ -39,6 +39,17 @@ def inductor_kernel(code: str):
     return getattr(mod, name)
 
 
+def _autotuners(cls) -> list:
+    found = []
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, cls):
+                found.append(o)
+        except ReferenceError:      # a dead weak proxy
+            pass
+    return found
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -61,10 +72,10 @@ def main():
     for h, t, res in SHAPES:
         x, w, r = make_inputs(Case(1, t, h, "bfloat16", res), "cuda", 2)
         torch._dynamo.reset()
-        before = {id(o) for o in gc.get_objects() if isinstance(o, CachingAutotuner)}
+        before = {id(o) for o in _autotuners(CachingAutotuner)}
         compiled = torch.compile(hf_rmsnorm, dynamic=False)
         _, code = run_and_get_code(compiled, x, w, r, 1e-6)
-        tuners = [o for o in gc.get_objects() if isinstance(o, CachingAutotuner) and id(o) not in before]
+        tuners = [o for o in _autotuners(CachingAutotuner) if id(o) not in before]
         cfg = tuners[-1].launchers[0].config if tuners and tuners[-1].launchers else None
         kw = dict(cfg.kwargs) if cfg else {}
         warps = cfg.num_warps if cfg else 8
