@@ -51,6 +51,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--tables", action="store_true", help="also print per-shape ratio tables (markdown)")
     args = ap.parse_args()
     from rmsnorm_lab.results import load_results
     df = pd.concat([load_results(d) for d in args.dirs], ignore_index=True)
@@ -97,8 +98,33 @@ def main():
               f"{sp.get(OURS, float('nan')) / best_single[0]:.3f}")
         if len(big):
             print(f"- % of copy bandwidth where bytes > 64 MB: ours min {big['ours_pct_copy'].min():.1f}, "
-                  f"median {big['ours_pct_copy'].median():.1f}; best peer median {big['best_peer_pct_copy'].median():.1f}")
+                  f"median {big['ours_pct_copy'].median():.1f}; best peer median {big['best_peer_pct_copy'].median():.1f}; "
+                  f"ours >= 97% at {int((big['ours_pct_copy'] >= 97).sum())} of {len(big)} such shapes")
+            top = g[g["tokens"] == g["tokens"].max()]
+            print(f"- at {g['tokens'].max()} tokens (the largest shapes): ours "
+                  + ", ".join(f"{'res' if rr else 'no res'} {hh}: {pc:.1f}%" for rr, hh, pc in
+                              top.sort_values(["residual", "hidden"])[["residual", "hidden", "ours_pct_copy"]]
+                              .itertuples(index=False)))
+        ok = g[(g["ratio"] <= 1.03) | g["tie"]]
+        print(f"- shapes at ratio <= 1.03 or tied within the spread: {len(ok)} of {len(g)}")
         print()
+        if args.tables:
+            toks = sorted(g["tokens"].unique())
+            print(f"**{dtype}, {mode}** (ours / fastest peer; < 1: ours faster; * = slower than 1.03x and "
+                  "outside the p20-p80 spread)\n")
+            print("| residual | hidden | " + " | ".join(str(t) for t in toks) + " |")
+            print("| --- | --- | " + " | ".join("---" for _ in toks) + " |")
+            for (res, h), gg in g.groupby(["residual", "hidden"]):
+                cells = gg.set_index("tokens")
+                row = []
+                for t in toks:
+                    if t not in cells.index:
+                        row.append("")
+                        continue
+                    c = cells.loc[t]
+                    row.append(f"{c['ratio']:.2f}" + ("*" if c["ratio"] > 1.03 and not c["tie"] else ""))
+                print(f"| {'yes' if res else 'no'} | {h} | " + " | ".join(row) + " |")
+            print()
 
 
 if __name__ == "__main__":
