@@ -97,17 +97,12 @@ def main():
             return fn
 
         def ours(cfg=None, no_pdl=False):
+            run = tk.config_fn(cfg)
+
             def fn(x, w, r, eps):
                 os.environ["RMSNORM_LAB_NO_PDL"] = "1" if no_pdl else ""
                 tk._PDL.clear()
-                n = x.shape[-1]
-                x2 = x.view(-1, n)
-                if r is None:
-                    y = torch.empty_like(x)
-                    tk.launch(x2, w, y.view(-1, n), None, None, eps, cfg)
-                    return y
-                tk.launch(x2, w, x2, r.view(-1, n), r.view(-1, n), eps, cfg)
-                return x, r
+                return run(x, w, r, eps)
             return fn
 
         pick = tk.pick_config(h, t, 2, res)

@@ -56,21 +56,7 @@ def main():
             print(f"{name}: not loaded ({e})", flush=True)
 
     def ours(flags, inplace=True):
-        def fn(x, w, r, eps):
-            n = x.shape[-1]
-            x2 = x.view(-1, n)
-            cfg = tk.pick_config(n, x2.shape[0], x.element_size(), r is not None)[:3] + (flags,)
-            if r is None:
-                y = torch.empty_like(x)
-                tk.launch(x2, w, y.view(-1, n), None, None, eps, cfg)
-                return y
-            if inplace:
-                tk.launch(x2, w, x2, r.view(-1, n), r.view(-1, n), eps, cfg)
-                return x, r
-            y, ro = torch.empty_like(x), torch.empty_like(r)
-            tk.launch(x2, w, y.view(-1, n), r.view(-1, n), ro.view(-1, n), eps, cfg)
-            return y, ro
-        return fn
+        return tk.config_fn(lambda n, t, isz, res: tk.pick_config(n, t, isz, res)[:3] + (flags,), inplace)
 
     variants = {f"ours_f{f}": (ours(f), True) for f in range(8)}
     variants["ours_f0_outofplace"] = (ours(0, False), False)

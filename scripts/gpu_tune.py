@@ -137,16 +137,7 @@ def main():
                     cands = [base] + (chunk_candidates(h, t, sms) if CHUNK_TOKENS[0] <= t <= CHUNK_TOKENS[1] else [])
 
                 def try_cfg(cfg):
-                    def fn(x, w, r, eps, cfg=cfg):
-                        n = x.shape[-1]
-                        x2 = x.view(-1, n)
-                        if r is None:
-                            y = torch.empty_like(x)
-                            tk.launch(x2, w, y.view(-1, n), None, None, eps, cfg)
-                            return y
-                        r2 = r.view(-1, n)
-                        tk.launch(x2, w, x2, r2, r2, eps, cfg)
-                        return x, r
+                    fn = tk.config_fn(cfg)
                     cfg = tk.normalize_config(cfg)
                     row = {"hidden": h, "tokens": t, "residual": res, "rows": cfg[0], "warps": cfg[1],
                            "per_sm": cfg[2], "flags": cfg[3], "chunk": cfg[4]}

@@ -607,3 +607,16 @@ def test_triton_in_place_fused_add_every_path(config):
     o, ro = tk.triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
     assert o is x and ro is r
     _assert_matches_reference((o, ro), x0, w, r0)
+
+
+def test_config_fn_in_place_and_out_of_place():
+    """The tuner's and diagnostics' launcher: fixed config, table pick, or a callable; in place or not."""
+    x, w, r = _inputs((6, 100), "float32", True, seed=5)
+    for cfg in [(2, 2, 0, 1, 32), None, lambda n, t, isz, res: (1, 2, 0, 0, 0)]:
+        out = tk.config_fn(cfg, inplace=False)(x, w, r)
+        _assert_matches_reference(out, x, w, r)
+        xi, ri = x.clone(), r.clone()
+        o, ro = tk.config_fn(cfg)(xi, w, ri)
+        assert o is xi and ro is ri
+        _assert_matches_reference((o, ro), x, w, r)
+        _assert_matches_reference(tk.config_fn(cfg)(x, w), x, w, None)

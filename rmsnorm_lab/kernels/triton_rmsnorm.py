@@ -232,6 +232,29 @@ def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
     return y if r is None else (y, r)
 
 
+def config_fn(config=None, inplace: bool = True):
+    """A registry-style ``fn(x, w, r=None, eps)`` that launches with a fixed config (tuning, diagnostics).
+
+    config: a config tuple, None (the table's pick), or a callable
+    ``(hidden, tokens, itemsize, residual) -> config``. With a residual the call works in
+    place (out into x, x + r into r) unless ``inplace=False`` (fresh output buffers).
+    Contiguous inputs only, no checks.
+    """
+    def fn(x, w, r=None, eps: float = 1e-6):
+        import torch
+        n = x.shape[-1]
+        x2 = x.view(-1, n)
+        cfg = config(n, x2.shape[0], x.element_size(), r is not None) if callable(config) else config
+        if r is None:
+            y = torch.empty_like(x)
+            launch(x2, w, y.view(-1, n), None, None, eps, cfg)
+            return y
+        y, ro = (x, r) if inplace else (torch.empty_like(x), torch.empty_like(r))
+        launch(x2, w, y.view(-1, n), r.view(-1, n), ro.view(-1, n), eps, cfg)
+        return y, ro
+    return fn
+
+
 def triton_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, residual_out=None, config=None):
     """RMSNorm (optionally fused with the residual add) with the lab's Triton kernel.
 
