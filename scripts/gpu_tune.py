@@ -56,7 +56,9 @@ def candidates(hidden: int, tokens: int, sms: int):
         rows_opts = [1, 2, 4, 8, 16]
     out = []
     for rows in rows_opts:
-        if rows > 1 and tokens < rows * sms:
+        # several rows per program once there are >= half as many row blocks as SMs (FlashInfer runs
+        # 128 CTAs of 2 rows at 256 tokens; tried since v3, not yet measured)
+        if rows > 1 and tokens // rows < sms // 2:
             continue
         elems = b * rows
         for warps in (1, 2, 4, 8, 16, 32):
