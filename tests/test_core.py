@@ -508,8 +508,8 @@ def test_launch_table_entries_parse():
     try:
         raw = json.loads(tk.TABLE_PATH.read_text())
         table = tk.load_table()
-        assert table == raw["configs"] and len(table) > 0
-        for key, cfg in table.items():
+        assert sorted(table) == sorted(raw["configs"]) and len(table) > 0
+        for key, cfg in raw["configs"].items():
             parts = key.split(":")
             assert len(parts) == 3 and all(p.isdigit() for p in parts), key
             hidden, bucket, res = map(int, parts)
@@ -519,6 +519,7 @@ def test_launch_table_entries_parse():
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
             assert per_sm >= 0 and 0 <= flags < 8, (key, cfg)
+            assert table[key] == (rows, warps, per_sm, flags, chunk)
             assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
     finally:
         tk.set_table(None)
@@ -567,7 +568,7 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
     finally:
         monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE")
         tk.set_table(None)
-    assert tk.pick_config(4096, 128, 2, False) == tk.normalize_config(tk.load_table()["4096:128:0"])
+    assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
 
 
 @pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 8), (1, 4, 0, 0, 24),
@@ -620,3 +621,16 @@ def test_config_fn_in_place_and_out_of_place():
         assert o is xi and ro is ri
         _assert_matches_reference((o, ro), x, w, r)
         _assert_matches_reference(tk.config_fn(cfg)(x, w), x, w, None)
+
+
+def test_bad_launch_table_entry_is_a_clear_error(monkeypatch, tmp_path):
+    bad = tmp_path / "table.json"
+    bad.write_text(json.dumps({"configs": {"64:8:0": [3, 1, 0]}}))
+    monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(bad))
+    tk.set_table(None)
+    try:
+        with pytest.raises(ValueError, match="config: rows and warps must be powers of two"):
+            tk.load_table()
+    finally:
+        monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE")
+        tk.set_table(None)

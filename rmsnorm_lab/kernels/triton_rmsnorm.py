@@ -33,21 +33,23 @@ def _next_pow2(n: int) -> int:
 
 
 def load_table() -> dict:
-    """The committed launch table: {"<hidden>:<tokens bucket>:<residual>": [rows, warps, programs_per_sm]}."""
+    """The launch table, {"<hidden>:<tokens bucket>:<residual>": config}, configs normalized once here
+    (see normalize_config); RMSNORM_LAB_LAUNCH_TABLE names another file."""
     global _table
     if _table is None:
         path = Path(os.environ.get("RMSNORM_LAB_LAUNCH_TABLE") or TABLE_PATH)
         try:
-            _table = json.loads(path.read_text()).get("configs", {})
+            raw = json.loads(path.read_text()).get("configs", {})
         except FileNotFoundError:
-            _table = {}
+            raw = {}
+        _table = {k: normalize_config(v) for k, v in raw.items()}
     return _table
 
 
 def set_table(configs: dict | None) -> None:
     """Replace the launch table in this process (None: reload from disk on next use)."""
     global _table
-    _table = configs
+    _table = None if configs is None else {k: normalize_config(v) for k, v in configs.items()}
 
 
 def tokens_bucket(tokens: int) -> int:
@@ -59,7 +61,6 @@ def tokens_bucket(tokens: int) -> int:
 EVICT_LOADS = 1      # x / r loads marked evict-first
 PDL_EARLY = 2        # let the next kernel launch at our start (default: after our stores)
 EVICT_STORES = 4     # output / new-residual stores marked evict-first
-FLAG_NAMES = {EVICT_LOADS: "evict_loads", PDL_EARLY: "pdl_early", EVICT_STORES: "evict_stores"}
 
 
 def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
@@ -96,9 +97,7 @@ def normalize_config(cfg) -> tuple[int, int, int, int, int]:
 
 def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
     cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
-    if cfg is not None:
-        return normalize_config(cfg)
-    return heuristic_config(hidden, tokens, itemsize, residual)
+    return cfg if cfg is not None else heuristic_config(hidden, tokens, itemsize, residual)
 
 
 _SM_COUNT: dict = {}
