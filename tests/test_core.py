@@ -518,7 +518,7 @@ def test_launch_table_entries_parse():
             rows, warps, per_sm, flags, chunk = tk.normalize_config(cfg)
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
-            assert per_sm >= 0 and 0 <= flags < 8, (key, cfg)
+            assert per_sm >= 0 and 0 <= flags < 16 and not (flags & 1 and flags & 8), (key, cfg)
             assert table[key] == (rows, warps, per_sm, flags, chunk)
             assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
     finally:
@@ -571,7 +571,7 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
     assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
 
 
-@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 8), (1, 4, 0, 0, 24),
+@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 16), (1, 4, 0, 9), (1, 4, 0, 0, 24),
                                  (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 0)])
 def test_normalize_config_rejects_bad(bad):
     with pytest.raises(ValueError, match="config"):

@@ -142,7 +142,8 @@ def test_public_api_matches_reference_and_never_mutates(api, p):
 def configs(draw):
     """Launch configs of the lab kernel: rows, warps, programs per SM, flags, chunk (0 = one pass)."""
     return (draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([0, 1, 2])),
-            draw(st.integers(0, 7)), draw(st.sampled_from([0, 16, 32, 64])))
+            draw(st.sampled_from([f for f in range(16) if not (f & 1 and f & 8)])),
+            draw(st.sampled_from([0, 16, 32, 64])))
 
 
 @settings(max_examples=40, **SETTINGS)

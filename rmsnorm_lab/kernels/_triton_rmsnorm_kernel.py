@@ -9,10 +9,12 @@ except ImportError:  # pragma: no cover - depends on the Triton version
 
 
 @triton.jit
-def _load(ptrs, mask, EVICT_FIRST: tl.constexpr):
-    """Load and widen to fp32; EVICT_FIRST marks the lines first to go from L2."""
+def _load(ptrs, mask, EVICT_FIRST: tl.constexpr, EVICT_LAST: tl.constexpr = False):
+    """Load and widen to fp32; EVICT_FIRST marks the lines first to go from L2, EVICT_LAST last to go."""
     if EVICT_FIRST:
         v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    elif EVICT_LAST:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
     else:
         v = tl.load(ptrs, mask=mask, other=0.0)
     return v.to(tl.float32)
@@ -41,6 +43,7 @@ def rmsnorm_fwd_kernel(
     EVICT_LOADS: tl.constexpr,           # x / r loads marked evict-first in L2
     EVICT_STORES: tl.constexpr,          # output / new-residual stores marked evict-first in L2
     CHUNK: tl.constexpr = 0,             # > 0: two passes over CHUNK-wide column slices (see below)
+    EVICT_LAST_LOADS: tl.constexpr = False,  # x / r loads marked evict-last (as a two-pass kernel's first pass)
 ):
     """RMSNorm of each row (optionally fused with the residual add); fp32 math, one rounding at the store.
 
@@ -51,17 +54,17 @@ def rmsnorm_fwd_kernel(
     """
     if CHUNK > 0:
         _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
-                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES)
+                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS)
     else:
         _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, BLOCK_N, ROWS,
-                          HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES)
+                          HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS)
 
 
 @triton.jit
 def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                       N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       W_IN_LOOP: tl.constexpr, USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr,
-                      EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr):
+                      EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr):
     """One pass: load a ROWS x BLOCK_N tile (and add), fp32 sum of squares, scale, store."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -78,9 +81,9 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
         rows = blk * ROWS + tl.arange(0, ROWS)
         rows64 = rows.to(tl.int64)
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
-        x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS)
+        x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
         if HAS_RES:
-            x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS)
+            x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
             _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
                    EVICT_STORES)
         ms = tl.sum(x * x, axis=1) / N
@@ -98,7 +101,7 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                       N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr, EVICT_LOADS: tl.constexpr,
-                      EVICT_STORES: tl.constexpr):
+                      EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr):
     """The row in CHUNK-wide slices: pass 1 sums squares (lines kept in L2), pass 2 re-reads, scales, stores.
 
     Fewer live registers than holding the row, so more rows in flight per SM. In place is
@@ -130,9 +133,9 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
             cols = c0 + tl.arange(0, CHUNK)
             col_ok = cols < N
             mask = row_ok & col_ok[None, :]
-            x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS)
+            x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
             if HAS_RES:
-                x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS)
+                x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
                 _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
                        EVICT_STORES)
             w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)

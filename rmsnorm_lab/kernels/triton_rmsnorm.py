@@ -61,6 +61,7 @@ def tokens_bucket(tokens: int) -> int:
 EVICT_LOADS = 1      # x / r loads marked evict-first
 PDL_EARLY = 2        # let the next kernel launch at our start (default: after our stores)
 EVICT_STORES = 4     # output / new-residual stores marked evict-first
+EVICT_LAST = 8       # x / r loads marked evict-last (excludes EVICT_LOADS)
 
 
 def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
@@ -88,10 +89,11 @@ def normalize_config(cfg) -> tuple[int, int, int, int, int]:
         raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk]]), got {cfg}")
     cfg += (0,) * (5 - len(cfg))
     rows, warps, per_sm, flags, chunk = cfg
-    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 8
+    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 16
+            or (flags & EVICT_LOADS and flags & EVICT_LAST)
             or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))):
         raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
-                         f"flags in 0..7, chunk 0 or a power of two >= 16; got {cfg}")
+                         f"flags in 0..15 without both 1 and 8, chunk 0 or a power of two >= 16; got {cfg}")
     return cfg
 
 
@@ -150,7 +152,7 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
             n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
-            bool(flags & EVICT_STORES), chunk)
+            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST))
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return

@@ -1,0 +1,339 @@
+"""Re-tune the launch table against the peers, in one process (issue 4).
+
+    python scripts/gpu_retune.py --out DIR [--residual 0 1] [--hidden ...] [--tokens ...]
+        [--base TABLE] [--history CSV ...] [--workers N] [--flush-diag]
+
+For each shape (bf16): time every peer (FlashInfer default and CUDA paths, vLLM, Liger, quack,
+torch.compile) cold and graph, then our candidate configs: the base table's pick, the best few of
+earlier searches (--history CSVs), and new ones (evict-last loads, two rows per program at 128-1024
+tokens, two-pass variants with each flag). The score of a config is its worse-of-two ratio to the
+fastest peer (cold, graph) plus half the geometric mean of the two; the best few and the base pick
+are timed a second time and their two runs averaged before the pick, so one lucky run does not win.
+Candidates are compiled up front in a process pool, and torch.compile's graphs are warmed there
+(Inductor's on-disk cache), so the search is spent timing, not compiling.
+
+Writes DIR/retune.csv (every timing), DIR/peers.csv, DIR/launch_table.json (the base table with
+the new picks; shapes not searched keep theirs) and, with --flush-diag, DIR/flush_diag.csv: cold
+timings after a dirty flush (the harness's zero_ of 256 MB) and after a clean one (the same, then a
+read of another 256 MB), for our one-pass and two-pass bodies and two peers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HIDDEN = [2048, 4096, 5120, 6144, 8192, 16384]
+TOKENS = [1, 16, 64, 128, 256, 512, 1024, 2048]
+PEERS = ["flashinfer", "flashinfer_cuda", "vllm", "liger", "quack", "torch_compile"]
+EPS = 1e-6
+DIAG_SHAPES = [(4096, 16, True), (4096, 256, True), (4096, 512, True), (6144, 256, True), (8192, 128, False)]
+
+
+def _case(h, t, res, dtype="bfloat16"):
+    from rmsnorm_lab.cases import Case, tokens_to_batch_seq
+    b, s = tokens_to_batch_seq(t)          # the shapes bench_targets.py uses (torch.compile's cache hits)
+    return Case(b, s, h, dtype, res)
+
+
+def _norm(cfg):
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    return tk.normalize_config(cfg)
+
+
+def history_configs(paths):
+    """{(hidden, tokens, residual): [(cfg, cold_us, graph_us), ...]} from earlier search CSVs."""
+    out: dict = {}
+    for p in paths or []:
+        with open(p) as f:
+            for r in csv.DictReader(f):
+                if r.get("error") or not r.get("cold_us"):
+                    continue
+                cfg = _norm((r["rows"], r["warps"], r["per_sm"], r.get("flags") or 0, r.get("chunk") or 0))
+                key = (int(r["hidden"]), int(r["tokens"]), r["residual"] == "True")
+                out.setdefault(key, []).append((cfg, float(r["cold_us"]), float(r["graph_us"])))
+    return out
+
+
+def candidates(h, t, res, base, hist, topk=3):
+    """Configs to time at one shape: the base pick first, then history's best, then new variants."""
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    b = tk._next_pow2(h)
+    out = [base]
+    seen = hist.get((h, t, res), [])
+    if seen:
+        bc = min(c for _, c, _ in seen)
+        bg = min(g for _, _, g in seen)
+        for key in (lambda e: e[1], lambda e: e[2], lambda e: max(e[1] / bc, e[2] / bg)):
+            out += [cfg for cfg, _, _ in sorted(seen, key=key)[:topk]]
+    rows, warps, per_sm, flags, chunk = base
+    out.append((rows, warps, per_sm, (flags & ~tk.EVICT_LOADS) | tk.EVICT_LAST, chunk))   # evict-last loads
+    if 128 <= t <= 1024 and b <= 8192:      # FlashInfer's geometry: two rows per program, few threads a row
+        for w in (2, 4, 8):
+            if 8 <= 2 * b / (32 * w) <= 64:
+                out += [(2, w, 0, 0, 0), (2, w, 0, tk.EVICT_STORES, 0)]
+    if 16 <= t <= 2048:                     # two passes over column slices, each flag
+        for ch in (1024, 2048, 4096):
+            if ch >= b or ch < b // 8:
+                continue
+            out += [(1, 8, 0, fl, ch) for fl in (0, tk.EVICT_LOADS, tk.EVICT_STORES, tk.PDL_EARLY)]
+            out += [(1, 4, 0, 0, ch), (1, 16, 0, 0, ch)]
+    uniq = []
+    for c in out:
+        c = _norm(c)
+        if c[4] >= b:                       # a slice as wide as the row is the one-pass body
+            c = c[:4] + (0,)
+        if c not in uniq:
+            uniq.append(c)
+    return uniq
+
+
+def _warm_job(job):
+    """Pool worker: compile one of our configs, or warm torch.compile's graph for one shape."""
+    kind, h, t, res, cfg = job
+    try:
+        import torch
+        from rmsnorm_lab.cases import make_inputs
+        if kind == "tc":
+            from rmsnorm_lab.impls import get_impl
+            fn = get_impl("torch_compile").load()
+            x, w, r = make_inputs(_case(h, t, res), "cuda", 0)
+            fn.warm(x, w, r, EPS)
+        else:
+            from rmsnorm_lab.kernels import triton_rmsnorm as tk
+            rows = max(1, cfg[0])
+            x = torch.randn(rows, h, dtype=torch.bfloat16, device="cuda")
+            w = torch.randn(h, dtype=torch.bfloat16, device="cuda")
+            r = torch.randn_like(x) if res else None
+            tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)
+        torch.cuda.synchronize()
+        return None
+    except Exception as e:  # noqa: BLE001 - the main process times (and reports) it anyway
+        return f"{job}: {type(e).__name__}: {e}"[:300]
+
+
+def warm_all(jobs, workers):
+    import multiprocessing as mp
+    t0 = time.time()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        errs = [e for e in pool.imap_unordered(_warm_job, jobs, chunksize=4) if e]
+    print(f"warmed {len(jobs)} kernels / graphs with {workers} workers in {time.time() - t0:.0f}s; "
+          f"{len(errs)} failed" + (f" (first: {errs[0]})" if errs else ""), flush=True)
+
+
+def time_modes(fn, x, w, r, inplace, modes, dev, budget_ms):
+    from rmsnorm_lab.timing import Runner, time_runner
+    out = {}
+    for m in modes:
+        run = Runner(fn, x, w, r, EPS, inplace)
+        out[m] = time_runner(run, m, dev, budget_ms=budget_ms).median_us
+    return out
+
+
+def cold_flush(fn, x, w, r, inplace, dev, clean, reps=40):
+    """Cold timing as timing._cuda_cold, after a dirty flush (zero_) or a clean one (zero_, then a read)."""
+    import torch
+    from rmsnorm_lab.timing import Runner, _flush_buffer
+    run = Runner(fn, x, w, r, EPS, inplace)
+    flush = _flush_buffer(dev)
+    sweep = None
+    if clean:
+        sweep = cold_flush.__dict__.setdefault("sweep", torch.ones(256 << 20, dtype=torch.int8, device=dev))
+    for _ in range(3):
+        run.restore()
+        run()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        run.restore()
+        flush.zero_()
+        if clean:
+            sweep.sum(dtype=torch.int32)    # 256 MB of reads: L2 ends full of clean lines
+        torch.cuda._sleep(600_000)
+        starts[i].record()
+        run()
+        ends[i].record()
+    torch.cuda.synchronize()
+    s = sorted(a.elapsed_time(b) * 1000 for a, b in zip(starts, ends))
+    return s[len(s) // 2]
+
+
+def score(c, g, pc, pg):
+    rc, rg = c / pc, g / pg
+    return max(rc, rg) + 0.5 * math.sqrt(rc * rg)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--hidden", type=int, nargs="+", default=HIDDEN)
+    ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    ap.add_argument("--residual", type=int, nargs="+", default=[0, 1], choices=[0, 1])
+    ap.add_argument("--base", default=str(Path(__file__).resolve().parents[1] / "rmsnorm_lab/kernels/launch_table.json"))
+    ap.add_argument("--history", nargs="*", default=[])
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated registry names ('' for none)")
+    ap.add_argument("--budget-ms", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, default=12, help="compile / warm-up processes (0: none)")
+    ap.add_argument("--flush-diag", action="store_true")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from rmsnorm_lab.bandwidth import measure_copy_bandwidth
+    from rmsnorm_lab.cases import make_inputs
+    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.reference import compare
+
+    dev = args.device
+    on_gpu = dev.startswith("cuda")
+    modes = ("cold", "graph") if on_gpu else ("cold",)
+    gpu = torch.cuda.get_device_name(0) if on_gpu else "cpu (smoke run)"
+    copy = measure_copy_bandwidth(dev) if on_gpu else 0.0
+    print(f"{gpu}: copy {copy:.0f} GB/s", flush=True)
+    base_meta = json.loads(Path(args.base).read_text())
+    base_table = {k: _norm(v) for k, v in base_meta.get("configs", {}).items()}
+    hist = history_configs(args.history)
+    peers = [p for p in args.peers.split(",") if p]
+    shapes = [(h, t, bool(res)) for res in args.residual for h in args.hidden for t in args.tokens]
+
+    def base_of(h, t, res):
+        return base_table.get(f"{h}:{tk.tokens_bucket(t)}:{int(res)}") or tk.heuristic_config(h, t, 2, res)
+
+    cands = {s: candidates(*s, base_of(*s), hist) for s in shapes}
+    if on_gpu and args.workers:
+        jobs = [("tc", h, t, res, None) for h, t, res in shapes if "torch_compile" in peers]
+        jobs += sorted({("k", h, 0, res, c) for (h, t, res), cs in cands.items() for c in cs})
+        warm_all(jobs, args.workers)
+
+    if args.flush_diag and on_gpu:
+        with open(out / "flush_diag.csv", "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["hidden", "tokens", "residual", "impl", "dirty_us", "clean_us"])
+            print("flush diag: cold median us after a dirty flush / after a clean flush", flush=True)
+            for h, t, res in DIAG_SHAPES:
+                x, w, r = make_inputs(_case(h, t, res), dev, 1)
+                b = base_of(h, t, res)
+                subjects = {f"ours {b}": (tk.config_fn(b), True),
+                            f"ours {b[:3] + ((b[3] & ~1) | 8, b[4])}": (tk.config_fn(b[:3] + ((b[3] & ~1) | 8, b[4])), True),
+                            "ours two-pass (1,8,0,0,2048)": (tk.config_fn((1, 8, 0, 0, 2048)), True)}
+                for p in ("torch_compile", "flashinfer"):
+                    if p in peers and get_impl(p).supports("bfloat16", dev):
+                        subjects[p] = (get_impl(p).load(), get_impl(p).inplace_residual)
+                for name, (fn, inplace) in subjects.items():
+                    try:
+                        d = cold_flush(fn, x, w, r, inplace, dev, False)
+                        c = cold_flush(fn, x, w, r, inplace, dev, True)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"  {h}x{t} res={int(res)} {name}: {type(e).__name__}: {e}"[:200], flush=True)
+                        continue
+                    wr.writerow([h, t, res, name, round(d, 3), round(c, 3)])
+                    print(f"  {h:5d} x {t:5d} res={int(res)} {name:34s} dirty {d:7.2f}  clean {c:7.2f}", flush=True)
+
+    table = dict(base_table)
+    fcols = ["hidden", "tokens", "residual", "who", "rows", "warps", "per_sm", "flags", "chunk", "round",
+             "cold_us", "graph_us", "error"]
+    f_rows = open(out / "retune.csv", "w", newline="")
+    wr = csv.DictWriter(f_rows, fieldnames=fcols)
+    wr.writeheader()
+    f_peer = open(out / "peers.csv", "w", newline="")
+    wp = csv.DictWriter(f_peer, fieldnames=["hidden", "tokens", "residual", "impl", "cold_us", "graph_us", "error"])
+    wp.writeheader()
+    t0 = time.time()
+    changed = 0
+    for h, t, res in shapes:
+        case = _case(h, t, res)
+        x, w, r = make_inputs(case, dev, 2)
+        pt = {}
+        for p in peers:
+            impl = get_impl(p)
+            row = {"hidden": h, "tokens": t, "residual": res, "impl": p}
+            s = impl.supports("bfloat16", dev)
+            if not s:
+                row["error"] = s.reason
+            else:
+                try:
+                    fn = impl.load()
+                    warm = getattr(fn, "warm", None)
+                    warm(x, w, r, EPS) if warm else fn(x.clone(), w, None if r is None else r.clone(), EPS)
+                    pt[p] = time_modes(fn, x, w, r, impl.inplace_residual, modes, dev, args.budget_ms)
+                    row.update(cold_us=round(pt[p]["cold"], 3), graph_us=round(pt[p].get("graph", 0), 3))
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {e}"[:200]
+            wp.writerow(row)
+        f_peer.flush()
+
+        mine: dict = {}
+        for rnd, todo in ((1, cands[(h, t, res)]), (2, None)):
+            if todo is None:                 # round 2: the best three and the base pick, again
+                if not mine:
+                    break
+                ranked = sorted(mine, key=lambda c: score(*_avg(mine[c]), pc, pg))
+                todo = list(dict.fromkeys(ranked[:3] + [base_of(h, t, res)]))
+                todo = [c for c in todo if c in mine]
+            for cfg in todo:
+                row = {"hidden": h, "tokens": t, "residual": res, "who": "ours", "round": rnd,
+                       **dict(zip(["rows", "warps", "per_sm", "flags", "chunk"], cfg))}
+                try:
+                    fn = tk.config_fn(cfg)
+                    got = fn(x.clone(), w, None if r is None else r.clone(), EPS)
+                    err = compare(x, w, r, EPS, got[0] if res else got)[0]
+                    if not err <= 1.2e-2:
+                        raise RuntimeError(f"wrong: relative error {err}")
+                    tm = time_modes(fn, x, w, r, True, modes, dev, args.budget_ms)
+                    tm.setdefault("graph", tm["cold"])
+                    mine.setdefault(cfg, []).append((tm["cold"], tm["graph"]))
+                    row.update(cold_us=round(tm["cold"], 3), graph_us=round(tm["graph"], 3))
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {e}"[:200]
+                wr.writerow(row)
+            if rnd == 1 and mine:            # the fastest peer per mode (no peers: our own best)
+                pc = min([v["cold"] for v in pt.values()] or [c for runs in mine.values() for c, _ in runs])
+                pg = min([v.get("graph", v["cold"]) for v in pt.values()] or
+                         [g for runs in mine.values() for _, g in runs])
+        f_rows.flush()
+        if not mine:
+            continue
+        pick = min(mine, key=lambda c: score(*_avg(mine[c]), pc, pg))
+        b = base_of(h, t, res)
+        key = f"{h}:{tk.tokens_bucket(t)}:{int(res)}"
+        table[key] = pick
+        changed += pick != b
+        pcold, pgraph = _avg(mine[pick])
+        bl = _avg(mine[b]) if b in mine else (float("nan"), float("nan"))
+        print(f"{h:6d} x {t:5d} res={int(res)}: pick {pick} cold {pcold:.2f} ({pcold / pc:.3f}) graph "
+              f"{pgraph:.2f} ({pgraph / pg:.3f}) | base {b} {bl[0] / pc:.3f}/{bl[1] / pg:.3f} | peers best "
+              f"{pc:.2f}/{pg:.2f} | {len(cands[(h, t, res)])} cfgs [{time.time() - t0:.0f}s]", flush=True)
+        meta = {**{k: v for k, v in base_meta.items() if k != "configs"},
+                "device": gpu, "copy_gbps": round(copy, 1), "triton": __import__("triton").__version__,
+                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                "selection": "shapes up to 2048 tokens: min over candidates of max(cold, graph ratio to the "
+                             "fastest peer, same process) + 0.5 x their geometric mean, the best three and "
+                             "the earlier pick timed twice and averaged; larger shapes: the earlier table",
+                "how": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}; bf16 timings; fp16 uses the same "
+                       "table; config = [rows, warps, programs_per_sm, flags, chunk]",
+                "configs": {k: list(v) for k, v in table.items()}}
+        (out / "launch_table.json").write_text(json.dumps(meta, indent=1))
+    f_rows.close()
+    f_peer.close()
+    print(f"retune done in {time.time() - t0:.0f}s: {changed} of {len(shapes)} picks changed; "
+          f"table -> {out / 'launch_table.json'}", flush=True)
+
+
+def _avg(runs):
+    return (sum(c for c, _ in runs) / len(runs), sum(g for _, g in runs) / len(runs))
+
+
+if __name__ == "__main__":
+    main()
