@@ -138,6 +138,9 @@ def time_modes(fn, x, w, r, inplace, modes, dev, budget_ms):
     return out
 
 
+_SWEEP: dict = {}
+
+
 def cold_flush(fn, x, w, r, inplace, dev, clean, reps=40):
     """Cold timing as timing._cuda_cold, after a dirty flush (zero_) or a clean one (zero_, then a read)."""
     import torch
@@ -146,7 +149,9 @@ def cold_flush(fn, x, w, r, inplace, dev, clean, reps=40):
     flush = _flush_buffer(dev)
     sweep = None
     if clean:
-        sweep = cold_flush.__dict__.setdefault("sweep", torch.ones(256 << 20, dtype=torch.int8, device=dev))
+        if "sweep" not in _SWEEP:
+            _SWEEP["sweep"] = torch.ones(256 << 20, dtype=torch.int8, device=dev)
+        sweep = _SWEEP["sweep"]
     for _ in range(3):
         run.restore()
         run()
