@@ -143,23 +143,42 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     for _ in range(3):
         runner.restore()
         runner()
-    est = max(min(_estimate_us(runner, device) for _ in range(3)), 1.0)   # min: robust to host hiccups
-    calls = int(max(1, min(100, 500.0 / est)))     # ~0.5 ms of work per replay for small kernels
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):                 # warm the side stream before capture
         for _ in range(2):
             runner()
     torch.cuda.current_stream().wait_stream(stream)
-    runner.restore()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            runner()
-    g.replay()
-    torch.cuda.synchronize()
-    replay_us = max(est * calls, 1.0)
-    reps = int(max(min_reps, min(200, budget_ms * 1000 / replay_us)))
+
+    def capture(n):
+        runner.restore()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(n):
+                runner()
+        g.replay()
+        torch.cuda.synchronize()
+        return g
+
+    def replay_us(g, n):
+        runner.restore()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        g.replay()
+        e.record()
+        e.synchronize()
+        return s.elapsed_time(e) * 1000 / n
+
+    # Calls per replay from the device time of a trial graph, not from a host-timed estimate:
+    # a host stall during that estimate once left 1 call per replay, and the figure then measured
+    # the replay's launch latency (~50 us) instead of the kernel (H100, 2026-11-25, every impl).
+    trial = 4
+    g = capture(trial)
+    per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
+    del g
+    calls = int(max(1, min(100, 500.0 / per_call)))  # ~0.5 ms of work per replay for small kernels
+    g = capture(calls)
+    reps = int(max(min_reps, min(200, budget_ms * 1000 / max(per_call * calls, 1.0))))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
