@@ -1,0 +1,77 @@
+"""scripts/gpu_retune.py on CPU: its candidate lists and scoring, and a tiny smoke run under the
+Triton interpreter (the timings are host timings; what is checked is the flow: every candidate
+checked against float64 and timed, the table written with the earlier table's other shapes kept)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rmsnorm_lab.kernels import triton_rmsnorm as tk
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_retune", ROOT / "scripts" / "gpu_retune.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_candidates_start_with_the_base_and_are_valid(tmp_path):
+    rt = _script()
+    hist = tmp_path / "tune.csv"
+    with open(hist, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["hidden", "tokens", "residual", "rows", "warps", "per_sm", "flags", "cold_us", "graph_us",
+                    "err", "error"])
+        w.writerow([4096, 256, True, 1, 8, 0, 0, 7.0, 3.0, 1e-3, ""])
+        w.writerow([4096, 256, True, 1, 16, 0, 0, 8.0, 2.5, 1e-3, ""])
+        w.writerow([4096, 256, True, 1, 32, 0, 0, "", "", "", "failed"])      # an error row is skipped
+    h = rt.history_configs([hist])
+    assert sorted(c for c, _, _ in h[(4096, 256, True)]) == [(1, 8, 0, 0, 0), (1, 16, 0, 0, 0)]
+    for hidden in rt.HIDDEN:
+        for tokens in rt.TOKENS:
+            for res in (False, True):
+                base = tk.heuristic_config(hidden, tokens, 2, res)
+                cands = rt.candidates(hidden, tokens, res, base, h)
+                assert cands[0] == base and len(cands) == len(set(cands))
+                for c in cands:
+                    assert tk.normalize_config(c) == c
+                    assert c[4] == 0 or c[4] < tk._next_pow2(hidden)      # a slice narrower than the row
+                assert any(c[3] & tk.EVICT_LAST for c in cands)
+                if 128 <= tokens <= 1024 and hidden <= 8192:
+                    assert any(c[0] == 2 for c in cands)
+    assert (1, 16, 0, 0, 0) in rt.candidates(4096, 256, True, (1, 4, 0, 0, 0), h)
+
+
+def test_score_prefers_the_smaller_worse_ratio():
+    rt = _script()
+    # 1.10 cold / 0.90 graph loses to 1.02 / 1.02 although its geometric mean is lower
+    assert rt.score(1.02, 1.02, 1.0, 1.0) < rt.score(1.10, 0.90, 1.0, 1.0)
+    assert rt.score(1.0, 0.9, 1.0, 1.0) < rt.score(1.0, 1.0, 1.0, 1.0)
+
+
+def test_smoke_run_on_cpu(tmp_path):
+    base = {"configs": {"64:1:1": [1, 1, 0, 0, 0], "4096:65536:0": [1, 8, 0, 0, 0]}}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_retune.py"), "--out", str(out),
+                           "--device", "cpu", "--hidden", "64", "--tokens", "1", "--residual", "1",
+                           "--peers", "torch", "--workers", "0", "--base", str(tmp_path / "base.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "retune done" in proc.stdout
+    rows = list(csv.DictReader(open(out / "retune.csv")))
+    assert rows and all(not r["error"] and float(r["cold_us"]) > 0 for r in rows)
+    assert {r["round"] for r in rows} == {"1", "2"}
+    peers = list(csv.DictReader(open(out / "peers.csv")))
+    assert [p["impl"] for p in peers] == ["torch"] and float(peers[0]["cold_us"]) > 0
+    table = json.loads((out / "launch_table.json").read_text())["configs"]
+    assert table["4096:65536:0"] == [1, 8, 0, 0, 0]                 # a shape not searched keeps its pick
+    assert tuple(table["64:1:1"]) in {tuple(int(r[k]) for k in ("rows", "warps", "per_sm", "flags", "chunk"))
+                                      for r in rows}
