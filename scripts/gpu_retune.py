@@ -292,10 +292,11 @@ def main():
                        **dict(zip(["rows", "warps", "per_sm", "flags", "chunk"], cfg))}
                 try:
                     fn = tk.config_fn(cfg)
-                    got = fn(x.clone(), w, None if r is None else r.clone(), EPS)
-                    err = compare(x, w, r, EPS, got[0] if res else got)[0]
-                    if not err <= 1.2e-2:
-                        raise RuntimeError(f"wrong: relative error {err}")
+                    if rnd == 1:                 # both outputs against float64, once per config
+                        got = fn(x.clone(), w, None if r is None else r.clone(), EPS)
+                        errs = compare(x, w, r, EPS, *(got if res else (got,)))[:2 if res else 1]
+                        if not all(e <= 1.2e-2 for e in errs):      # NaN fails too
+                            raise RuntimeError(f"wrong: relative errors {errs}")
                     tm = time_modes(fn, x, w, r, True, modes, dev, args.budget_ms)
                     tm.setdefault("graph", tm["cold"])
                     mine.setdefault(cfg, []).append((tm["cold"], tm["graph"]))
