@@ -6,9 +6,10 @@
 For each shape (bf16): time every peer (FlashInfer default and CUDA paths, vLLM, Liger, quack,
 torch.compile) cold and graph, then our candidate configs: the base table's pick, the best few of
 earlier searches (--history CSVs), and new ones (evict-last loads, two rows per program at 128-1024
-tokens, two-pass variants with each flag). The score of a config is its worse-of-two ratio to the
-fastest peer (cold, graph) plus half the geometric mean of the two; the best few and the base pick
-are timed a second time and their two runs averaged before the pick, so one lucky run does not win.
+tokens, two-pass variants with each flag, the whole row read twice (flag 16), persistent grids from
+4096 tokens). The score of a config is its worse-of-two ratio to the fastest peer (cold, graph) plus
+half the geometric mean of the two; the best few, the base pick and the fastest peers are timed a
+second time and their two runs averaged before the pick, so one lucky run does not win.
 Candidates are compiled up front in a process pool, and torch.compile's graphs are warmed there
 (Inductor's on-disk cache), so the search is spent timing, not compiling.
 
@@ -43,6 +44,11 @@ def _case(h, t, res, dtype="bfloat16"):
     return Case(b, s, h, dtype, res)
 
 
+def _bs(t):
+    from rmsnorm_lab.cases import tokens_to_batch_seq
+    return tokens_to_batch_seq(t)
+
+
 def _norm(cfg):
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
     return tk.normalize_config(cfg)
@@ -68,23 +74,35 @@ def candidates(h, t, res, base, hist, topk=3):
     b = tk._next_pow2(h)
     out = [base]
     seen = hist.get((h, t, res), [])
+    if t >= 4096:
+        topk = min(topk, 2)
     if seen:
         bc = min(c for _, c, _ in seen)
         bg = min(g for _, _, g in seen)
         for key in (lambda e: e[1], lambda e: e[2], lambda e: max(e[1] / bc, e[2] / bg)):
             out += [cfg for cfg, _, _ in sorted(seen, key=key)[:topk]]
     rows, warps, per_sm, flags, chunk = base
-    out.append((rows, warps, per_sm, (flags & ~tk.EVICT_LOADS) | tk.EVICT_LAST, chunk))   # evict-last loads
+    if not flags & tk.REREAD:               # evict-last loads
+        out.append((rows, warps, per_sm, (flags & ~tk.EVICT_LOADS) | tk.EVICT_LAST, chunk))
     if 128 <= t <= 1024 and b <= 8192:      # FlashInfer's geometry: two rows per program, few threads a row
         for w in (2, 4, 8):
             if 8 <= 2 * b / (32 * w) <= 64:
                 out += [(2, w, 0, 0, 0), (2, w, 0, tk.EVICT_STORES, 0)]
-    if 16 <= t <= 2048:                     # two passes over column slices, each flag
+    big = t >= 4096
+    if t >= 16:                             # two passes over column slices, each flag
         for ch in (1024, 2048, 4096):
             if ch >= b or ch < b // 8:
                 continue
-            out += [(1, 8, 0, fl, ch) for fl in (0, tk.EVICT_LOADS, tk.EVICT_STORES, tk.PDL_EARLY)]
-            out += [(1, 4, 0, 0, ch), (1, 16, 0, 0, ch)]
+            if big:
+                out += [(1, 8, 0, 0, ch), (1, 8, 0, tk.EVICT_STORES, ch)]
+            else:
+                out += [(1, 8, 0, fl, ch) for fl in (0, tk.EVICT_LOADS, tk.EVICT_STORES, tk.PDL_EARLY)]
+                out += [(1, 4, 0, 0, ch), (1, 16, 0, 0, ch)]
+    for w in (4, 8, 16, 32):                # the whole row read twice (pass 2 from L2), 1-8 vectors a thread
+        if 8 <= b / (32 * w) <= 64:
+            out += [(1, w, 0, tk.REREAD | fl, 0) for fl in (0, tk.EVICT_STORES)]
+    if big and not per_sm:                  # persistent grids: fewer programs, the weight loaded once each
+        out += [(rows, warps, n, flags, chunk) for n in (2, 4, 8)]
     uniq = []
     for c in out:
         c = _norm(c)
@@ -93,40 +111,6 @@ def candidates(h, t, res, base, hist, topk=3):
         if c not in uniq:
             uniq.append(c)
     return uniq
-
-
-def _warm_job(job):
-    """Pool worker: compile one of our configs, or warm torch.compile's graph for one shape."""
-    kind, h, t, res, cfg = job
-    try:
-        import torch
-        from rmsnorm_lab.cases import make_inputs
-        if kind == "tc":
-            from rmsnorm_lab.impls import get_impl
-            fn = get_impl("torch_compile").load()
-            x, w, r = make_inputs(_case(h, t, res), "cuda", 0)
-            fn.warm(x, w, r, EPS)
-        else:
-            from rmsnorm_lab.kernels import triton_rmsnorm as tk
-            rows = max(1, cfg[0])
-            x = torch.randn(rows, h, dtype=torch.bfloat16, device="cuda")
-            w = torch.randn(h, dtype=torch.bfloat16, device="cuda")
-            r = torch.randn_like(x) if res else None
-            tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)
-        torch.cuda.synchronize()
-        return None
-    except Exception as e:  # noqa: BLE001 - the main process times (and reports) it anyway
-        return f"{job}: {type(e).__name__}: {e}"[:300]
-
-
-def warm_all(jobs, workers):
-    import multiprocessing as mp
-    t0 = time.time()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        errs = [e for e in pool.imap_unordered(_warm_job, jobs, chunksize=4) if e]
-    print(f"warmed {len(jobs)} kernels / graphs with {workers} workers in {time.time() - t0:.0f}s; "
-          f"{len(errs)} failed" + (f" (first: {errs[0]})" if errs else ""), flush=True)
 
 
 def time_modes(fn, x, w, r, inplace, modes, dev, budget_ms):
@@ -218,9 +202,12 @@ def main():
 
     cands = {s: candidates(*s, base_of(*s), hist) for s in shapes}
     if on_gpu and args.workers:
-        jobs = [("tc", h, t, res, None) for h, t, res in shapes if "torch_compile" in peers]
-        jobs += sorted({("k", h, 0, res, c) for (h, t, res), cs in cands.items() for c in cs})
-        warm_all(jobs, args.workers)
+        from rmsnorm_lab.prewarm import prewarm
+        jobs = [("tc", *_bs(t), h, res, "bfloat16") for h, t, res in shapes if "torch_compile" in peers]
+        jobs += sorted({("k", h, res, "bfloat16", c) for (h, t, res), cs in cands.items() for c in cs})
+        pw = prewarm(jobs, args.workers)
+        print(f"warmed {pw['jobs']} kernels / graphs with {args.workers} workers in {pw['seconds']:.0f}s; "
+              f"{pw['failed']} failed {pw['first_error']}", flush=True)
 
     if args.flush_diag and on_gpu:
         with open(out / "flush_diag.csv", "w", newline="") as f:
@@ -253,17 +240,19 @@ def main():
     wr = csv.DictWriter(f_rows, fieldnames=fcols)
     wr.writeheader()
     f_peer = open(out / "peers.csv", "w", newline="")
-    wp = csv.DictWriter(f_peer, fieldnames=["hidden", "tokens", "residual", "impl", "cold_us", "graph_us", "error"])
+    wp = csv.DictWriter(f_peer, fieldnames=["hidden", "tokens", "residual", "impl", "round", "cold_us", "graph_us",
+                                            "error"])
     wp.writeheader()
     t0 = time.time()
     changed = 0
     for h, t, res in shapes:
         case = _case(h, t, res)
         x, w, r = make_inputs(case, dev, 2)
-        pt = {}
-        for p in peers:
+        pt: dict = {}                        # peer -> [{"cold": us, "graph": us}, ...] (one per round)
+
+        def time_peer(p, rnd):
             impl = get_impl(p)
-            row = {"hidden": h, "tokens": t, "residual": res, "impl": p}
+            row = {"hidden": h, "tokens": t, "residual": res, "impl": p, "round": rnd}
             s = impl.supports("bfloat16", dev)
             if not s:
                 row["error"] = s.reason
@@ -272,11 +261,23 @@ def main():
                     fn = impl.load()
                     warm = getattr(fn, "warm", None)
                     warm(x, w, r, EPS) if warm else fn(x.clone(), w, None if r is None else r.clone(), EPS)
-                    pt[p] = time_modes(fn, x, w, r, impl.inplace_residual, modes, dev, args.budget_ms)
-                    row.update(cold_us=round(pt[p]["cold"], 3), graph_us=round(pt[p].get("graph", 0), 3))
+                    tm = time_modes(fn, x, w, r, impl.inplace_residual, modes, dev, args.budget_ms)
+                    tm.setdefault("graph", tm["cold"])
+                    pt.setdefault(p, []).append(tm)
+                    row.update(cold_us=round(tm["cold"], 3), graph_us=round(tm["graph"], 3))
                 except Exception as e:  # noqa: BLE001
                     row["error"] = f"{type(e).__name__}: {e}"[:200]
             wp.writerow(row)
+
+        def peer_best():
+            """The fastest peer's time per mode, each peer's rounds averaged (no peers: our own best)."""
+            avg = {p: {m: sum(v[m] for v in runs) / len(runs) for m in ("cold", "graph")} for p, runs in pt.items()}
+            pc = min([v["cold"] for v in avg.values()] or [c for runs in mine.values() for c, _ in runs])
+            pg = min([v["graph"] for v in avg.values()] or [g for runs in mine.values() for _, g in runs])
+            return pc, pg, avg
+
+        for p in peers:
+            time_peer(p, 1)
         f_peer.flush()
 
         mine: dict = {}
@@ -287,6 +288,11 @@ def main():
                 ranked = sorted(mine, key=lambda c: score(*_avg(mine[c]), pc, pg))
                 todo = list(dict.fromkeys(ranked[:3] + [base_of(h, t, res)]))
                 todo = [c for c in todo if c in mine]
+                # and the fastest peers again, so the pick's ratios are not to one lucky or unlucky peer run
+                _, _, avg = peer_best()
+                for p in dict.fromkeys([min(avg, key=lambda q: avg[q][m]) for m in ("cold", "graph")] if avg else []):
+                    time_peer(p, 2)
+                f_peer.flush()
             for cfg in todo:
                 row = {"hidden": h, "tokens": t, "residual": res, "who": "ours", "round": rnd,
                        **dict(zip(["rows", "warps", "per_sm", "flags", "chunk"], cfg))}
@@ -304,10 +310,8 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     row["error"] = f"{type(e).__name__}: {e}"[:200]
                 wr.writerow(row)
-            if rnd == 1 and mine:            # the fastest peer per mode (no peers: our own best)
-                pc = min([v["cold"] for v in pt.values()] or [c for runs in mine.values() for c, _ in runs])
-                pg = min([v.get("graph", v["cold"]) for v in pt.values()] or
-                         [g for runs in mine.values() for _, g in runs])
+            if mine:                         # the fastest peer per mode (no peers: our own best)
+                pc, pg, _ = peer_best()
         f_rows.flush()
         if not mine:
             continue
@@ -324,9 +328,12 @@ def main():
         meta = {**{k: v for k, v in base_meta.items() if k != "configs"},
                 "device": gpu, "copy_gbps": round(copy, 1), "triton": __import__("triton").__version__,
                 "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                "selection": "shapes up to 2048 tokens: min over candidates of max(cold, graph ratio to the "
-                             "fastest peer, same process) + 0.5 x their geometric mean, the best three and "
-                             "the earlier pick timed twice and averaged; larger shapes: the earlier table",
+                "selection": "searched shapes (see searched): min over candidates of max(cold, graph ratio "
+                             "to the fastest peer, same process) + 0.5 x their geometric mean; the best three, "
+                             "the earlier pick and the fastest peers timed twice and averaged; other shapes: "
+                             "the earlier table",
+                "searched": sorted({f"{h}:{tk.tokens_bucket(t)}:{int(res)}" for h, t, res in shapes}
+                                   | set(base_meta.get("searched", []))),
                 "how": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}; bf16 timings; fp16 uses the same "
                        "table; config = [rows, warps, programs_per_sm, flags, chunk]",
                 "configs": {k: list(v) for k, v in table.items()}}

@@ -191,7 +191,8 @@ def test_checker_compares_both_outputs(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,config", [((3, 5, 37), None), ((3, 5, 37), (4, 2, 0)),
                                           ((7, 130), (16, 4, 0)), ((2, 4097), None), ((7, 130), (2, 4, 0, 5)),
-                                          ((7, 130), (2, 2, 0, 1, 32))])
+                                          ((7, 130), (2, 2, 0, 1, 32)), ((7, 130), (2, 2, 0, 16)),
+                                          ((3, 5, 37), (1, 1, 1, 22))])
 def test_triton_writes_every_element(shape, config, dtype):
     x, w, r = _inputs(shape, dtype, True, seed=3)
     dt = getattr(torch, dtype)
@@ -518,7 +519,8 @@ def test_launch_table_entries_parse():
             rows, warps, per_sm, flags, chunk = tk.normalize_config(cfg)
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
-            assert per_sm >= 0 and 0 <= flags < 16 and not (flags & 1 and flags & 8), (key, cfg)
+            assert per_sm >= 0 and 0 <= flags < 32 and not (flags & 1 and flags & 8), (key, cfg)
+            assert not (flags & 16 and (chunk or flags & 8)), (key, cfg)
             assert table[key] == (rows, warps, per_sm, flags, chunk)
             assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
     finally:
@@ -571,7 +573,8 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
     assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
 
 
-@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 16), (1, 4, 0, 9), (1, 4, 0, 0, 24),
+@pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 32), (1, 4, 0, 9), (1, 4, 0, 0, 24),
+                                 (1, 4, 0, 16, 32), (1, 4, 0, 25), (1, 4, 0, 24),
                                  (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 0)])
 def test_normalize_config_rejects_bad(bad):
     with pytest.raises(ValueError, match="config"):
@@ -600,7 +603,7 @@ def test_torch_compile_many_shapes():
     assert all(s > 0 for s in fn.compile_seconds.values())
 
 
-@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2)])
+@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2), (2, 2, 0, 17)])
 def test_triton_in_place_fused_add_every_path(config):
     """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels."""
     x, w, r = _inputs((5, 100), "float32", True, seed=11)

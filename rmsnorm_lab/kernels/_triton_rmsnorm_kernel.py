@@ -50,7 +50,8 @@ def rmsnorm_fwd_kernel(
     A program owns row-blocks pid, pid + nprog, ... (a grid-stride loop), so a
     launch with fewer programs than blocks loads the weight once per program.
     CHUNK = 0 holds a block of rows in registers (one pass); CHUNK > 0 walks the
-    row in slices, twice.
+    row in slices, twice (CHUNK = BLOCK_N: the whole row, read twice; the launcher's
+    "reread" flag).
     """
     if CHUNK > 0:
         _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
@@ -136,9 +137,12 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
             x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
             if HAS_RES:
                 x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+            # every load of the slice before its first store: a load after a store to memory that may
+            # alias it is not moved above the store, so this order saves an L2 round trip per slice
+            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            if HAS_RES:
                 _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
                        EVICT_STORES)
-            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
             y = x * rstd[:, None] * w[None, :]
             _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
     if USE_PDL:

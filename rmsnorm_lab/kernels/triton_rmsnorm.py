@@ -62,6 +62,8 @@ EVICT_LOADS = 1      # x / r loads marked evict-first
 PDL_EARLY = 2        # let the next kernel launch at our start (default: after our stores)
 EVICT_STORES = 4     # output / new-residual stores marked evict-first
 EVICT_LAST = 8       # x / r loads marked evict-last (excludes EVICT_LOADS)
+REREAD = 16          # two passes over the whole row: sum squares, then re-read (from L2) and store
+#                      (chunk 0 only; not with EVICT_LAST, whose pass-2 loads the compiler merges into pass 1's)
 
 
 def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
@@ -82,18 +84,20 @@ def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) ->
 def normalize_config(cfg) -> tuple[int, int, int, int, int]:
     """A table entry or caller's config as (rows, warps, per_sm, flags, chunk); missing fields are 0.
 
-    chunk > 0 (a power of two >= 16) walks each row in chunk-wide slices, in two passes.
+    chunk > 0 (a power of two >= 16) walks each row in chunk-wide slices, in two passes;
+    flag REREAD (chunk 0) does the two passes over the whole row.
     """
     cfg = tuple(int(v) for v in cfg)
     if not 3 <= len(cfg) <= 5:
         raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk]]), got {cfg}")
     cfg += (0,) * (5 - len(cfg))
     rows, warps, per_sm, flags, chunk = cfg
-    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 16
-            or (flags & EVICT_LOADS and flags & EVICT_LAST)
+    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 32
+            or (flags & EVICT_LOADS and flags & EVICT_LAST) or (flags & REREAD and (chunk or flags & EVICT_LAST))
             or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))):
         raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
-                         f"flags in 0..15 without both 1 and 8, chunk 0 or a power of two >= 16; got {cfg}")
+                         f"flags in 0..31 without both 1 and 8 or both 8 and 16, chunk 0 or a power of two >= 16 "
+                         f"(0 with flag 16); got {cfg}")
     return cfg
 
 
@@ -149,6 +153,8 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
         r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
     block_n = _next_pow2(n)
     chunk = chunk if chunk < block_n else 0          # a chunk as wide as the row is the one-pass kernel
+    if flags & REREAD:
+        chunk = block_n                              # ... unless asked to read the row twice
     pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
             n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
