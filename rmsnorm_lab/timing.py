@@ -3,9 +3,9 @@
 - ``cold``:  L2 flushed before every call; CUDA events around the call alone
              (the HBM-bound figure); a GPU spin after the flush keeps host launch
              cost out, however slow the Python wrapper. On CPU: host timer per call after a 64 MB sweep.
-- ``graph``: CUDA-graph replay of back-to-back calls, events around each replay,
-             divided by the calls per replay (device time without host launch
-             cost, warm L2). Not available on CPU.
+- ``graph``: CUDA-graph replay of back-to-back calls, events around each replay
+             (the GPU spinning while the host submits it), divided by the calls per
+             replay (device time without host launch cost, warm L2). Not available on CPU.
 - ``eager``: wall clock per call over many back-to-back calls, then
              synchronize (what a caller without graphs pays, host included).
 
@@ -160,9 +160,17 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         torch.cuda.synchronize()
         return g
 
+    # Before each timed replay the GPU spins while the host submits the replay and the end event:
+    # without it, an idle GPU records the start event at once and then waits for the submission,
+    # so host launch latency (and any host stall) was timed too: in a small trial graph that gave
+    # 50-70 us "per call" and 7-8 calls per replay (H100, 2026-11-25: ours and FlashInfer at
+    # 6144 x 256 + res), and jitter at 1-64 tokens.
+    spin_cycles = 400_000                           # >= 200 us at <= 2 GHz
+
     def replay_us(g, n):
         runner.restore()
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(spin_cycles)
         s.record()
         g.replay()
         e.record()
@@ -183,6 +191,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
         runner.restore()
+        torch.cuda._sleep(spin_cycles)
         starts[i].record()
         g.replay()
         ends[i].record()
