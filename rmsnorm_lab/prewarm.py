@@ -17,7 +17,7 @@ import time
 EPS = 1e-6
 
 
-def jobs_for(cases, impls, dtype_itemsize=2) -> list:
+def jobs_for(cases, impls) -> list:
     """The jobs a sweep over ``cases`` needs: torch.compile's graphs (if timed) and the configs
     our kernel's table picks (if timed), each once."""
     jobs = []
@@ -26,7 +26,7 @@ def jobs_for(cases, impls, dtype_itemsize=2) -> list:
     if "triton" in impls:
         from .kernels import triton_rmsnorm as tk
         seen = {("k", c.hidden, c.residual, c.dtype,
-                 tk.pick_config(c.hidden, c.tokens, dtype_itemsize, c.residual)) for c in cases}
+                 tk.pick_config(c.hidden, c.tokens, c.itemsize, c.residual)) for c in cases}
         jobs += sorted(seen)
     return jobs
 

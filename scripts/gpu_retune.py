@@ -44,11 +44,6 @@ def _case(h, t, res, dtype="bfloat16"):
     return Case(b, s, h, dtype, res)
 
 
-def _bs(t):
-    from rmsnorm_lab.cases import tokens_to_batch_seq
-    return tokens_to_batch_seq(t)
-
-
 def _norm(cfg):
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
     return tk.normalize_config(cfg)
@@ -202,8 +197,8 @@ def main():
 
     cands = {s: candidates(*s, base_of(*s), hist) for s in shapes}
     if on_gpu and args.workers:
-        from rmsnorm_lab.prewarm import prewarm
-        jobs = [("tc", *_bs(t), h, res, "bfloat16") for h, t, res in shapes if "torch_compile" in peers]
+        from rmsnorm_lab.prewarm import jobs_for, prewarm
+        jobs = jobs_for([_case(*s) for s in shapes], peers)        # torch.compile's graphs, if a peer
         jobs += sorted({("k", h, res, "bfloat16", c) for (h, t, res), cs in cands.items() for c in cs})
         pw = prewarm(jobs, args.workers)
         print(f"warmed {pw['jobs']} kernels / graphs with {args.workers} workers in {pw['seconds']:.0f}s; "

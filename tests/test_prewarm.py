@@ -17,6 +17,9 @@ def test_jobs_for_covers_each_shape_and_table_config_once():
     assert len(k) == len(set(k))
     for c in cases:
         assert ("k", c.hidden, c.residual, "float16", tk.pick_config(c.hidden, c.tokens, 2, c.residual)) in k
+    f32 = Case(1, 600, 4000, "float32", False)        # a table miss: the heuristic, with 4-byte elements
+    assert jobs_for([f32], ["triton"]) == [("k", 4000, False, "float32", tk.pick_config(4000, 600, 4, False))]
+    assert tk.pick_config(4000, 600, 4, False) != tk.pick_config(4000, 600, 2, False)
     assert jobs_for(cases, ["vllm"]) == []
     pickle.dumps(jobs)                  # jobs travel to spawned workers
 
