@@ -519,8 +519,10 @@ def test_launch_table_entries_parse():
             rows, warps, per_sm, flags, chunk = tk.normalize_config(cfg)
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
-            assert per_sm >= 0 and 0 <= flags < 32 and not (flags & 1 and flags & 8), (key, cfg)
+            assert per_sm >= 0 and 0 <= flags < 128 and not (flags & 1 and flags & 8), (key, cfg)
             assert not (flags & 16 and (chunk or flags & 8)), (key, cfg)
+            two_pass = bool(chunk or flags & 16)
+            assert not (flags & 32 and not two_pass) and not (flags & 64 and two_pass), (key, cfg)
             assert table[key] == (rows, warps, per_sm, flags, chunk)
             assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
     finally:
@@ -575,6 +577,7 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 32), (1, 4, 0, 9), (1, 4, 0, 0, 24),
                                  (1, 4, 0, 16, 32), (1, 4, 0, 25), (1, 4, 0, 24),
+                                 (1, 4, 0, 128), (1, 4, 0, 32, 0), (1, 4, 0, 80), (1, 4, 0, 64, 32),
                                  (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 0)])
 def test_normalize_config_rejects_bad(bad):
     with pytest.raises(ValueError, match="config"):
@@ -603,14 +606,28 @@ def test_torch_compile_many_shapes():
     assert all(s > 0 for s in fn.compile_seconds.values())
 
 
-@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2), (2, 2, 0, 17)])
+@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2), (2, 2, 0, 17),
+                                    (1, 2, 0, 32, 32), (2, 1, 2, 33, 16), (2, 2, 0, 48), (1, 4, 0, 64), (2, 1, 2, 68)])
 def test_triton_in_place_fused_add_every_path(config):
-    """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels."""
+    """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels,
+    the new residual stored in pass 1 (flag 32) or late (flag 64)."""
     x, w, r = _inputs((5, 100), "float32", True, seed=11)
     x0, r0 = x.clone(), r.clone()
     o, ro = tk.triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
     assert o is x and ro is r
     _assert_matches_reference((o, ro), x0, w, r0)
+
+
+@pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (1, 2, 0, 32, 32), (2, 2, 0, 48), (1, 4, 0, 64), (1, 4, 0, 0)])
+def test_triton_residual_is_x(config):
+    """x used as its own residual, the new residual written over it: every read of x precedes its
+    overwrite in each body (pass 1 of flag 32 stores x + x where it just read x)."""
+    x, w, _ = _inputs((5, 100), "float32", False, seed=12)
+    x0 = x.clone()
+    out = torch.empty_like(x)
+    o, ro = tk.triton_rmsnorm(x, w, x, out=out, residual_out=x, config=config)
+    assert ro is x
+    _assert_matches_reference((o, ro), x0, w, x0)
 
 
 def test_config_fn_in_place_and_out_of_place():

@@ -47,6 +47,13 @@ def test_candidates_start_with_the_base_and_are_valid(tmp_path):
                 if 128 <= tokens <= 1024 and hidden <= 8192:
                     assert any(c[0] == 2 for c in cands)
                 assert any(c[3] & tk.REREAD for c in cands)                   # the row read twice
+                stores = [c for c in cands if c[3] & (tk.SUM_FIRST | tk.LATE_RO)]
+                if res and 128 <= tokens <= 2048:       # the new residual stored in pass 1 / late
+                    assert any(c[3] & tk.SUM_FIRST for c in stores) and any(c[3] & tk.LATE_RO for c in stores)
+                    for c in stores:                    # each one a variant of another candidate
+                        assert c[:3] + (c[3] & ~(tk.SUM_FIRST | tk.LATE_RO), c[4]) in cands
+                else:
+                    assert not stores, (hidden, tokens, res)
                 if tokens >= 4096:
                     assert any(c[2] for c in cands)                           # persistent grids
                     assert len(cands) <= 30, (hidden, tokens, len(cands))

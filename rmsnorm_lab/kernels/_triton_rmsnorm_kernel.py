@@ -44,6 +44,8 @@ def rmsnorm_fwd_kernel(
     EVICT_STORES: tl.constexpr,          # output / new-residual stores marked evict-first in L2
     CHUNK: tl.constexpr = 0,             # > 0: two passes over CHUNK-wide column slices (see below)
     EVICT_LAST_LOADS: tl.constexpr = False,  # x / r loads marked evict-last (as a two-pass kernel's first pass)
+    SUM_FIRST: tl.constexpr = False,     # two passes + residual: pass 1 stores x + r, pass 2 reads it back
+    LATE_RO: tl.constexpr = False,       # one pass + residual: store x + r with the output, not right after the add
 ):
     """RMSNorm of each row (optionally fused with the residual add); fp32 math, one rounding at the store.
 
@@ -51,21 +53,24 @@ def rmsnorm_fwd_kernel(
     launch with fewer programs than blocks loads the weight once per program.
     CHUNK = 0 holds a block of rows in registers (one pass); CHUNK > 0 walks the
     row in slices, twice (CHUNK = BLOCK_N: the whole row, read twice; the launcher's
-    "reread" flag).
+    "reread" flag). SUM_FIRST: pass 2 reads the stored new residual (one tensor, not x
+    and r), so it normalizes the sum rounded to the residual's dtype, as vLLM does.
     """
     if CHUNK > 0:
         _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
-                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS)
+                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST)
     else:
         _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, BLOCK_N, ROWS,
-                          HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS)
+                          HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
+                          LATE_RO)
 
 
 @triton.jit
 def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                       N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       W_IN_LOOP: tl.constexpr, USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr,
-                      EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr):
+                      EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
+                      LATE_RO: tl.constexpr):
     """One pass: load a ROWS x BLOCK_N tile (and add), fp32 sum of squares, scale, store."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -85,13 +90,18 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
         x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
         if HAS_RES:
             x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-            _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
-                   EVICT_STORES)
+            if not LATE_RO:
+                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
+                       EVICT_STORES)
         ms = tl.sum(x * x, axis=1) / N
         rstd = 1.0 / tl.sqrt(ms + eps)
         if W_IN_LOOP:
             w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
         y = x * rstd[:, None] * w[None, :]
+        if HAS_RES:
+            if LATE_RO:
+                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
+                       EVICT_STORES)
         _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
     if USE_PDL:
         if not PDL_EARLY:
@@ -102,11 +112,13 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                       N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr, EVICT_LOADS: tl.constexpr,
-                      EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr):
+                      EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr, SUM_FIRST: tl.constexpr):
     """The row in CHUNK-wide slices: pass 1 sums squares (lines kept in L2), pass 2 re-reads, scales, stores.
 
     Fewer live registers than holding the row, so more rows in flight per SM. In place is
     safe: pass 1 only reads, and pass 2 reads each element before the same thread writes it.
+    SUM_FIRST (with a residual): pass 1 also stores x + r, each element right after the same
+    thread read it; a barrier, then pass 2 reads that one tensor back instead of x and r.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -128,19 +140,28 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
             if HAS_RES:
                 x += tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
                              eviction_policy="evict_last").to(tl.float32)
+                if SUM_FIRST:
+                    tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
             acc += x * x
         rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
+        if HAS_RES:
+            if SUM_FIRST:
+                tl.debug_barrier()       # every thread's pass-1 stores before any pass-2 load
         for c0 in tl.range(0, N, CHUNK):
             cols = c0 + tl.arange(0, CHUNK)
             col_ok = cols < N
             mask = row_ok & col_ok[None, :]
-            x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-            if HAS_RES:
-                x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+            if HAS_RES and SUM_FIRST:
+                x = _load(RO + rows64[:, None] * stride_ro + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+            else:
+                x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+                if HAS_RES:
+                    x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS,
+                               EVICT_LAST_LOADS)
             # every load of the slice before its first store: a load after a store to memory that may
             # alias it is not moved above the store, so this order saves an L2 round trip per slice
             w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            if HAS_RES:
+            if HAS_RES and not SUM_FIRST:
                 _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
                        EVICT_STORES)
             y = x * rstd[:, None] * w[None, :]

@@ -64,6 +64,11 @@ EVICT_STORES = 4     # output / new-residual stores marked evict-first
 EVICT_LAST = 8       # x / r loads marked evict-last (excludes EVICT_LOADS)
 REREAD = 16          # two passes over the whole row: sum squares, then re-read (from L2) and store
 #                      (chunk 0 only; not with EVICT_LAST, whose pass-2 loads the compiler merges into pass 1's)
+SUM_FIRST = 32       # two passes with a residual: pass 1 stores x + r, pass 2 reads that back (half the
+#                      re-read bytes; normalizes the sum rounded to the residual's dtype, as vLLM does);
+#                      with chunk > 0 or REREAD only
+LATE_RO = 64         # one pass with a residual: store x + r after the sum of squares, with the output
+#                      (chunk 0 without REREAD only)
 
 
 def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
@@ -92,11 +97,14 @@ def normalize_config(cfg) -> tuple[int, int, int, int, int]:
         raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk]]), got {cfg}")
     cfg += (0,) * (5 - len(cfg))
     rows, warps, per_sm, flags, chunk = cfg
-    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 32
+    two_pass = bool(chunk or flags & REREAD)
+    if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 128
             or (flags & EVICT_LOADS and flags & EVICT_LAST) or (flags & REREAD and (chunk or flags & EVICT_LAST))
+            or (flags & SUM_FIRST and not two_pass) or (flags & LATE_RO and two_pass)
             or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))):
         raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
-                         f"flags in 0..31 without both 1 and 8 or both 8 and 16, chunk 0 or a power of two >= 16 "
+                         f"flags in 0..127 without both 1 and 8 or both 8 and 16, flag 32 only with two passes "
+                         f"(chunk > 0 or flag 16), flag 64 only with one, chunk 0 or a power of two >= 16 "
                          f"(0 with flag 16); got {cfg}")
     return cfg
 
@@ -155,10 +163,12 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     chunk = chunk if chunk < block_n else 0          # a chunk as wide as the row is the one-pass kernel
     if flags & REREAD:
         chunk = block_n                              # ... unless asked to read the row twice
+    sum_first = bool(flags & SUM_FIRST) and has_res and chunk > 0
+    late_ro = bool(flags & LATE_RO) and has_res and chunk == 0
     pdl = on_cuda and _pdl_ok(x2.device)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
             n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
-            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST))
+            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST), sum_first, late_ro)
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
