@@ -186,8 +186,9 @@ def written_reading(df) -> str:
         if "triton" in set(m["impl"]):
             rank = m.groupby(SHAPE)["us_median"].rank(method="min")
             tr = rank[m["impl"] == "triton"]
-            firsts = (rank == 1).groupby([m[k] for k in SHAPE]).sum()      # implementations ranked 1st per shape
-            shared = int(sum(firsts[tuple(m.loc[i, k] for k in SHAPE)] > 1 for i in tr[tr == 1].index))
+            first = rank == 1
+            n_first = first.groupby([m[k] for k in SHAPE]).transform("sum")   # implementations ranked 1st
+            shared = int((first & (n_first > 1) & (m["impl"] == "triton")).sum())
             part.append(f"; our Triton kernel is fastest on {int((tr == 1).sum())} of {len(tr)} shapes "
                         + (f"({shared} of them tied on the median with another; " if shared else "(")
                         + f"median rank {tr.median():.0f} of {m['impl'].nunique()})")

@@ -140,7 +140,7 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
             if HAS_RES:
                 x += tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
                              eviction_policy="evict_last").to(tl.float32)
-                if SUM_FIRST:
+                if SUM_FIRST:            # no evict-first hint here: pass 2 reads these lines back
                     tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
             acc += x * x
         rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
