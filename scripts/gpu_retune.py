@@ -7,8 +7,8 @@ For each shape (bf16): time every peer (FlashInfer default and CUDA paths, vLLM,
 torch.compile) cold and graph, then our candidate configs: the base table's pick, the best few of
 earlier searches (--history CSVs), and new ones (evict-last loads, two rows per program at 128-1024
 tokens, two-pass variants with each flag, the whole row read twice (flag 16), persistent grids from
-4096 tokens; with a residual at 128-2048 tokens each of these with the new residual stored in pass 1
-(flag 32, two passes) or after the sum of squares (flag 64, one pass)). The score of a config is its
+4096 tokens; with a residual from 128 tokens each two-pass one with the new residual stored in pass 1
+(flag 32), and at 128-2048 tokens each one-pass one with it stored after the sum of squares (flag 64)). The score of a config is its
 worse-of-two ratio to the fastest peer (cold, graph) plus half the geometric mean of the two; the best few, the base pick and the fastest peers are timed a
 second time and their two runs averaged before the pick, so one lucky run does not win.
 Candidates are compiled up front in a process pool, and torch.compile's graphs are warmed there
@@ -106,9 +106,11 @@ def candidates(h, t, res, base, hist, topk=3):
             c = c[:4] + (0,)
         if c not in uniq:
             uniq.append(c)
-    if res and 128 <= t <= 2048:            # where the new residual is stored: pass 1 (two passes), late (one)
+    if res and t >= 128:                    # where the new residual is stored: pass 1 (two passes), late (one)
         for c in list(uniq):
             two = bool(c[4] or c[3] & tk.REREAD)
+            if not two and t > 2048:        # flag 64 lost in both modes at 128-2048 tokens (tune-v7): two passes only
+                continue
             v = _norm(c[:3] + (c[3] | (tk.SUM_FIRST if two else tk.LATE_RO), c[4]))
             if v not in uniq:
                 uniq.append(v)

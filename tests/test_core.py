@@ -606,11 +606,14 @@ def test_torch_compile_many_shapes():
     assert all(s > 0 for s in fn.compile_seconds.values())
 
 
+@pytest.mark.parametrize("lean", ["1", "0"])
 @pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2), (2, 2, 0, 17),
                                     (1, 2, 0, 32, 32), (2, 1, 2, 33, 16), (2, 2, 0, 48), (1, 4, 0, 64), (2, 1, 2, 68)])
-def test_triton_in_place_fused_add_every_path(config):
+def test_triton_in_place_fused_add_every_path(config, lean, monkeypatch):
     """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels,
-    the new residual stored in pass 1 (flag 32) or late (flag 64)."""
+    the new residual stored in pass 1 (flag 32) or late (flag 64); the v8 launch (lean: no grid-stride
+    loop where each block has a program, int32 offsets, rsqrt) and the v7 one."""
+    monkeypatch.setenv("RMSNORM_LAB_LEAN", lean)
     x, w, r = _inputs((5, 100), "float32", True, seed=11)
     x0, r0 = x.clone(), r.clone()
     o, ro = tk.triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
@@ -628,6 +631,16 @@ def test_triton_residual_is_x(config):
     o, ro = tk.triton_rmsnorm(x, w, x, out=out, residual_out=x, config=config)
     assert ro is x
     _assert_matches_reference((o, ro), x0, w, x0)
+
+
+def test_int64_offsets_only_where_int32_could_overflow():
+    """The lean launch keeps int32 row offsets up to the largest target shape (65536 x 16384) and
+    switches to int64 where an offset, masked lanes and padded rows included, can reach 2**31."""
+    assert not tk.needs_int64(65536, 16384, 16384)
+    assert not tk.needs_int64(1, 2**31 - 2**14 - 1, 2**14)
+    assert tk.needs_int64(1, 2**31 - 2**14, 2**14)
+    assert tk.needs_int64(131072, 16384, 16384)
+    assert tk.needs_int64(65536 + 16, 32768, 32768)
 
 
 def test_config_fn_in_place_and_out_of_place():

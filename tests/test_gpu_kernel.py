@@ -35,11 +35,16 @@ def _configs(hidden):
 
 CASES = [(dt, h, cfg) for dt in ("bfloat16", "float16") for h in HIDDEN for cfg in _configs(h)]
 CASES += [("float32", h, cfg) for h in HIDDEN for cfg in _configs(h)[::4]]
+CASES = [c + ("1",) for c in CASES] + [c + ("0",) for c in CASES if c[0] == "bfloat16"]
 
 
-@pytest.mark.parametrize("dtype,hidden,cfg", CASES)
-def test_compiled_kernel_every_body_and_flag(dtype, hidden, cfg):
+@pytest.mark.parametrize("dtype,hidden,cfg,lean", CASES)
+def test_compiled_kernel_every_body_and_flag(dtype, hidden, cfg, lean, monkeypatch):
+    """lean "1": the v8 launch (no grid-stride loop where each block has a program, int32 offsets,
+    rsqrt); "0": the v7 code."""
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
+
+    monkeypatch.setenv("RMSNORM_LAB_LEAN", lean)
 
     dt = getattr(torch, dtype)
     g = torch.Generator(device="cuda").manual_seed(hidden)

@@ -155,10 +155,25 @@ def configs(draw):
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(p=problems(), cfg=configs(), inplace=st.booleans())
-def test_every_kernel_config_matches_reference(p, cfg, inplace):
-    """Each body (one pass / two pass), flag set and grid-stride split, in place or not, vs float64."""
+@given(p=problems(), cfg=configs(), inplace=st.booleans(), lean=st.sampled_from(["1", "0"]))
+def test_every_kernel_config_matches_reference(p, cfg, inplace, lean):
+    """Each body (one pass / two pass), flag set and grid-stride split, in place or not, with the v8
+    launch (no loop where each block has a program, int32 offsets, rsqrt) or the v7 one, vs float64."""
+    import os
+
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    old = os.environ.get("RMSNORM_LAB_LEAN")
+    os.environ["RMSNORM_LAB_LEAN"] = lean
+    try:
+        _check_config(tk, p, cfg, inplace)
+    finally:
+        if old is None:
+            del os.environ["RMSNORM_LAB_LEAN"]
+        else:
+            os.environ["RMSNORM_LAB_LEAN"] = old
+
+
+def _check_config(tk, p, cfg, inplace):
     x, w, r, eps = p
     x, r = x.contiguous(), None if r is None else r.contiguous()
     if x.dtype == torch.float64:

@@ -46,6 +46,9 @@ def rmsnorm_fwd_kernel(
     EVICT_LAST_LOADS: tl.constexpr = False,  # x / r loads marked evict-last (as a two-pass kernel's first pass)
     SUM_FIRST: tl.constexpr = False,     # two passes + residual: pass 1 stores x + r, pass 2 reads it back
     LATE_RO: tl.constexpr = False,       # one pass + residual: store x + r with the output, not right after the add
+    ONE_BLOCK: tl.constexpr = False,     # the grid has a program per row block: no grid-stride loop
+    I64: tl.constexpr = True,            # int64 row offsets (the launcher passes False when int32 cannot overflow)
+    RSQRT: tl.constexpr = False,         # rstd with one rsqrt instead of a division by a square root
 ):
     """RMSNorm of each row (optionally fused with the residual add); fp32 math, one rounding at the store.
 
@@ -55,14 +58,34 @@ def rmsnorm_fwd_kernel(
     row in slices, twice (CHUNK = BLOCK_N: the whole row, read twice; the launcher's
     "reread" flag). SUM_FIRST: pass 2 reads the stored new residual (one tensor, not x
     and r), so it normalizes the sum rounded to the residual's dtype, as vLLM does.
+    ONE_BLOCK / I64 / RSQRT (the launcher's "lean" path, v8) drop the grid-stride loop, the 64-bit
+    row offsets and the division where they are not needed.
     """
     if CHUNK > 0:
         _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
-                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST)
+                          HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST,
+                          ONE_BLOCK, I64, RSQRT)
     else:
         _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, BLOCK_N, ROWS,
                           HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
-                          LATE_RO)
+                          LATE_RO, ONE_BLOCK, I64, RSQRT)
+
+
+@triton.jit
+def _row_offsets(blk, ROWS: tl.constexpr, I64: tl.constexpr):
+    """The block's row indices, and the same as int64 for the offsets unless the launcher ruled out overflow."""
+    rows = blk * ROWS + tl.arange(0, ROWS)
+    roff = rows
+    if I64:
+        roff = rows.to(tl.int64)
+    return rows, roff
+
+
+@triton.jit
+def _rstd(sum_sq, N: tl.constexpr, eps, RSQRT: tl.constexpr):
+    if RSQRT:
+        return tl.math.rsqrt(sum_sq / N + eps)
+    return 1.0 / tl.sqrt(sum_sq / N + eps)
 
 
 @triton.jit
@@ -70,49 +93,60 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
                       N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       W_IN_LOOP: tl.constexpr, USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr,
                       EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                      LATE_RO: tl.constexpr):
+                      LATE_RO: tl.constexpr, ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
     """One pass: load a ROWS x BLOCK_N tile (and add), fp32 sum of squares, scale, store."""
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
     if USE_PDL:
         gdc_wait()                       # inputs may come from the kernel before us
         if PDL_EARLY:
             gdc_launch_dependents()      # the next kernel may start its prologue now
+    w = None
     if not W_IN_LOOP:
         w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
-    n_blocks = tl.cdiv(n_rows, ROWS)
-    for blk in range(pid, n_blocks, nprog):
-        rows = blk * ROWS + tl.arange(0, ROWS)
-        rows64 = rows.to(tl.int64)
-        mask = (rows < n_rows)[:, None] & col_ok[None, :]
-        x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-        if HAS_RES:
-            x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-            if not LATE_RO:
-                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
-                       EVICT_STORES)
-        ms = tl.sum(x * x, axis=1) / N
-        rstd = 1.0 / tl.sqrt(ms + eps)
-        if W_IN_LOOP:
-            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        y = x * rstd[:, None] * w[None, :]
-        if HAS_RES:
-            if LATE_RO:
-                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
-                       EVICT_STORES)
-        _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
+    if ONE_BLOCK:
+        _one_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
+                        col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, LATE_RO,
+                        I64, RSQRT)
+    else:
+        for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
+            _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
+                            col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
+                            LATE_RO, I64, RSQRT)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()      # our stores are issued: the next kernel may launch
 
 
 @triton.jit
+def _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols, col_ok,
+                    N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr, W_IN_LOOP: tl.constexpr,
+                    EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
+                    LATE_RO: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+    rows, roff = _row_offsets(blk, ROWS, I64)
+    mask = (rows < n_rows)[:, None] & col_ok[None, :]
+    x = _load(X + roff[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+    if HAS_RES:
+        x += _load(R + roff[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+        if not LATE_RO:
+            _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
+    rstd = _rstd(tl.sum(x * x, axis=1), N, eps, RSQRT)
+    if W_IN_LOOP:
+        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    y = x * rstd[:, None] * w[None, :]
+    if HAS_RES:
+        if LATE_RO:
+            _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
+    _store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
+
+
+@triton.jit
 def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                       N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr, EVICT_LOADS: tl.constexpr,
-                      EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr, SUM_FIRST: tl.constexpr):
+                      EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr, SUM_FIRST: tl.constexpr,
+                      ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
     """The row in CHUNK-wide slices: pass 1 sums squares (lines kept in L2), pass 2 re-reads, scales, stores.
 
     Fewer live registers than holding the row, so more rows in flight per SM. In place is
@@ -121,51 +155,59 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
     thread read it; a barrier, then pass 2 reads that one tensor back instead of x and r.
     """
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
     if USE_PDL:
         gdc_wait()
         if PDL_EARLY:
             gdc_launch_dependents()
-    n_blocks = tl.cdiv(n_rows, ROWS)
-    for blk in range(pid, n_blocks, nprog):
-        rows = blk * ROWS + tl.arange(0, ROWS)
-        rows64 = rows.to(tl.int64)
-        row_ok = (rows < n_rows)[:, None]
-        acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
-        for c0 in tl.range(0, N, CHUNK):
-            cols = c0 + tl.arange(0, CHUNK)
-            mask = row_ok & (cols < N)[None, :]
-            x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
-                        eviction_policy="evict_last").to(tl.float32)
-            if HAS_RES:
-                x += tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
-                             eviction_policy="evict_last").to(tl.float32)
-                if SUM_FIRST:            # no evict-first hint here: pass 2 reads these lines back
-                    tl.store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
-            acc += x * x
-        rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
-        if HAS_RES:
-            if SUM_FIRST:
-                tl.debug_barrier()       # every thread's pass-1 stores before any pass-2 load
-        for c0 in tl.range(0, N, CHUNK):
-            cols = c0 + tl.arange(0, CHUNK)
-            col_ok = cols < N
-            mask = row_ok & col_ok[None, :]
-            if HAS_RES and SUM_FIRST:
-                x = _load(RO + rows64[:, None] * stride_ro + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-            else:
-                x = _load(X + rows64[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
-                if HAS_RES:
-                    x += _load(R + rows64[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS,
-                               EVICT_LAST_LOADS)
-            # every load of the slice before its first store: a load after a store to memory that may
-            # alias it is not moved above the store, so this order saves an L2 round trip per slice
-            w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            if HAS_RES and not SUM_FIRST:
-                _store(RO + rows64[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask,
-                       EVICT_STORES)
-            y = x * rstd[:, None] * w[None, :]
-            _store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)
+    if ONE_BLOCK:
+        _two_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
+                        HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT)
+    else:
+        for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
+            _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK,
+                            ROWS, HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()
+
+
+@triton.jit
+def _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
+                    N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
+                    EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
+                    SUM_FIRST: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+    rows, roff = _row_offsets(blk, ROWS, I64)
+    row_ok = (rows < n_rows)[:, None]
+    acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
+    for c0 in tl.range(0, N, CHUNK):
+        cols = c0 + tl.arange(0, CHUNK)
+        mask = row_ok & (cols < N)[None, :]
+        x = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
+                    eviction_policy="evict_last").to(tl.float32)
+        if HAS_RES:
+            x += tl.load(R + roff[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
+                         eviction_policy="evict_last").to(tl.float32)
+            if SUM_FIRST:            # no evict-first hint here: pass 2 reads these lines back
+                tl.store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
+        acc += x * x
+    rstd = _rstd(tl.sum(acc, axis=1), N, eps, RSQRT)
+    if HAS_RES:
+        if SUM_FIRST:
+            tl.debug_barrier()       # every thread's pass-1 stores before any pass-2 load
+    for c0 in tl.range(0, N, CHUNK):
+        cols = c0 + tl.arange(0, CHUNK)
+        col_ok = cols < N
+        mask = row_ok & col_ok[None, :]
+        if HAS_RES and SUM_FIRST:
+            x = _load(RO + roff[:, None] * stride_ro + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+        else:
+            x = _load(X + roff[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+            if HAS_RES:
+                x += _load(R + roff[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
+        # every load of the slice before its first store: a load after a store to memory that may
+        # alias it is not moved above the store, so this order saves an L2 round trip per slice
+        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        if HAS_RES and not SUM_FIRST:
+            _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
+        y = x * rstd[:, None] * w[None, :]
+        _store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)

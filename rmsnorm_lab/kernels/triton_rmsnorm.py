@@ -128,6 +128,16 @@ def _sm_count(device) -> int:
 _PDL: dict = {}
 
 
+def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
+    """Whether an element offset (row * stride + column, masked lanes included) can reach 2**31."""
+    return padded_rows * row_stride + block_n >= 2**31
+
+
+def _lean() -> bool:
+    """The v8 launch (see launch); RMSNORM_LAB_LEAN=0 gives the v7 code (read on each call: A/B in one process)."""
+    return os.environ.get("RMSNORM_LAB_LEAN", "") in ("", "1")
+
+
 def _pdl_ok(device) -> bool:
     """Programmatic dependent launch: sm90+ and a Triton that has it (off: RMSNORM_LAB_NO_PDL=1)."""
     idx = device.index if device.index is not None else 0
@@ -166,13 +176,19 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     sum_first = bool(flags & SUM_FIRST) and has_res and chunk > 0
     late_ro = bool(flags & LATE_RO) and has_res and chunk == 0
     pdl = on_cuda and _pdl_ok(x2.device)
+    # v8 "lean" path: no grid-stride loop when each block has its own program, int32 row offsets
+    # when no offset can reach 2**31, rsqrt (RMSNORM_LAB_LEAN=0: the v7 code, for A/B runs)
+    lean = _lean()
+    one_block = lean and not per_sm
+    i64 = not lean or needs_int64(n_blocks * rows, max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)),
+                                  block_n)
     args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
             n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
-            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST), sum_first, late_ro)
+            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST), sum_first, late_ro, one_block, i64, lean)
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res, pdl,
+    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res, pdl, one_block, i64, lean,
            x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
            x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
            ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
