@@ -108,12 +108,12 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
     if ONE_BLOCK:
         _one_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
                         col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, LATE_RO,
-                        I64, RSQRT)
+                        I64, RSQRT, ROWS == 1)
     else:
         for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
             _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
                             col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
-                            LATE_RO, I64, RSQRT)
+                            LATE_RO, I64, RSQRT, False)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()      # our stores are issued: the next kernel may launch
@@ -123,9 +123,12 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols, col_ok,
                     N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr, W_IN_LOOP: tl.constexpr,
                     EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                    LATE_RO: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+                    LATE_RO: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr):
     rows, roff = _row_offsets(blk, ROWS, I64)
-    mask = (rows < n_rows)[:, None] & col_ok[None, :]
+    if ONE_ROW:                      # a program per row: the row exists (no predicate on full rows)
+        mask = col_ok[None, :]
+    else:
+        mask = (rows < n_rows)[:, None] & col_ok[None, :]
     x = _load(X + roff[:, None] * stride_x + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
     if HAS_RES:
         x += _load(R + roff[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
@@ -161,11 +164,11 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
             gdc_launch_dependents()
     if ONE_BLOCK:
         _two_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
-                        HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT)
+                        HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, ROWS == 1)
     else:
         for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
             _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK,
-                            ROWS, HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT)
+                            ROWS, HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, False)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()
@@ -175,9 +178,12 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                     N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                     EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                    SUM_FIRST: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+                    SUM_FIRST: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr):
     rows, roff = _row_offsets(blk, ROWS, I64)
-    row_ok = (rows < n_rows)[:, None]
+    if ONE_ROW:                      # a program per row: the row exists (no predicate on full rows)
+        row_ok = tl.full([ROWS, 1], 1, tl.int1)
+    else:
+        row_ok = (rows < n_rows)[:, None]
     acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     for c0 in tl.range(0, N, CHUNK):
         cols = c0 + tl.arange(0, CHUNK)
