@@ -5,7 +5,7 @@
 v8 drops the grid-stride loop when each row block has its own program, uses int32 row offsets
 when no offset can reach 2**31, and computes rstd with one rsqrt (RMSNORM_LAB_LEAN=0 launches the
 v7 code). For each shape, our table's config is timed cold and graph with and without the lean
-path, next to FlashInfer and torch.compile, in --rounds rounds whose order rotates. Writes
+path, next to the --peers (FlashInfer and torch.compile), in --rounds rounds whose order rotates. Writes
 DIR/lean_ab.csv (every timing) and prints the per-shape median of the rounds and the lean / v7
 ratio, with a geometric mean per mode at the end.
 """
@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--hidden", type=int, nargs="+", default=HIDDEN)
     ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated registry names ('' for none)")
     ap.add_argument("--budget-ms", type=float, default=5.0)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")
     args = ap.parse_args()
@@ -47,14 +48,15 @@ def main():
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device
-    if dev.startswith("cuda") and "torch_compile" in PEERS:     # its graphs compiled in worker processes first
+    peers = [p for p in args.peers.split(",") if p]
+    if dev.startswith("cuda") and "torch_compile" in peers:     # its graphs compiled in worker processes first
         from rmsnorm_lab.prewarm import jobs_for, prewarm
         cases = [Case(*tokens_to_batch_seq(t), h, args.dtype, res) for res in (False, True) for h in args.hidden
                  for t in args.tokens]
         print(f"prewarm: {prewarm(jobs_for(cases, ['torch_compile', 'triton']), 12)}", flush=True)
     modes = ("cold", "graph") if dev.startswith("cuda") else ("cold",)
     subjects = {"lean": ("1", tk.config_fn(None), True), "v7": ("0", tk.config_fn(None), True)}
-    for p in PEERS:
+    for p in peers:
         impl = get_impl(p)
         if impl.supports(args.dtype, dev):
             subjects[p] = (None, impl.load(), impl.inplace_residual)
@@ -69,7 +71,7 @@ def main():
                 b, s = tokens_to_batch_seq(t)
                 x, w, r = make_inputs(Case(b, s, h, args.dtype, res), dev, 3)
                 errs = {}
-                for n in ("lean", "v7"):            # both outputs against float64, NaN-poisoned buffers
+                for n in ("lean", "v7"):            # both outputs against float64, once per launch
                     os.environ["RMSNORM_LAB_LEAN"] = subjects[n][0]
                     xc, rc = x.clone(), None if r is None else r.clone()
                     got = subjects[n][1](xc, w, rc, EPS)
