@@ -134,7 +134,8 @@ def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
 
 
 def _lean() -> bool:
-    """The v8 launch (see launch); RMSNORM_LAB_LEAN=0 gives the v7 code (read on each call: A/B in one process)."""
+    """The v8 launch (see launch); RMSNORM_LAB_LEAN=0 gives the v7 code. Read at each launch() (A/B runs in
+    one process); fast_rmsnorm's per-shape plans keep the setting of the call that made them."""
     return os.environ.get("RMSNORM_LAB_LEAN", "") in ("", "1")
 
 
