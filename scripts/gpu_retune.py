@@ -8,9 +8,10 @@ torch.compile) cold and graph, then our candidate configs: the base table's pick
 earlier searches (--history CSVs), and new ones (evict-last loads, two rows per program at 128-1024
 tokens, two-pass variants with each flag, the whole row read twice (flag 16), persistent grids from
 4096 tokens; with a residual from 128 tokens each two-pass one with the new residual stored in pass 1
-(flag 32), and at 128-2048 tokens each one-pass one with it stored after the sum of squares (flag 64)). The score of a config is its
-worse-of-two ratio to the fastest peer (cold, graph) plus half the geometric mean of the two; the best few, the base pick and the fastest peers are timed a
-second time and their two runs averaged before the pick, so one lucky run does not win.
+(flag 32), and at 128-2048 tokens each one-pass one with it stored after the sum of squares (flag 64)).
+The score of a config is its worse-of-two ratio to the fastest peer (cold, graph) plus half the
+geometric mean of the two; the best few, the base pick and the fastest peers are timed a second time
+and their two runs averaged before the pick, so one lucky run does not win.
 Candidates are compiled up front in a process pool, and torch.compile's graphs are warmed there
 (Inductor's on-disk cache), so the search is spent timing, not compiling.
 

@@ -160,17 +160,11 @@ def test_every_kernel_config_matches_reference(p, cfg, inplace, lean):
     """Each body (one pass / two pass), flag set and grid-stride split, in place or not, with the v8
     launch (no loop where each block has a program, int32 offsets, rsqrt) or the v7 one, vs float64."""
     import os
+    from unittest import mock
 
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
-    old = os.environ.get("RMSNORM_LAB_LEAN")
-    os.environ["RMSNORM_LAB_LEAN"] = lean
-    try:
+    with mock.patch.dict(os.environ, {"RMSNORM_LAB_LEAN": lean}):
         _check_config(tk, p, cfg, inplace)
-    finally:
-        if old is None:
-            del os.environ["RMSNORM_LAB_LEAN"]
-        else:
-            os.environ["RMSNORM_LAB_LEAN"] = old
 
 
 def _check_config(tk, p, cfg, inplace):
