@@ -59,14 +59,16 @@ def history_configs(paths):
             for r in csv.DictReader(f):
                 if r.get("error") or not r.get("cold_us"):
                     continue
-                cfg = _norm((r["rows"], r["warps"], r["per_sm"], r.get("flags") or 0, r.get("chunk") or 0))
+                cfg = _norm((r["rows"], r["warps"], r["per_sm"], r.get("flags") or 0, r.get("chunk") or 0,
+                             r.get("maxnreg") or 0))
                 key = (int(r["hidden"]), int(r["tokens"]), r["residual"] == "True")
                 out.setdefault(key, []).append((cfg, float(r["cold_us"]), float(r["graph_us"])))
     return out
 
 
-def candidates(h, t, res, base, hist, topk=3):
-    """Configs to time at one shape: the base pick first, then history's best, then new variants."""
+def candidates(h, t, res, base, hist, topk=3, new=True):
+    """Configs to time at one shape: the base pick first, then history's best, then new variants
+    (new=False: only the base pick and history's best)."""
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
     b = tk._next_pow2(h)
     out = [base]
@@ -78,7 +80,9 @@ def candidates(h, t, res, base, hist, topk=3):
         bg = min(g for _, _, g in seen)
         for key in (lambda e: e[1], lambda e: e[2], lambda e: max(e[1] / bc, e[2] / bg)):
             out += [cfg for cfg, _, _ in sorted(seen, key=key)[:topk]]
-    rows, warps, per_sm, flags, chunk = base
+    if not new:
+        return list(dict.fromkeys(_norm(c) for c in out))
+    rows, warps, per_sm, flags, chunk = base[:5]
     if not flags & tk.REREAD:               # evict-last loads
         out.append((rows, warps, per_sm, (flags & ~tk.EVICT_LOADS) | tk.EVICT_LAST, chunk))
     if 128 <= t <= 1024 and b <= 8192:      # FlashInfer's geometry: two rows per program, few threads a row
@@ -104,7 +108,7 @@ def candidates(h, t, res, base, hist, topk=3):
     for c in out:
         c = _norm(c)
         if c[4] >= b:                       # a slice as wide as the row is the one-pass body
-            c = c[:4] + (0,)
+            c = c[:4] + (0,) + c[5:]
         if c not in uniq:
             uniq.append(c)
     if res and t >= 128:                    # where the new residual is stored: pass 1 (two passes), late (one)
@@ -112,10 +116,43 @@ def candidates(h, t, res, base, hist, topk=3):
             two = bool(c[4] or c[3] & tk.REREAD)
             if not two and t > 2048:        # flag 64 lost in both modes at 128-2048 tokens (tune-v7): two passes only
                 continue
-            v = _norm(c[:3] + (c[3] | (tk.SUM_FIRST if two else tk.LATE_RO), c[4]))
+            v = _norm(c[:3] + (c[3] | (tk.SUM_FIRST if two else tk.LATE_RO), c[4]) + c[5:])
             if v not in uniq:
                 uniq.append(v)
     return uniq
+
+
+def resources(h, res, cfg, dtype="bfloat16"):
+    """(registers a thread, spilled bytes, static shared memory) of our kernel compiled for cfg (CUDA;
+    a launch on a few rows: the compiled kernel does not depend on the row count)."""
+    import torch
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    dt = getattr(torch, dtype)
+    x = torch.randn(max(1, cfg[0]), h, dtype=dt, device="cuda")
+    w = torch.randn(h, dtype=dt, device="cuda")
+    r = torch.randn_like(x) if res else None
+    k = tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)[0]
+    md = getattr(k, "metadata", None)
+    return int(k.n_regs), int(getattr(k, "n_spills", 0) or 0), int(getattr(md, "shared", 0) or 0)
+
+
+def cap_twin(t, cfg, regs, smem, sms):
+    """cfg with a register cap that fits one more program per SM, where that can matter: the grid
+    has more programs than fit at once and the cap is below what the compiler chose; else None."""
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    if len(cfg) > 5:
+        return None
+    rows, warps, per_sm = cfg[:3]
+    programs = -(-t // rows)
+    if per_sm:
+        programs = min(programs, per_sm * sms)
+    occ = tk.occupancy(regs, warps, smem)
+    if occ >= min(32, 64 // warps) or programs <= occ * sms:
+        return None
+    cap = tk.regs_cap_for(occ + 1, warps)
+    if cap < 24 or cap >= regs or tk.occupancy(cap, warps, smem) <= occ:
+        return None
+    return _norm(cfg + (cap,))
 
 
 def time_modes(fn, x, w, r, inplace, modes, dev, budget_ms):
@@ -178,6 +215,10 @@ def main():
     ap.add_argument("--workers", type=int, default=12, help="compile / warm-up processes (0: none)")
     ap.add_argument("--flush-diag", action="store_true")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")
+    ap.add_argument("--shapes", nargs="*", default=[], help="HIDDEN:TOKENS:RES keys (instead of the grid)")
+    ap.add_argument("--no-new", action="store_true", help="only the base pick and history's best (no new variants)")
+    ap.add_argument("--cap-twins", action="store_true",
+                    help="add each candidate's twin with a register cap that fits one more program per SM (CUDA)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,18 +242,51 @@ def main():
     hist = history_configs(args.history)
     peers = [p for p in args.peers.split(",") if p]
     shapes = [(h, t, bool(res)) for res in args.residual for h in args.hidden for t in args.tokens]
+    if args.shapes:
+        shapes = [(int(a), int(b), bool(int(c))) for a, b, c in (k.split(":") for k in args.shapes)]
 
     def base_of(h, t, res):
         return base_table.get(f"{h}:{tk.tokens_bucket(t)}:{int(res)}") or tk.heuristic_config(h, t, 2, res)
 
-    cands = {s: candidates(*s, base_of(*s), hist) for s in shapes}
+    cands = {s: candidates(*s, base_of(*s), hist, new=not args.no_new) for s in shapes}
+    from rmsnorm_lab.prewarm import jobs_for, prewarm
     if on_gpu and args.workers:
-        from rmsnorm_lab.prewarm import jobs_for, prewarm
         jobs = jobs_for([_case(*s) for s in shapes], peers)        # torch.compile's graphs, if a peer
         jobs += sorted({("k", h, res, "bfloat16", c) for (h, t, res), cs in cands.items() for c in cs})
         pw = prewarm(jobs, args.workers)
         print(f"warmed {pw['jobs']} kernels / graphs with {args.workers} workers in {pw['seconds']:.0f}s; "
               f"{pw['failed']} failed {pw['first_error']}", flush=True)
+    res_of: dict = {}                        # (hidden, residual, cfg) -> (regs, spills, smem)
+
+    def res_for(h, res, c):
+        if (h, res, c) not in res_of:
+            try:
+                res_of[(h, res, c)] = resources(h, res, c)
+            except Exception as e:  # noqa: BLE001 - timed (and reported) as an error row later
+                print(f"  resources {h} res={int(res)} {c}: {type(e).__name__}: {e}"[:200], flush=True)
+                res_of[(h, res, c)] = None
+        return res_of[(h, res, c)]
+
+    if args.cap_twins and on_gpu:            # v9: the same config with fewer registers, one more program per SM
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        twins = {}
+        for (h, t, res), cs in cands.items():
+            for c in cs:
+                got = res_for(h, res, c)
+                tw = cap_twin(t, c, got[0], got[2], sms) if got else None
+                if tw is not None and tw not in cs:
+                    twins.setdefault((h, t, res), []).append(tw)
+        jobs = sorted({("k", h, res, "bfloat16", c) for (h, t, res), cs in twins.items() for c in cs})
+        pw = prewarm(jobs, args.workers) if args.workers else {"seconds": 0, "failed": 0, "first_error": ""}
+        n_tw = 0
+        for s, tws in twins.items():
+            for tw in dict.fromkeys(tws):
+                got = res_for(s[0], s[2], tw)
+                if got and got[1] == 0:          # a cap that spills is not a candidate
+                    cands[s].append(tw)
+                    n_tw += 1
+        print(f"register-cap twins: {n_tw} at {len(twins)} shapes (compiled in {pw['seconds']:.0f}s; "
+              f"{pw['failed']} failed {pw['first_error']})", flush=True)
 
     if args.flush_diag and on_gpu:
         with open(out / "flush_diag.csv", "w", newline="") as f:
@@ -239,8 +313,8 @@ def main():
                     print(f"  {h:5d} x {t:5d} res={int(res)} {name:34s} dirty {d:7.2f}  clean {c:7.2f}", flush=True)
 
     table = dict(base_table)
-    fcols = ["hidden", "tokens", "residual", "who", "rows", "warps", "per_sm", "flags", "chunk", "round",
-             "cold_us", "graph_us", "error"]
+    fcols = ["hidden", "tokens", "residual", "who", "rows", "warps", "per_sm", "flags", "chunk", "maxnreg", "regs",
+             "occupancy", "round", "cold_us", "graph_us", "error"]
     f_rows = open(out / "retune.csv", "w", newline="")
     wr = csv.DictWriter(f_rows, fieldnames=fcols)
     wr.writeheader()
@@ -300,7 +374,10 @@ def main():
                 f_peer.flush()
             for cfg in todo:
                 row = {"hidden": h, "tokens": t, "residual": res, "who": "ours", "round": rnd,
-                       **dict(zip(["rows", "warps", "per_sm", "flags", "chunk"], cfg))}
+                       **dict(zip(["rows", "warps", "per_sm", "flags", "chunk", "maxnreg"], cfg + (0,) * (6 - len(cfg))))}
+                got = res_of.get((h, res, cfg))
+                if got:
+                    row.update(regs=got[0], occupancy=tk.occupancy(got[0], cfg[1], got[2]))
                 try:
                     fn = tk.config_fn(cfg)
                     if rnd == 1:                 # both outputs against float64, once per config
@@ -340,7 +417,7 @@ def main():
                 "searched": sorted({f"{h}:{tk.tokens_bucket(t)}:{int(res)}" for h, t, res in shapes}
                                    | set(base_meta.get("searched", []))),
                 "how": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}; bf16 timings; fp16 uses the same "
-                       "table; config = [rows, warps, programs_per_sm, flags, chunk]",
+                       "table; config = [rows, warps, programs_per_sm, flags, chunk[, maxnreg]]",
                 "configs": {k: list(v) for k, v in table.items()}}
         (out / "launch_table.json").write_text(json.dumps(meta, indent=1))
     f_rows.close()

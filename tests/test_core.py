@@ -161,7 +161,8 @@ def test_triton_kernel_matches_reference(dtype, residual):
     for shape, config in [((2, 3, 33), None), ((3, 5, 37), (4, 2, 0)), ((15, 100), (16, 4, 0)),
                           ((2, 5000), None), ((3, 4097), (2, 8, 0)),
                           ((5, 37), (2, 2, 0, 1)), ((5, 37), (1, 1, 0, 4)), ((5, 300), (4, 2, 0, 7)),
-                          ((5, 300), (2, 2, 0, 0, 64)), ((2, 3, 100), (1, 2, 0, 5, 32)), ((3, 70), (4, 1, 2, 2, 16))]:
+                          ((5, 300), (2, 2, 0, 0, 64)), ((2, 3, 100), (1, 2, 0, 5, 32)), ((3, 70), (4, 1, 2, 2, 16)),
+                          ((5, 300), (1, 2, 0, 1, 64, 32))]:   # a register cap: ignored by the interpreter
         x, w, r = _inputs(shape, dtype, residual, seed=shape[-1])
         x0, r0 = x.clone(), None if r is None else r.clone()
         got = tk.triton_rmsnorm(x, w, r, config=config)
@@ -515,16 +516,19 @@ def test_launch_table_entries_parse():
             assert len(parts) == 3 and all(p.isdigit() for p in parts), key
             hidden, bucket, res = map(int, parts)
             assert hidden > 0 and _pow2(bucket) and res in (0, 1), key
-            assert isinstance(cfg, list) and 3 <= len(cfg) <= 5 and all(type(v) is int for v in cfg), (key, cfg)
-            rows, warps, per_sm, flags, chunk = tk.normalize_config(cfg)
+            assert isinstance(cfg, list) and 3 <= len(cfg) <= 6 and all(type(v) is int for v in cfg), (key, cfg)
+            norm = tk.normalize_config(cfg)
+            rows, warps, per_sm, flags, chunk = norm[:5]
+            cap = norm[5:]
+            assert not cap or (cap[0] % 8 == 0 and 24 <= cap[0] <= 248), (key, cfg)
             assert _pow2(rows), (key, cfg)
             assert _pow2(warps) and warps <= 32, (key, cfg)
             assert per_sm >= 0 and 0 <= flags < 128 and not (flags & 1 and flags & 8), (key, cfg)
             assert not (flags & 16 and (chunk or flags & 8)), (key, cfg)
             two_pass = bool(chunk or flags & 16)
             assert not (flags & 32 and not two_pass) and not (flags & 64 and two_pass), (key, cfg)
-            assert table[key] == (rows, warps, per_sm, flags, chunk)
-            assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk)
+            assert table[key] == (rows, warps, per_sm, flags, chunk) + cap
+            assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk) + cap
     finally:
         tk.set_table(None)
 
@@ -578,10 +582,31 @@ def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
 @pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 32), (1, 4, 0, 9), (1, 4, 0, 0, 24),
                                  (1, 4, 0, 16, 32), (1, 4, 0, 25), (1, 4, 0, 24),
                                  (1, 4, 0, 128), (1, 4, 0, 32, 0), (1, 4, 0, 80), (1, 4, 0, 64, 32),
-                                 (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 0)])
+                                 (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 20), (1, 4, 0, 0, 0, 33), (1, 4, 0, 0, 0, 256),
+                                 (1, 4, 0, 0, 0, 32, 0)])
 def test_normalize_config_rejects_bad(bad):
     with pytest.raises(ValueError, match="config"):
         tk.normalize_config(bad)
+
+
+def test_normalize_config_register_cap():
+    assert tk.normalize_config((1, 4, 0, 1, 2048, 32)) == (1, 4, 0, 1, 2048, 32)
+    assert tk.normalize_config([1, 4, 0, 1, 2048, 0]) == (1, 4, 0, 1, 2048)     # no cap: 5 fields
+    assert tk.normalize_config((1, 4, 0)) == (1, 4, 0, 0, 0)
+
+
+def test_occupancy_and_register_cap():
+    # 4 warps at 38 registers (40 allocated): 65536 / (40 * 32 * 4) -> 12 programs; at 32: 16 (the warp limit)
+    assert tk.occupancy(38, 4) == 12 and tk.occupancy(32, 4) == 16
+    assert tk.occupancy(42, 32) == 1 and tk.occupancy(32, 32) == 2        # 32 warps: 2 at most
+    assert tk.occupancy(16, 1) == 32                                      # the 32-programs limit
+    assert tk.occupancy(32, 4, smem=100 * 1024) == 2                      # shared memory limits too
+    for warps in (1, 2, 4, 8, 16, 32):
+        for blocks in range(1, min(32, 64 // warps) + 1):
+            cap = tk.regs_cap_for(blocks, warps)
+            if cap >= 8:
+                assert tk.occupancy(cap, warps) >= blocks
+                assert cap == 248 or tk.occupancy(cap + 8, warps) < blocks
 
 
 # ---------------------------------------------------------------- torch.compile: one graph per shape

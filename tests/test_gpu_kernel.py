@@ -26,16 +26,28 @@ HIDDEN = [100, 4100, 6144]          # not a multiple of the vector width; padded
 
 
 def _configs(hidden):
-    """One config per body and flag (rows, warps, programs per SM, flags, chunk)."""
+    """One config per body and flag (rows, warps, programs per SM, flags, chunk[, register cap])."""
     c = max(16, (1 << (hidden - 1).bit_length()) // 4)
     return [(1, 4, 0, 0, 0), (2, 2, 0, 4, 0), (1, 8, 0, 8, 0), (1, 8, 0, 64, 0), (1, 4, 0, 65, 0),
             (1, 8, 0, 16, 0), (1, 8, 0, 48, 0), (1, 8, 0, 20, 0), (1, 8, 0, 0, c), (1, 8, 0, 32, c),
-            (2, 4, 0, 33, c), (1, 8, 2, 2, 0), (1, 4, 2, 40, c)]
+            (2, 4, 0, 33, c), (1, 8, 2, 2, 0), (1, 4, 2, 40, c), (1, 4, 0, 1, c, 32), (1, 8, 0, 48, 0, 32),
+            (1, 4, 0, 0, 0, 40)]
 
 
 CASES = [(dt, h, cfg) for dt in ("bfloat16", "float16") for h in HIDDEN for cfg in _configs(h)]
 CASES += [("float32", h, cfg) for h in HIDDEN for cfg in _configs(h)[::4]]
 CASES = [c + ("1",) for c in CASES] + [c + ("0",) for c in CASES if c[0] == "bfloat16"]
+
+
+def test_register_cap_reaches_the_compiled_kernel():
+    """A config's 6th field (v9) caps the registers the compiled kernel uses."""
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+
+    x = torch.randn(4, 4096, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    free = tk.launch(x, w, torch.empty_like(x), None, None, 1e-6, (1, 4, 0, 1, 2048))[0]
+    capped = tk.launch(x, w, torch.empty_like(x), None, None, 1e-6, (1, 4, 0, 1, 2048, 24))[0]
+    assert capped is not free and capped.n_regs <= 24, (free.n_regs, capped.n_regs)
 
 
 @pytest.mark.parametrize("dtype,hidden,cfg,lean", CASES)

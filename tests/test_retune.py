@@ -61,6 +61,21 @@ def test_candidates_start_with_the_base_and_are_valid(tmp_path):
     assert (1, 16, 0, 0, 0) in rt.candidates(4096, 256, True, (1, 4, 0, 0, 0), h)
 
 
+def test_cap_twin_only_where_one_more_program_fits_and_matters():
+    rt = _script()
+    # 4096 x 2048, two passes, 4 warps at 38 registers: 12 programs an SM (1584 on 132 SMs) < 2048 rows
+    assert rt.cap_twin(2048, (1, 4, 0, 1, 2048), 38, 0, 132) == (1, 4, 0, 1, 2048, 32)
+    assert rt.cap_twin(1024, (1, 4, 0, 1, 2048), 38, 0, 132) is None      # one wave: occupancy does not matter
+    assert rt.cap_twin(2048, (1, 4, 0, 1, 2048), 32, 0, 132) is None      # already at the warp limit
+    assert rt.cap_twin(65536, (1, 4, 2, 0, 0), 80, 0, 132) is None        # persistent: 2 programs an SM fit
+    assert rt.cap_twin(2048, (1, 4, 0, 1, 2048, 32), 32, 0, 132) is None  # capped already
+    assert rt.cap_twin(65536, (1, 32, 0, 16, 0), 42, 0, 132) == (1, 32, 0, 16, 0, 32)
+    hist = rt.history_configs([])
+    assert rt.candidates(4096, 2048, False, (1, 4, 0, 1, 2048, 32), hist, new=False) == [(1, 4, 0, 1, 2048, 32)]
+    cands = rt.candidates(4096, 2048, True, (1, 4, 0, 1, 2048, 32), hist)
+    assert cands[0] == (1, 4, 0, 1, 2048, 32) and (1, 4, 0, 33, 2048, 32) in cands   # the cap kept in twins
+
+
 def test_score_prefers_the_smaller_worse_ratio():
     rt = _script()
     # 1.10 cold / 0.90 graph loses to 1.02 / 1.02 although its geometric mean is lower

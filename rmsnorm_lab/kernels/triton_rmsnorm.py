@@ -71,7 +71,7 @@ LATE_RO = 64         # one pass with a residual: store x + r after the sum of sq
 #                      (chunk 0 without REREAD only)
 
 
-def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
+def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple:
     """(rows per block, num_warps, programs per SM (0 = one program per block), flags, chunk (0 = one pass))."""
     block_n = _next_pow2(hidden)
     rows = 1
@@ -86,30 +86,50 @@ def heuristic_config(hidden: int, tokens: int, itemsize: int, residual: bool) ->
     return rows, warps, 0, 0, 0
 
 
-def normalize_config(cfg) -> tuple[int, int, int, int, int]:
-    """A table entry or caller's config as (rows, warps, per_sm, flags, chunk); missing fields are 0.
+def normalize_config(cfg) -> tuple:
+    """A table entry or caller's config as (rows, warps, per_sm, flags, chunk[, maxnreg]); missing fields are 0.
 
     chunk > 0 (a power of two >= 16) walks each row in chunk-wide slices, in two passes;
-    flag REREAD (chunk 0) does the two passes over the whole row.
+    flag REREAD (chunk 0) does the two passes over the whole row. maxnreg (v9, a multiple of 8
+    in 24..248) caps the registers a thread may use, so more programs fit on an SM (see
+    occupancy); 0 leaves it to the compiler and is dropped: the result has 5 fields then, 6 otherwise.
     """
     cfg = tuple(int(v) for v in cfg)
-    if not 3 <= len(cfg) <= 5:
-        raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk]]), got {cfg}")
-    cfg += (0,) * (5 - len(cfg))
-    rows, warps, per_sm, flags, chunk = cfg
+    if not 3 <= len(cfg) <= 6:
+        raise ValueError(f"config: expected (rows, warps, programs_per_sm[, flags[, chunk[, maxnreg]]]), got {cfg}")
+    cfg += (0,) * (6 - len(cfg))
+    rows, warps, per_sm, flags, chunk, maxnreg = cfg
     two_pass = bool(chunk or flags & REREAD)
     if (rows < 1 or rows & (rows - 1) or warps < 1 or warps & (warps - 1) or per_sm < 0 or not 0 <= flags < 128
             or (flags & EVICT_LOADS and flags & EVICT_LAST) or (flags & REREAD and (chunk or flags & EVICT_LAST))
             or (flags & SUM_FIRST and not two_pass) or (flags & LATE_RO and two_pass)
-            or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))):
+            or chunk < 0 or (chunk and (chunk < 16 or chunk & (chunk - 1)))
+            or (maxnreg and not (24 <= maxnreg <= 248 and maxnreg % 8 == 0))):
         raise ValueError(f"config: rows and warps must be powers of two, programs_per_sm >= 0, "
                          f"flags in 0..127 without both 1 and 8 or both 8 and 16, flag 32 only with two passes "
                          f"(chunk > 0 or flag 16), flag 64 only with one, chunk 0 or a power of two >= 16 "
-                         f"(0 with flag 16); got {cfg}")
-    return cfg
+                         f"(0 with flag 16), maxnreg 0 or a multiple of 8 in 24..248; got {cfg}")
+    return cfg if maxnreg else cfg[:5]
 
 
-def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple[int, int, int, int, int]:
+def occupancy(regs: int, warps: int, smem: int = 0, *, regs_per_sm: int = 65536, max_warps: int = 64,
+              max_blocks: int = 32, smem_per_sm: int = 228 * 1024, smem_reserved: int = 1024) -> int:
+    """Programs (thread blocks) of ``warps`` warps that fit on one SM at ``regs`` registers a thread and
+    ``smem`` bytes of shared memory each (defaults: an H100 / sm_90; registers are allocated per warp in
+    units of 256, shared memory with 1 KB reserved per block)."""
+    per_warp = -(-max(regs, 1) * 32 // 256) * 256
+    fit = min(max_blocks, max_warps // warps, (regs_per_sm // per_warp) // warps)
+    if smem:
+        fit = min(fit, smem_per_sm // (smem + smem_reserved))
+    return max(fit, 0)
+
+
+def regs_cap_for(blocks: int, warps: int, regs_per_sm: int = 65536) -> int:
+    """The largest register cap (a multiple of 8) at which ``blocks`` programs of ``warps`` warps fit."""
+    return min(248, (regs_per_sm // (blocks * warps * 32)) // 8 * 8)
+
+
+def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple:
     cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
     return cfg if cfg is not None else heuristic_config(hidden, tokens, itemsize, residual)
 
@@ -154,15 +174,16 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     """Launch on 2-D row-major views (no checks); writes y2 (and ro2). On CUDA returns
     (compiled kernel, grid, constexpr arguments) for fast_rmsnorm's cache, else None.
 
-    config: (rows per block, num_warps, programs per SM (0 = one program per block)[, flags[, chunk]]).
+    config: (rows per block, num_warps, programs per SM (0 = one program per block)[, flags[, chunk[, maxnreg]]]).
     """
     global _fast_ok
     n_rows, n = x2.shape
     if n_rows == 0:
         return
     has_res = r2 is not None
-    rows, warps, per_sm, flags, chunk = (normalize_config(config) if config
-                                  else pick_config(n, n_rows, x2.element_size(), has_res))
+    cfg = normalize_config(config) if config else pick_config(n, n_rows, x2.element_size(), has_res)
+    rows, warps, per_sm, flags, chunk = cfg[:5]
+    maxnreg = cfg[5] if len(cfg) > 5 else 0
     n_blocks = -(-n_rows // rows)
     grid0 = n_blocks
     on_cuda = x2.is_cuda
@@ -189,7 +210,7 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
-    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, has_res, pdl, one_block, i64, lean,
+    key = (x2.dtype, y2.dtype, n, rows, warps, flags, chunk, maxnreg, has_res, pdl, one_block, i64, lean,
            x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
            x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
            ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)
@@ -203,6 +224,8 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
         except Exception:   # an incompatible Triton: use the ordinary launch from now on
             _fast_ok = False
     opts = {"num_warps": warps}
+    if maxnreg:
+        opts["maxnreg"] = maxnreg
     if pdl:
         opts["launch_pdl"] = True
     compiled = _get_kernel()[(grid0,)](*args, **opts)
