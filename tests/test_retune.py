@@ -81,6 +81,38 @@ def test_score_prefers_the_smaller_worse_ratio():
     # 1.10 cold / 0.90 graph loses to 1.02 / 1.02 although its geometric mean is lower
     assert rt.score(1.02, 1.02, 1.0, 1.0) < rt.score(1.10, 0.90, 1.0, 1.0)
     assert rt.score(1.0, 0.9, 1.0, 1.0) < rt.score(1.0, 1.0, 1.0, 1.0)
+    # v9: within 1.02 in both modes beats a cold miss traded for a graph win (6144 x 2048 + res, tune-v9)
+    assert rt.score(1.006, 1.011, 1.0, 1.0) < rt.score(1.058, 0.782, 1.0, 1.0)
+    assert rt.score(1.031, 0.80, 1.0, 1.0) < rt.score(1.029, 1.02, 1.0, 1.0)   # but not at any price
+
+
+def test_repick_from_an_earlier_search(tmp_path):
+    rt = _script()
+    d = tmp_path / "search"
+    d.mkdir()
+    with open(d / "retune.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["hidden", "tokens", "residual", "who", "rows", "warps", "per_sm", "flags", "chunk", "maxnreg",
+                    "regs", "occupancy", "round", "cold_us", "graph_us", "error"])
+        w.writerow([6144, 2048, True, "ours", 1, 8, 0, 66, 0, 0, 54, 4, 1, 10.06, 10.11, ""])
+        w.writerow([6144, 2048, True, "ours", 1, 8, 0, 66, 0, 0, 54, 4, 2, 10.06, 10.11, ""])
+        w.writerow([6144, 2048, True, "ours", 1, 16, 0, 20, 0, 40, 39, 3, 1, 10.58, 7.82, ""])
+        w.writerow([6144, 2048, True, "ours", 1, 4, 0, 0, 0, 0, "", "", 1, "", "", "failed"])
+    with open(d / "peers.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["hidden", "tokens", "residual", "impl", "round", "cold_us", "graph_us", "error"])
+        w.writerow([6144, 2048, True, "quack", 1, 10.0, 11.0, ""])
+        w.writerow([6144, 2048, True, "vllm", 1, 11.0, 10.0, ""])
+    got = rt.repick([d], {})
+    pick, rc, rg = got["6144:2048:1"]
+    assert pick == (1, 8, 0, 66, 0) and abs(rc - 1.006) < 1e-9 and abs(rg - 1.011) < 1e-9
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"configs": {"6144:2048:1": [1, 16, 0, 20, 0, 40], "64:1:0": [1, 1, 0]}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_retune.py"), "--out", str(tmp_path / "o"),
+                           "--base", str(base), "--repick", str(d)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads((tmp_path / "o" / "launch_table.json").read_text())["configs"]
+    assert table == {"6144:2048:1": [1, 8, 0, 66, 0], "64:1:0": [1, 1, 0, 0, 0]}
 
 
 def test_smoke_run_on_cpu(tmp_path):
