@@ -31,6 +31,19 @@ def jobs_for(cases, impls) -> list:
     return jobs
 
 
+def compile_config(hidden: int, residual: bool, dtype: str, cfg):
+    """Compile (and launch once, on a few rows) our kernel for one config on the current GPU; returns
+    the compiled kernel (its ``n_regs``, ``metadata.shared``): it does not depend on the row count."""
+    import torch
+
+    from .kernels import triton_rmsnorm as tk
+    dt = getattr(torch, dtype)
+    x = torch.randn(max(1, cfg[0]), hidden, dtype=dt, device="cuda")
+    w = torch.randn(hidden, dtype=dt, device="cuda")
+    r = torch.randn_like(x) if residual else None
+    return tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)[0]
+
+
 def warm_job(job) -> str | None:
     """Run one job (in a worker); returns None, or the error as text (the measuring process
     compiles, times and reports that one itself)."""
@@ -46,13 +59,8 @@ def warm_job(job) -> str | None:
             w = torch.ones(hidden, dtype=dt, device="cuda")
             fn.warm(x, w, torch.zeros_like(x) if residual else None, EPS)
         elif job[0] == "k":
-            from .kernels import triton_rmsnorm as tk
             _, hidden, residual, dtype, cfg = job
-            dt = getattr(torch, dtype)
-            x = torch.randn(max(1, cfg[0]), hidden, dtype=dt, device="cuda")
-            w = torch.randn(hidden, dtype=dt, device="cuda")
-            r = torch.randn_like(x) if residual else None
-            tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)
+            compile_config(hidden, residual, dtype, cfg)
         else:
             raise ValueError(f"prewarm: unknown job kind {job[0]!r}")
         torch.cuda.synchronize()

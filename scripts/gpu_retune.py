@@ -126,15 +126,9 @@ def candidates(h, t, res, base, hist, topk=3, new=True):
 
 
 def resources(h, res, cfg, dtype="bfloat16"):
-    """(registers a thread, spilled bytes, static shared memory) of our kernel compiled for cfg (CUDA;
-    a launch on a few rows: the compiled kernel does not depend on the row count)."""
-    import torch
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
-    dt = getattr(torch, dtype)
-    x = torch.randn(max(1, cfg[0]), h, dtype=dt, device="cuda")
-    w = torch.randn(h, dtype=dt, device="cuda")
-    r = torch.randn_like(x) if res else None
-    k = tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)[0]
+    """(registers a thread, spilled bytes, static shared memory) of our kernel compiled for cfg (CUDA)."""
+    from rmsnorm_lab.prewarm import compile_config
+    k = compile_config(h, res, dtype, cfg)
     md = getattr(k, "metadata", None)
     return int(k.n_regs), int(getattr(k, "n_spills", 0) or 0), int(getattr(md, "shared", 0) or 0)
 
@@ -142,18 +136,18 @@ def resources(h, res, cfg, dtype="bfloat16"):
 def cap_twin(t, cfg, regs, smem, sms):
     """cfg with a register cap that fits one more program per SM, where that can matter: the grid
     has more programs than fit at once and the cap is below what the compiler chose; else None."""
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels.occupancy import occupancy, regs_cap_for
     if len(cfg) > 5:
         return None
     rows, warps, per_sm = cfg[:3]
     programs = -(-t // rows)
     if per_sm:
         programs = min(programs, per_sm * sms)
-    occ = tk.occupancy(regs, warps, smem)
+    occ = occupancy(regs, warps, smem)
     if occ >= min(32, 64 // warps) or programs <= occ * sms:
         return None
-    cap = tk.regs_cap_for(occ + 1, warps)
-    if cap < 24 or cap >= regs or tk.occupancy(cap, warps, smem) <= occ:
+    cap = regs_cap_for(occ + 1, warps)
+    if cap < 24 or cap >= regs or occupancy(cap, warps, smem) <= occ:
         return None
     return _norm(cfg + (cap,))
 
@@ -274,6 +268,7 @@ def main():
     from rmsnorm_lab.cases import make_inputs
     from rmsnorm_lab.impls import get_impl
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels.occupancy import occupancy
     from rmsnorm_lab.reference import compare
 
     dev = args.device
@@ -422,7 +417,7 @@ def main():
                        **dict(zip(["rows", "warps", "per_sm", "flags", "chunk", "maxnreg"], cfg + (0,) * (6 - len(cfg))))}
                 got = res_of.get((h, res, cfg))
                 if got:
-                    row.update(regs=got[0], occupancy=tk.occupancy(got[0], cfg[1], got[2]))
+                    row.update(regs=got[0], occupancy=occupancy(got[0], cfg[1], got[2]))
                 try:
                     fn = tk.config_fn(cfg)
                     if rnd == 1:                 # both outputs against float64, once per config

@@ -596,17 +596,18 @@ def test_normalize_config_register_cap():
 
 
 def test_occupancy_and_register_cap():
+    from rmsnorm_lab.kernels import occupancy as oc
     # 4 warps at 38 registers (40 allocated): 65536 / (40 * 32 * 4) -> 12 programs; at 32: 16 (the warp limit)
-    assert tk.occupancy(38, 4) == 12 and tk.occupancy(32, 4) == 16
-    assert tk.occupancy(42, 32) == 1 and tk.occupancy(32, 32) == 2        # 32 warps: 2 at most
-    assert tk.occupancy(16, 1) == 32                                      # the 32-programs limit
-    assert tk.occupancy(32, 4, smem=100 * 1024) == 2                      # shared memory limits too
+    assert oc.occupancy(38, 4) == 12 and oc.occupancy(32, 4) == 16
+    assert oc.occupancy(42, 32) == 1 and oc.occupancy(32, 32) == 2        # 32 warps: 2 at most
+    assert oc.occupancy(16, 1) == 32                                      # the 32-programs limit
+    assert oc.occupancy(32, 4, smem=100 * 1024) == 2                      # shared memory limits too
     for warps in (1, 2, 4, 8, 16, 32):
         for blocks in range(1, min(32, 64 // warps) + 1):
-            cap = tk.regs_cap_for(blocks, warps)
+            cap = oc.regs_cap_for(blocks, warps)
             if cap >= 8:
-                assert tk.occupancy(cap, warps) >= blocks
-                assert cap == 248 or tk.occupancy(cap + 8, warps) < blocks
+                assert oc.occupancy(cap, warps) >= blocks
+                assert cap == 248 or oc.occupancy(cap + 8, warps) < blocks
 
 
 # ---------------------------------------------------------------- torch.compile: one graph per shape

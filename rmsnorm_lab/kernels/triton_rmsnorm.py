@@ -92,7 +92,7 @@ def normalize_config(cfg) -> tuple:
     chunk > 0 (a power of two >= 16) walks each row in chunk-wide slices, in two passes;
     flag REREAD (chunk 0) does the two passes over the whole row. maxnreg (v9, a multiple of 8
     in 24..248) caps the registers a thread may use, so more programs fit on an SM (see
-    occupancy); 0 leaves it to the compiler and is dropped: the result has 5 fields then, 6 otherwise.
+    kernels/occupancy.py); 0 leaves it to the compiler and is dropped: the result has 5 fields then, 6 otherwise.
     """
     cfg = tuple(int(v) for v in cfg)
     if not 3 <= len(cfg) <= 6:
@@ -110,23 +110,6 @@ def normalize_config(cfg) -> tuple:
                          f"(chunk > 0 or flag 16), flag 64 only with one, chunk 0 or a power of two >= 16 "
                          f"(0 with flag 16), maxnreg 0 or a multiple of 8 in 24..248; got {cfg}")
     return cfg if maxnreg else cfg[:5]
-
-
-def occupancy(regs: int, warps: int, smem: int = 0, *, regs_per_sm: int = 65536, max_warps: int = 64,
-              max_blocks: int = 32, smem_per_sm: int = 228 * 1024, smem_reserved: int = 1024) -> int:
-    """Programs (thread blocks) of ``warps`` warps that fit on one SM at ``regs`` registers a thread and
-    ``smem`` bytes of shared memory each (defaults: an H100 / sm_90; registers are allocated per warp in
-    units of 256, shared memory with 1 KB reserved per block)."""
-    per_warp = -(-max(regs, 1) * 32 // 256) * 256
-    fit = min(max_blocks, max_warps // warps, (regs_per_sm // per_warp) // warps)
-    if smem:
-        fit = min(fit, smem_per_sm // (smem + smem_reserved))
-    return max(fit, 0)
-
-
-def regs_cap_for(blocks: int, warps: int, regs_per_sm: int = 65536) -> int:
-    """The largest register cap (a multiple of 8) at which ``blocks`` programs of ``warps`` warps fit."""
-    return min(248, (regs_per_sm // (blocks * warps * 32)) // 8 * 8)
 
 
 def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple:
