@@ -195,6 +195,9 @@ def cold_flush(fn, x, w, r, inplace, dev, clean, reps=40):
 
 
 LIMIT = 1.02          # issue 4: <= 1.03 of the fastest peer in both modes; 0.01 kept for run-to-run variation
+SELECTION = ("searched shapes (see searched): min over candidates of 10 x max(cold ratio, graph ratio, 1.02) + their "
+             "geometric mean (ratios to the fastest peer, same process); the best three, the earlier pick and the "
+             "fastest peers timed twice and averaged; other shapes: the earlier table")
 
 
 def score(c, g, pc, pg):
@@ -450,10 +453,7 @@ def main():
         meta = {**{k: v for k, v in base_meta.items() if k != "configs"},
                 "device": gpu, "copy_gbps": round(copy, 1), "triton": __import__("triton").__version__,
                 "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                "selection": "searched shapes (see searched): min over candidates of max(cold, graph ratio "
-                             "to the fastest peer, same process) + 0.5 x their geometric mean; the best three, "
-                             "the earlier pick and the fastest peers timed twice and averaged; other shapes: "
-                             "the earlier table",
+                "selection": SELECTION,
                 "searched": sorted({f"{h}:{tk.tokens_bucket(t)}:{int(res)}" for h, t, res in shapes}
                                    | set(base_meta.get("searched", []))),
                 "how": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}; bf16 timings; fp16 uses the same "
@@ -476,7 +476,7 @@ def _repick_main(args, out):
         print(f"{key:14s} {'changed' if old != pick else 'kept   '} {str(old):26s} -> {str(pick):26s} "
               f"cold {rc:.3f} graph {rg:.3f}", flush=True)
         table[key] = list(pick)
-    meta = {**{k: v for k, v in base_meta.items() if k != "configs"},
+    meta = {**{k: v for k, v in base_meta.items() if k != "configs"}, "selection": SELECTION,
             "repicked": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}: picks of the shapes searched in "
                         f"{', '.join(args.repick)} made again from their timings with the score of the day",
             "configs": table}

@@ -36,24 +36,14 @@ def compile_sm90(hidden: int, tokens: int, residual: bool, cfg, lean: bool, dtyp
     from triton._C.libtriton import ir
 
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
-
     from rmsnorm_lab.kernels._triton_rmsnorm_kernel import rmsnorm_fwd_kernel as kernel
 
     cfg = tk.normalize_config(cfg)
-    rows, warps, per_sm, flags, chunk = cfg[:5]
+    warps = cfg[1]
     cap = cfg[5] if len(cfg) > 5 else 0
-    block_n = tk._next_pow2(hidden)
-    chunk = chunk if chunk < block_n else 0
-    if flags & tk.REREAD:
-        chunk = block_n
-    n_blocks = -(-tokens // rows)
-    const = dict(N=hidden, BLOCK_N=block_n, ROWS=rows, HAS_RES=residual, W_IN_LOOP=block_n >= 8192, USE_PDL=True,
-                 PDL_EARLY=bool(flags & tk.PDL_EARLY), EVICT_LOADS=bool(flags & tk.EVICT_LOADS),
-                 EVICT_STORES=bool(flags & tk.EVICT_STORES), CHUNK=chunk, EVICT_LAST_LOADS=bool(flags & tk.EVICT_LAST),
-                 SUM_FIRST=bool(flags & tk.SUM_FIRST) and residual and chunk > 0,
-                 LATE_RO=bool(flags & tk.LATE_RO) and residual and chunk == 0, ONE_BLOCK=lean and not per_sm,
-                 I64=(not lean) or tk.needs_int64(n_blocks * rows, hidden, block_n), RSQRT=lean)
     names = list(kernel.arg_names)
+    # the compile-time arguments launch() would pass (PDL on, as on an H100), by name
+    const = dict(zip(names[11:], tk.kernel_constexprs(hidden, tokens, cfg, residual, hidden, True, lean)))
     sig = {n: ("constexpr" if n in const else "*" + dtype if n in ("X", "W", "Y", "R", "RO")
                else "fp32" if n == "eps" else "i32") for n in names}
     src = ASTSource(kernel, sig, constexprs={(names.index(k),): v for k, v in const.items()},

@@ -153,6 +153,25 @@ def _pdl_ok(device) -> bool:
     return _PDL[idx]
 
 
+def kernel_constexprs(n: int, n_rows: int, cfg, has_res: bool, row_stride: int, pdl: bool, lean: bool) -> tuple:
+    """The kernel's compile-time arguments for a config, in its parameter order (N, BLOCK_N, ROWS, HAS_RES,
+    W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO,
+    ONE_BLOCK, I64, RSQRT): what launch passes, and what scripts/sm90_registers.py compiles.
+    lean: the v8 path (no grid-stride loop when each row block has its own program, int32 row offsets
+    when no offset can reach 2**31, rsqrt); False gives the v7 code."""
+    rows, _, per_sm, flags, chunk = cfg[:5]
+    block_n = _next_pow2(n)
+    chunk = chunk if chunk < block_n else 0          # a chunk as wide as the row is the one-pass kernel
+    if flags & REREAD:
+        chunk = block_n                              # ... unless asked to read the row twice
+    i64 = not lean or needs_int64(-(-n_rows // rows) * rows, row_stride, block_n)
+    sum_first = bool(flags & SUM_FIRST) and has_res and chunk > 0
+    late_ro = bool(flags & LATE_RO) and has_res and chunk == 0
+    return (n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
+            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST), sum_first, late_ro, lean and not per_sm, i64,
+            lean)
+
+
 def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     """Launch on 2-D row-major views (no checks); writes y2 (and ro2). On CUDA returns
     (compiled kernel, grid, constexpr arguments) for fast_rmsnorm's cache, else None.
@@ -174,22 +193,12 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
         grid0 = min(n_blocks, per_sm * (_sm_count(x2.device) if on_cuda else 2))
     if not has_res:
         r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
-    block_n = _next_pow2(n)
-    chunk = chunk if chunk < block_n else 0          # a chunk as wide as the row is the one-pass kernel
-    if flags & REREAD:
-        chunk = block_n                              # ... unless asked to read the row twice
-    sum_first = bool(flags & SUM_FIRST) and has_res and chunk > 0
-    late_ro = bool(flags & LATE_RO) and has_res and chunk == 0
     pdl = on_cuda and _pdl_ok(x2.device)
-    # v8 "lean" path: no grid-stride loop when each block has its own program, int32 row offsets
-    # when no offset can reach 2**31, rsqrt (RMSNORM_LAB_LEAN=0: the v7 code, for A/B runs)
     lean = _lean()
-    one_block = lean and not per_sm
-    i64 = not lean or needs_int64(n_blocks * rows, max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)),
-                                  block_n)
-    args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps,
-            n, block_n, rows, has_res, block_n >= 8192, pdl, bool(flags & PDL_EARLY), bool(flags & EVICT_LOADS),
-            bool(flags & EVICT_STORES), chunk, bool(flags & EVICT_LAST), sum_first, late_ro, one_block, i64, lean)
+    const = kernel_constexprs(n, n_rows, (rows, warps, per_sm, flags, chunk), has_res,
+                              max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)), pdl, lean)
+    chunk, one_block, i64 = const[9], const[13], const[14]
+    args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps) + const
     if not on_cuda:
         _get_kernel()[(grid0,)](*args, num_warps=warps)
         return
