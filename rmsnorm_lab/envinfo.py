@@ -50,15 +50,25 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def launch_table_info() -> dict:
-    """Which launch table the Triton kernel reads (RMSNORM_LAB_LAUNCH_TABLE or the committed one) and its hash."""
+def launch_table_info(gpu_name: str | None = None) -> dict:
+    """Which launch table our Triton kernel reads on this GPU (RMSNORM_LAB_LAUNCH_TABLE, the device's
+    own under kernels/tables/, or the default one), its hash, the GPU it was tuned on, and whether
+    that is this GPU (own)."""
     import hashlib
-    path = Path(os.environ.get("RMSNORM_LAB_LAUNCH_TABLE") or
-                Path(__file__).resolve().parent / "kernels" / "launch_table.json")
+    import json
+
+    from .kernels.triton_rmsnorm import table_path
+    path = table_path(gpu_name)
     try:
-        return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
+        data = path.read_bytes()
     except OSError as e:
         return {"path": str(path), "sha256": None, "error": str(e)}
+    try:
+        tuned_on = json.loads(data).get("device")
+    except ValueError:
+        tuned_on = None
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()[:12], "tuned_on": tuned_on,
+            "own": bool(gpu_name) and tuned_on == gpu_name}
 
 
 def collect(device: str, copy_gbps: float | None = None, command: str | None = None) -> dict:
@@ -78,7 +88,7 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "git_commit": git_commit() or os.environ.get("RMSNORM_LAB_GIT_COMMIT"),
         "source_sha256": source_hash(),
         "vllm_ops_library": os.environ.get("RMSNORM_LAB_VLLM_OPS"),
-        "launch_table": launch_table_info(),
+        "launch_table": launch_table_info(device_name(device) if device.startswith("cuda") else None),
         "command": command or " ".join(sys.argv),
     }
     if device.startswith("cuda"):

@@ -4,6 +4,7 @@
         [--base TABLE] [--history CSV ...] [--workers N] [--flush-diag] [--shapes H:T:R ...] [--no-new]
         [--cap-twins]
     python scripts/gpu_retune.py --out DIR --base TABLE --repick SEARCH_DIR ...   (no GPU: picks again)
+    python scripts/gpu_retune.py --out DIR --merge SEARCH_DIR SEARCH_DIR ...       (no GPU: joins tables)
 
 For each shape (bf16): time every peer (FlashInfer default and CUDA paths, vLLM, Liger, quack,
 torch.compile) cold and graph, then our candidate configs: the base table's pick, the best few of
@@ -246,7 +247,7 @@ def main():
     ap.add_argument("--hidden", type=int, nargs="+", default=HIDDEN)
     ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
     ap.add_argument("--residual", type=int, nargs="+", default=[0, 1], choices=[0, 1])
-    ap.add_argument("--base", default=str(Path(__file__).resolve().parents[1] / "rmsnorm_lab/kernels/launch_table.json"))
+    ap.add_argument("--base", default=None, help="the table to start from (default: the one this GPU reads)")
     ap.add_argument("--history", nargs="*", default=[])
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated registry names ('' for none)")
     ap.add_argument("--budget-ms", type=float, default=5.0)
@@ -257,6 +258,9 @@ def main():
     ap.add_argument("--no-new", action="store_true", help="only the base pick and history's best (no new variants)")
     ap.add_argument("--repick", nargs="*", default=[],
                     help="no timing: pick again with the current score from these earlier --out dirs")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="no timing: join the launch_table.json of --out dirs searched apart (e.g. on two GPUs): "
+                         "the first one's table, then each later one's searched shapes")
     ap.add_argument("--cap-twins", action="store_true",
                     help="add each candidate's twin with a register cap that fits one more program per SM (CUDA)")
     args = ap.parse_args()
@@ -264,6 +268,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     if args.repick:
         return _repick_main(args, out)
+    if args.merge:
+        return _merge_main(args, out)
 
     import torch
 
@@ -280,6 +286,7 @@ def main():
     gpu = torch.cuda.get_device_name(0) if on_gpu else "cpu (smoke run)"
     copy = measure_copy_bandwidth(dev) if on_gpu else 0.0
     print(f"{gpu}: copy {copy:.0f} GB/s", flush=True)
+    args.base = args.base or str(tk.table_path(gpu if on_gpu else None))
     base_meta = json.loads(Path(args.base).read_text())
     base_table = {k: _norm(v) for k, v in base_meta.get("configs", {}).items()}
     hist = history_configs(args.history)
@@ -356,6 +363,10 @@ def main():
                     print(f"  {h:5d} x {t:5d} res={int(res)} {name:34s} dirty {d:7.2f}  clean {c:7.2f}", flush=True)
 
     table = dict(base_table)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else None
+    # a base tuned on another GPU lends its configs (the start, and the shapes not searched), not its history
+    inherited = base_meta if base_meta.get("device") in (None, gpu) else {
+        "base_table": f"{args.base} (tuned on {base_meta['device']}; shapes not in searched keep its picks)"}
     fcols = ["hidden", "tokens", "residual", "who", "rows", "warps", "per_sm", "flags", "chunk", "maxnreg", "regs",
              "occupancy", "round", "cold_us", "graph_us", "error"]
     f_rows = open(out / "retune.csv", "w", newline="")
@@ -450,12 +461,12 @@ def main():
         print(f"{h:6d} x {t:5d} res={int(res)}: pick {pick} cold {pcold:.2f} ({pcold / pc:.3f}) graph "
               f"{pgraph:.2f} ({pgraph / pg:.3f}) | base {b} {bl[0] / pc:.3f}/{bl[1] / pg:.3f} | peers best "
               f"{pc:.2f}/{pg:.2f} | {len(cands[(h, t, res)])} cfgs [{time.time() - t0:.0f}s]", flush=True)
-        meta = {**{k: v for k, v in base_meta.items() if k != "configs"},
-                "device": gpu, "copy_gbps": round(copy, 1), "triton": __import__("triton").__version__,
+        meta = {**{k: v for k, v in inherited.items() if k != "configs"},
+                "device": gpu, "sms": sms, "copy_gbps": round(copy, 1), "triton": __import__("triton").__version__,
                 "torch": torch.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
                 "selection": SELECTION,
                 "searched": sorted({f"{h}:{tk.tokens_bucket(t)}:{int(res)}" for h, t, res in shapes}
-                                   | set(base_meta.get("searched", []))),
+                                   | set(inherited.get("searched", []))),
                 "how": f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}; bf16 timings; fp16 uses the same "
                        "table; config = [rows, warps, programs_per_sm, flags, chunk[, maxnreg]]",
                 "configs": {k: list(v) for k, v in table.items()}}
@@ -467,7 +478,8 @@ def main():
 
 
 def _repick_main(args, out):
-    base_meta = json.loads(Path(args.base).read_text())
+    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    base_meta = json.loads(Path(args.base or tk.TABLE_PATH).read_text())
     table = {k: list(_norm(v)) for k, v in base_meta.get("configs", {}).items()}
     changed = 0
     for key, (pick, rc, rg) in sorted(repick(args.repick, table).items()):
@@ -482,6 +494,25 @@ def _repick_main(args, out):
             "configs": table}
     (out / "launch_table.json").write_text(json.dumps(meta, indent=1))
     print(f"repick: {changed} picks changed; table -> {out / 'launch_table.json'}", flush=True)
+
+
+def _merge_main(args, out):
+    metas = [json.loads((Path(d) / "launch_table.json").read_text()) for d in args.merge]
+    devices = {m.get("device") for m in metas}
+    if len(devices) != 1:
+        raise SystemExit(f"--merge: the tables were tuned on different devices: {sorted(map(str, devices))}")
+    meta = dict(metas[0])
+    configs, searched = dict(meta["configs"]), set(meta.get("searched", []))
+    for m in metas[1:]:
+        for key in m.get("searched", []):
+            configs[key] = m["configs"][key]
+        searched |= set(m.get("searched", []))
+    meta.update(configs=configs, searched=sorted(searched),
+                how=" + ".join(m.get("how", "?") for m in metas),
+                merged=f"scripts/gpu_retune.py {' '.join(sys.argv[1:])}")
+    (out / "launch_table.json").write_text(json.dumps(meta, indent=1))
+    print(f"merged {len(args.merge)} tables of {meta.get('device')}: {len(searched)} shapes searched; "
+          f"table -> {out / 'launch_table.json'}", flush=True)
 
 
 def _avg(runs):

@@ -505,11 +505,21 @@ def _pow2(n):
     return n > 0 and n & (n - 1) == 0
 
 
-def test_launch_table_entries_parse():
+TABLE_FILES = [tk.TABLE_PATH] + sorted(tk.TABLES_DIR.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TABLE_FILES, ids=lambda p: p.name)
+def test_launch_table_entries_parse(path, monkeypatch):
+    """Every committed table (the default one and each device's own) parses, and the device it names reads it."""
+    from rmsnorm_lab.device import slug
+    monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE", raising=False)
     tk.set_table(None)
     try:
-        raw = json.loads(tk.TABLE_PATH.read_text())
-        table = tk.load_table()
+        raw = json.loads(path.read_text())
+        device = raw["device"]
+        assert path == tk.TABLE_PATH or slug(device) == path.stem, (path, device)
+        assert tk.table_path(device) == path
+        table = tk.load_table(device)
         assert sorted(table) == sorted(raw["configs"]) and len(table) > 0
         for key, cfg in raw["configs"].items():
             parts = key.split(":")
@@ -528,7 +538,39 @@ def test_launch_table_entries_parse():
             two_pass = bool(chunk or flags & 16)
             assert not (flags & 32 and not two_pass) and not (flags & 64 and two_pass), (key, cfg)
             assert table[key] == (rows, warps, per_sm, flags, chunk) + cap
-            assert tk.pick_config(hidden, bucket, 2, bool(res)) == (rows, warps, per_sm, flags, chunk) + cap
+            assert tk.pick_config(hidden, bucket, 2, bool(res), device) == (rows, warps, per_sm, flags, chunk) + cap
+    finally:
+        tk.set_table(None)
+
+
+def test_a_gpu_reads_its_own_table_else_the_default(monkeypatch, tmp_path):
+    from rmsnorm_lab import envinfo
+    own = tmp_path / "nvidia-h200.json"
+    own.write_text(json.dumps({"device": "NVIDIA H200", "configs": {"64:8:0": [2, 1, 0]}}))
+    monkeypatch.setattr(tk, "TABLES_DIR", tmp_path)
+    monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE", raising=False)
+    tk.set_table(None)
+    try:
+        assert tk.table_path("NVIDIA H200") == own
+        assert tk.table_path("NVIDIA H100 80GB HBM3") == tk.TABLE_PATH
+        assert tk.table_path("NVIDIA A100-SXM4-80GB") == tk.TABLE_PATH     # no table of its own: the default
+        assert tk.table_path(None) == tk.TABLE_PATH                      # CPU tensors (the interpreter)
+        assert tk.pick_config(64, 8, 2, False, "NVIDIA H200") == (2, 1, 0, 0, 0)
+        assert tk.pick_config(64, 16, 2, False, "NVIDIA H200") == tk.heuristic_config(64, 16, 2, False)
+        assert tk.pick_config(4096, 128, 2, False, "NVIDIA H200") == tk.heuristic_config(4096, 128, 2, False)
+        assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
+        info = envinfo.launch_table_info("NVIDIA H200")
+        assert info["path"] == str(own) and info["own"] is True and info["tuned_on"] == "NVIDIA H200"
+        info = envinfo.launch_table_info("NVIDIA A100-SXM4-80GB")
+        assert info["path"] == str(tk.TABLE_PATH) and info["own"] is False
+        assert info["tuned_on"] == "NVIDIA H100 80GB HBM3"
+        assert envinfo.launch_table_info(None)["own"] is False
+        tk.set_table({"64:8:0": [4, 2, 0]})                              # set_table: every device
+        assert tk.pick_config(64, 8, 2, False, "NVIDIA H200") == tk.pick_config(64, 8, 2, False) == (4, 2, 0, 0, 0)
+        tk.set_table(None)
+        monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(tmp_path / "x.json"))   # the override wins
+        assert tk.table_path("NVIDIA H200") == tmp_path / "x.json"
+        assert tk.load_table("NVIDIA H200") == {}
     finally:
         tk.set_table(None)
 

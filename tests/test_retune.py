@@ -116,7 +116,8 @@ def test_repick_from_an_earlier_search(tmp_path):
 
 
 def test_smoke_run_on_cpu(tmp_path):
-    base = {"configs": {"64:1:1": [1, 1, 0, 0, 0], "4096:65536:0": [1, 8, 0, 0, 0]}}
+    base = {"device": "NVIDIA H100 80GB HBM3", "searched": ["4096:65536:0"], "repicked": "on the H100",
+            "configs": {"64:1:1": [1, 1, 0, 0, 0], "4096:65536:0": [1, 8, 0, 0, 0]}}
     (tmp_path / "base.json").write_text(json.dumps(base))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_retune.py"), "--out", str(out),
@@ -132,8 +133,12 @@ def test_smoke_run_on_cpu(tmp_path):
     # the peer in round 1, and again (as the fastest one) in round 2
     assert [(p["impl"], p["round"]) for p in peers] == [("torch", "1"), ("torch", "2")]
     assert all(float(p["cold_us"]) > 0 for p in peers)
-    table = json.loads((out / "launch_table.json").read_text())["configs"]
+    meta = json.loads((out / "launch_table.json").read_text())
+    table = meta["configs"]
     assert table["4096:65536:0"] == [1, 8, 0, 0, 0]                 # a shape not searched keeps its pick
+    # a base tuned on another device lends its configs, not its history: searched here only
+    assert meta["device"] == "cpu (smoke run)" and meta["searched"] == ["64:1:1"] and "repicked" not in meta
+    assert "tuned on NVIDIA H100 80GB HBM3" in meta["base_table"]
     assert tuple(table["64:1:1"]) in {tuple(int(r[k]) for k in ("rows", "warps", "per_sm", "flags", "chunk"))
                                       for r in rows}
 
@@ -151,3 +156,25 @@ def test_lean_ab_smoke_run_on_cpu(tmp_path):
     assert got == {(res, s, rnd) for res in ("False", "True") for s in ("lean", "v7", "torch") for rnd in ("0", "1")}
     assert all(float(r["err"]) < 1e-2 for r in rows if r["subject"] in ("lean", "v7"))
     assert proc.stdout.count("lean / v7 geomean") == 1           # cold only on CPU
+
+
+def test_merge_joins_tables_searched_apart(tmp_path):
+    """--merge: the first table, then each later one's searched shapes; tables of two devices are refused."""
+    def table(name, device, searched, configs):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "launch_table.json").write_text(json.dumps({"device": device, "searched": searched, "how": name,
+                                                         "configs": configs}))
+        return str(d)
+    small = table("small", "NVIDIA H200", ["64:1:0"], {"64:1:0": [1, 1, 0], "64:4096:0": [1, 8, 0]})
+    large = table("large", "NVIDIA H200", ["64:4096:0"], {"64:1:0": [2, 2, 0], "64:4096:0": [1, 4, 2]})
+    other = table("other", "NVIDIA H100 80GB HBM3", ["64:1:0"], {"64:1:0": [1, 2, 0]})
+    run = [sys.executable, str(ROOT / "scripts" / "gpu_retune.py"), "--out", str(tmp_path / "o"), "--merge"]
+    proc = subprocess.run(run + [small, large], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((tmp_path / "o" / "launch_table.json").read_text())
+    assert meta["configs"] == {"64:1:0": [1, 1, 0], "64:4096:0": [1, 4, 2]}
+    assert meta["searched"] == ["64:1:0", "64:4096:0"] and meta["device"] == "NVIDIA H200"
+    assert meta["how"] == "small + large"
+    proc = subprocess.run(run + [small, other], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "different devices" in proc.stderr

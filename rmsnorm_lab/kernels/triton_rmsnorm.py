@@ -13,9 +13,11 @@ from pathlib import Path
 
 from ..validate import UnsupportedDtypeError, UnsupportedError, check_inputs, contiguous_rows
 
-TABLE_PATH = Path(__file__).with_name("launch_table.json")
+TABLE_PATH = Path(__file__).with_name("launch_table.json")   # the default table (tuned on an H100)
+TABLES_DIR = Path(__file__).with_name("tables")               # <device slug>.json: a device's own table
 _kernel = None
-_table: dict | None = None
+_tables: dict = {}        # table path -> normalized configs
+_override: dict | None = None   # set_table(): one table for every device
 _fast: dict = {}          # launch key -> compiled kernel (CUDA only)
 _fast_ok = True           # switched off for good if the fast launch ever fails
 
@@ -32,24 +34,42 @@ def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def load_table() -> dict:
-    """The launch table, {"<hidden>:<tokens bucket>:<residual>": config}, configs normalized once here
-    (see normalize_config); RMSNORM_LAB_LAUNCH_TABLE names another file."""
-    global _table
-    if _table is None:
-        path = Path(os.environ.get("RMSNORM_LAB_LAUNCH_TABLE") or TABLE_PATH)
+def table_path(gpu_name: str | None = None) -> Path:
+    """Which launch table a GPU reads: RMSNORM_LAB_LAUNCH_TABLE if set, else the device's own
+    (tables/<slug of its name>.json, e.g. 'NVIDIA H200' -> tables/nvidia-h200.json), else the
+    default table tuned on an H100 (also for CPU tensors under the interpreter, gpu_name None)."""
+    env = os.environ.get("RMSNORM_LAB_LAUNCH_TABLE")
+    if env:
+        return Path(env)
+    if gpu_name:
+        from ..device import slug
+        own = TABLES_DIR / f"{slug(gpu_name)}.json"
+        if own.is_file():
+            return own
+    return TABLE_PATH
+
+
+def load_table(gpu_name: str | None = None) -> dict:
+    """The launch table for a GPU (see table_path), {"<hidden>:<tokens bucket>:<residual>": config},
+    configs normalized once here (see normalize_config); a missing file is an empty table."""
+    if _override is not None:
+        return _override
+    path = table_path(gpu_name)
+    key = str(path)
+    if key not in _tables:
         try:
             raw = json.loads(path.read_text()).get("configs", {})
         except FileNotFoundError:
             raw = {}
-        _table = {k: normalize_config(v) for k, v in raw.items()}
-    return _table
+        _tables[key] = {k: normalize_config(v) for k, v in raw.items()}
+    return _tables[key]
 
 
 def set_table(configs: dict | None) -> None:
-    """Replace the launch table in this process (None: reload from disk on next use)."""
-    global _table
-    _table = None if configs is None else {k: normalize_config(v) for k, v in configs.items()}
+    """Use one launch table for every device in this process (None: back to the files, re-read on next use)."""
+    global _override
+    _tables.clear()
+    _override = None if configs is None else {k: normalize_config(v) for k, v in configs.items()}
 
 
 def tokens_bucket(tokens: int) -> int:
@@ -112,12 +132,26 @@ def normalize_config(cfg) -> tuple:
     return cfg if maxnreg else cfg[:5]
 
 
-def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool) -> tuple:
-    cfg = load_table().get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
+def pick_config(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None) -> tuple:
+    """The launch config: gpu_name's table entry (see table_path), else heuristic_config."""
+    cfg = load_table(gpu_name).get(f"{hidden}:{tokens_bucket(tokens)}:{int(residual)}")
     return cfg if cfg is not None else heuristic_config(hidden, tokens, itemsize, residual)
 
 
 _SM_COUNT: dict = {}
+_GPU_NAME: dict = {}
+
+
+def device_name_of(device) -> str | None:
+    """torch's name of a CUDA device (cached per index); None for any other device."""
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        return None
+    import torch
+    device = torch.device(device)
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _GPU_NAME:
+        _GPU_NAME[idx] = torch.cuda.get_device_name(idx)
+    return _GPU_NAME[idx]
 
 
 def _sm_count(device) -> int:
@@ -183,12 +217,13 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
     if n_rows == 0:
         return
     has_res = r2 is not None
-    cfg = normalize_config(config) if config else pick_config(n, n_rows, x2.element_size(), has_res)
+    on_cuda = x2.is_cuda
+    cfg = (normalize_config(config) if config else
+           pick_config(n, n_rows, x2.element_size(), has_res, device_name_of(x2.device) if on_cuda else None))
     rows, warps, per_sm, flags, chunk = cfg[:5]
     maxnreg = cfg[5] if len(cfg) > 5 else 0
     n_blocks = -(-n_rows // rows)
     grid0 = n_blocks
-    on_cuda = x2.is_cuda
     if per_sm:      # on CPU (the interpreter) a nominal 2 SMs, so tests walk the grid-stride loop
         grid0 = min(n_blocks, per_sm * (_sm_count(x2.device) if on_cuda else 2))
     if not has_res:
