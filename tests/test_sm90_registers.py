@@ -29,3 +29,29 @@ def test_register_count_and_cap_on_sm90(tmp_path):
     assert 16 <= int(free["lean_regs"]) <= 255 and int(free["v7_regs"]) >= 16
     assert int(capped["lean_regs"]) <= 32 and int(capped["lean_spill"]) == 0
     assert int(capped["lean_per_sm"]) == 16                      # 4 warps at <= 32 registers: the warp limit
+
+
+def test_dtype_check_finds_the_wave_fp16_loses(tmp_path):
+    """--dtype-check: 16384 x 512 + res with two-pass slices of 4096 and flag 32 compiles to more registers in
+    fp16 than in bf16 (3 programs per SM instead of 4: 512 programs no longer fit in one wave of 132 SMs), and a
+    cap of 32 gives them back; at 256 tokens both dtypes fit in one wave, so nothing is lost. The committed H200
+    table carries that cap."""
+    pytest.importorskip("triton")
+    h200 = json.loads((ROOT / "rmsnorm_lab" / "kernels" / "tables" / "nvidia-h200.json").read_text())["configs"]
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"configs": {"16384:512:1": [1, 16, 0, 32, 4096], "16384:256:1": [1, 16, 0, 32, 4096],
+                                             "16384:1024:1": h200["16384:512:1"]}}))
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "sm90_registers.py"), "--table", str(table),
+                           "--dtype-check", "--out", str(tmp_path / "dt.csv")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    if proc.returncode and "ptxas" in proc.stderr and "No such file" in proc.stderr:
+        pytest.skip("this Triton build has no ptxas")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["key"]: r for r in csv.DictReader(open(tmp_path / "dt.csv"))}
+    lost, fits, capped = rows["16384:512:1"], rows["16384:256:1"], rows["16384:1024:1"]
+    assert int(lost["fp16_per_sm"]) < int(lost["bf16_per_sm"]) and lost["loses"] == "fp16" and lost["cap"] == "32"
+    assert fits["loses"] == "" and fits["cap"] == "0"
+    assert h200["16384:512:1"][5:] == [32]
+    assert int(capped["fp16_per_sm"]) == int(capped["bf16_per_sm"]) == 4 and capped["loses"] == ""
+    assert int(capped["fp16_spill"]) == int(capped["bf16_spill"]) == 0
