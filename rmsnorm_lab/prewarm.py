@@ -25,17 +25,12 @@ def jobs_for(cases, impls) -> list:
         jobs += [("tc", c.batch, c.seq, c.hidden, c.residual, c.dtype) for c in cases]
     if "triton" in impls:
         from .kernels import triton_rmsnorm as tk
-        name = _cuda_name()
+        import torch
+        name = tk.device_name_of("cuda") if torch.cuda.is_available() else None   # the table the GPU reads
         seen = {("k", c.hidden, c.residual, c.dtype,
                  tk.pick_config(c.hidden, c.tokens, c.itemsize, c.residual, name)) for c in cases}
         jobs += sorted(seen)
     return jobs
-
-
-def _cuda_name() -> str | None:
-    """The current GPU's name (whose launch table the workers compile from); None without CUDA."""
-    import torch
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def compile_config(hidden: int, residual: bool, dtype: str, cfg):
