@@ -88,9 +88,10 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "git_commit": git_commit() or os.environ.get("RMSNORM_LAB_GIT_COMMIT"),
         "source_sha256": source_hash(),
         "vllm_ops_library": os.environ.get("RMSNORM_LAB_VLLM_OPS"),
-        "launch_table": launch_table_info(device_name(device) if device.startswith("cuda") else None),
+        "launch_table": None,
         "command": command or " ".join(sys.argv),
     }
+    meta["launch_table"] = launch_table_info(meta["gpu_name"] if device.startswith("cuda") else None)
     if device.startswith("cuda"):
         p = torch.cuda.get_device_properties(torch.device(device))
         meta.update(sm_count=p.multi_processor_count, capability=f"{p.major}.{p.minor}",

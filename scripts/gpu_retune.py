@@ -137,13 +137,11 @@ def resources(h, res, cfg, dtype="bfloat16"):
 def cap_twin(t, cfg, regs, smem, sms):
     """cfg with a register cap that fits one more program per SM, where that can matter: the grid
     has more programs than fit at once and the cap is below what the compiler chose; else None."""
-    from rmsnorm_lab.kernels.occupancy import occupancy, regs_cap_for
+    from rmsnorm_lab.kernels.occupancy import grid_programs, occupancy, regs_cap_for
     if len(cfg) > 5:
         return None
     rows, warps, per_sm = cfg[:3]
-    programs = -(-t // rows)
-    if per_sm:
-        programs = min(programs, per_sm * sms)
+    programs = grid_programs(t, rows, per_sm, sms)
     occ = occupancy(regs, warps, smem)
     if occ >= min(32, 64 // warps) or programs <= occ * sms:
         return None

@@ -93,11 +93,11 @@ def dtype_check(key: str, cfg, sms: int = 132) -> dict:
     once for it, or it spills where another does not. ``cap`` is then the register cap that would fit the
     better dtype's programs per SM (0 if none would, or nothing is lost)."""
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
-    from rmsnorm_lab.kernels.occupancy import occupancy, regs_cap_for
+    from rmsnorm_lab.kernels.occupancy import grid_programs, occupancy, regs_cap_for
     h, t, r = map(int, key.split(":"))
     cfg = tk.normalize_config(cfg)
     warps = cfg[1]
-    programs = -(-t // cfg[0]) if not cfg[2] else min(-(-t // cfg[0]), cfg[2] * sms)
+    programs = grid_programs(t, cfg[0], cfg[2], sms)
     row = {"key": key, "config": list(cfg), "programs": programs}
     per_sm, spills = {}, {}
     for dt in DTYPES:
@@ -115,7 +115,7 @@ def dtype_check(key: str, cfg, sms: int = 132) -> dict:
 
 def main():
     from rmsnorm_lab.kernels import triton_rmsnorm as tk
-    from rmsnorm_lab.kernels.occupancy import occupancy
+    from rmsnorm_lab.kernels.occupancy import grid_programs, occupancy
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--table", default=str(tk.TABLE_PATH))
@@ -137,7 +137,7 @@ def main():
         for name, lean in (("lean", True), ("v7", False)):
             regs, smem, spill = compile_sm90(h, t, bool(r), cfg, lean)
             got[name] = (regs, occupancy(regs, cfg[1], smem), spill)
-        programs = -(-t // cfg[0]) if not cfg[2] else min(-(-t // cfg[0]), cfg[2] * args.sms)
+        programs = grid_programs(t, cfg[0], cfg[2], args.sms)
         lower = got["lean"][1] < got["v7"][1] and programs > got["lean"][1] * args.sms
         rows.append({"key": key, "config": list(cfg), "programs": programs,
                      "lean_regs": got["lean"][0], "lean_per_sm": got["lean"][1], "lean_spill": got["lean"][2],

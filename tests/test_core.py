@@ -643,6 +643,8 @@ def test_occupancy_and_register_cap():
     assert oc.occupancy(38, 4) == 12 and oc.occupancy(32, 4) == 16
     assert oc.occupancy(42, 32) == 1 and oc.occupancy(32, 32) == 2        # 32 warps: 2 at most
     assert oc.occupancy(16, 1) == 32                                      # the 32-programs limit
+    assert oc.grid_programs(512, 1, 0, 132) == 512 and oc.grid_programs(513, 2, 0, 132) == 257
+    assert oc.grid_programs(65536, 1, 8, 132) == 1056 and oc.grid_programs(100, 1, 8, 132) == 100
     assert oc.occupancy(32, 4, smem=100 * 1024) == 2                      # shared memory limits too
     for warps in (1, 2, 4, 8, 16, 32):
         for blocks in range(1, min(32, 64 // warps) + 1):

@@ -20,3 +20,10 @@ def occupancy(regs: int, warps: int, smem: int = 0, *, regs_per_sm: int = 65536,
 def regs_cap_for(blocks: int, warps: int, regs_per_sm: int = 65536) -> int:
     """The largest register cap (a multiple of 8) at which ``blocks`` programs of ``warps`` warps fit."""
     return min(248, (regs_per_sm // (blocks * warps * 32)) // 8 * 8)
+
+
+def grid_programs(tokens: int, rows: int, per_sm: int, sms: int) -> int:
+    """Programs a launch of ``tokens`` rows runs: one per block of ``rows`` rows, at most ``per_sm`` x ``sms``
+    when the config is persistent (per_sm > 0), as launch() sizes its grid."""
+    blocks = -(-tokens // rows)
+    return min(blocks, per_sm * sms) if per_sm else blocks
