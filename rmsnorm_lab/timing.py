@@ -112,6 +112,11 @@ def _estimate_us(runner, device, n=5) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def _cold_spin_us(est_us: float) -> float:
+    """How long the GPU idles (spins) between the flush and a cold call: 3x the host estimate, 300-2000 us."""
+    return min(2000.0, max(300.0, 3.0 * est_us))
+
+
 def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     import torch
     flush = _flush_buffer(device)
@@ -123,7 +128,7 @@ def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     # event and the call, so host launch cost (Python wrappers) stays out of the figure.
     # A 50 us floor let ~1 in 300 samples (more inside long sweeps) include a host stall on an
     # H100; 300 us removed them (reports/nvidia-h100-80gb-hbm3/tune/cold_outliers.log).
-    spin_cycles = int(min(2000.0, max(300.0, 3.0 * est)) * 2000)   # ~2 GHz: a lower bound is enough
+    spin_cycles = int(_cold_spin_us(est) * 2000)   # ~2 GHz: a lower bound is enough
     reps = int(max(min_reps, min(max_reps, budget_ms * 1000 / (est + 100.0))))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
