@@ -34,3 +34,20 @@ def measure_copy_bandwidth(device: str, nbytes: int | None = None, reps: int = 2
             times.append(time.perf_counter() - t0)
     del src, dst
     return 2 * nbytes / statistics.median(times) / 1e9
+
+
+def same_size_copy_runner(nbytes: int, device: str):
+    """A timing Runner that copies ``nbytes // 2`` bytes into a second buffer: the bytes an RMSNorm of
+    ``nbytes`` moves (half read, half written), timed by the same harness as the kernels, so its figure
+    is the floor that mode allows for those bytes (flush, launch and ramp included)."""
+    import torch
+
+    from .timing import Runner
+
+    half = max(1, int(nbytes) // 2)
+    src = torch.empty(half, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+
+    def copy(a, _w, _r, _eps):
+        return dst.copy_(a)
+    return Runner(copy, src, None, None, 0.0, False)

@@ -36,6 +36,7 @@ class SweepConfig:
     eps: float = 1e-6
     seed: int = 0
     check: bool = True                   # correctness check of every (impl, case) before timing
+    copy_ceiling: bool = True            # also time a copy of each case's bytes, same mode (pct_copy_same)
     budget_ms: float = 40.0              # timing budget per point and mode
     progress: bool | None = None         # None: on in a terminal or notebook, off otherwise
     command: str | None = None
@@ -68,6 +69,7 @@ class SweepConfig:
         self.eps = check_eps(self.eps)
         self.seed = check_seed(self.seed)
         self.check = check_bool("check", self.check)
+        self.copy_ceiling = check_bool("copy_ceiling", self.copy_ceiling)
         if self.progress is not None:
             self.progress = check_bool("progress", self.progress)
         if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)):
@@ -138,7 +140,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     import torch
 
     from . import envinfo
-    from .bandwidth import measure_copy_bandwidth
+    from .bandwidth import measure_copy_bandwidth, same_size_copy_runner
     from .device import device_name
     from .results import ResultStore
 
@@ -178,6 +180,22 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         rows.append(row)
         if store:
             store.add(row)
+
+    copy_us: dict = {}
+
+    def copy_same(case, mode):
+        """µs of a copy of the case's bytes in this mode (timed once per byte count and mode), or None."""
+        key = (case.bytes_moved, mode)
+        cache = copy_us
+        if key not in cache:
+            try:
+                cache[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
+                                         budget_ms=cfg.budget_ms).median_us
+            except Exception:  # noqa: BLE001 - a ceiling we could not time is left out, not an error row
+                cache[key] = None
+                if dev.startswith("cuda"):
+                    _free(dev)
+        return cache[key]
 
     for ci, case in enumerate(cases):
         base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,
@@ -248,6 +266,10 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                     row.update(status="ok", us_median=round(t.median_us, 3), us_p20=round(t.p20_us, 3),
                                us_p80=round(t.p80_us, 3), n_samples=t.n, gbps=round(gbps, 1),
                                pct_copy=round(100 * gbps / copy_gbps, 1), note=t.note)
+                    if cfg.copy_ceiling:
+                        cu = copy_same(case, m)
+                        if cu:
+                            row.update(copy_same_us=round(cu, 3), pct_copy_same=round(100 * cu / t.median_us, 1))
                     hkey = (case.dtype, str(case.hidden), str(case.batch), str(case.seq), str(case.residual), m)
                     if name == "huggingface":
                         hf_us[hkey] = t.median_us

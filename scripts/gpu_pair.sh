@@ -8,6 +8,8 @@
 #                                                 4096-65536 on GPU 1, from the default (H100) table
 #   bash scripts/gpu_pair.sh targets              merge the two searches into kernels/tables/<gpu>.json,
 #                                                 then the target run: bf16 on GPU 0, fp16 on GPU 1
+#   bash scripts/gpu_pair.sh runs                 the target run with the package's tables, twice per dtype:
+#                                                 bf16 then fp16 on GPU 0, fp16 then bf16 on GPU 1
 #   bash scripts/gpu_pair.sh eager                eager rounds at 1 x 4096 (foreground, one GPU)
 #   bash scripts/gpu_pair.sh wait SECONDS         wait for the running jobs; tar what they wrote to $OUT
 # Peers: source /tmp/rmsnorm-peers/env.sh first (../shared/offline-gpu). History for the search:
@@ -24,7 +26,7 @@ start() {  # start NAME GPU COMMAND...: one background job on one GPU, from /tmp
   local name=$1 gpu=$2
   shift 2
   rm -f "$W/$name.done"
-  setsid nohup bash -c "cd /tmp/lab && CUDA_VISIBLE_DEVICES=$gpu $*; echo \$? > $W/$name.done" \
+  setsid nohup bash -c "cd /tmp/lab && export CUDA_VISIBLE_DEVICES=$gpu && $*; echo \$? > $W/$name.done" \
     > "$W/$name.log" 2>&1 < /dev/null &
   echo "started $name on GPU $gpu: $*"
 }
@@ -55,6 +57,13 @@ case ${1:-} in
     snapshot
     start bf16 0 python3 scripts/bench_targets.py --save $W/runs/bf16 --eager
     start fp16 1 python3 scripts/bench_targets.py --save $W/runs/fp16 --dtype float16 --eager
+    ;;
+  runs)
+    snapshot
+    start runs-gpu0 0 "python3 scripts/bench_targets.py --save $W/runs/bf16-a --eager && \
+      python3 scripts/bench_targets.py --save $W/runs/fp16-b --dtype float16"
+    start runs-gpu1 1 "python3 scripts/bench_targets.py --save $W/runs/fp16-a --dtype float16 --eager && \
+      python3 scripts/bench_targets.py --save $W/runs/bf16-b"
     ;;
   eager)
     python3 scripts/gpu_eager_ab.py --out "$OUT/eab" 2>&1 | tail -25
