@@ -20,23 +20,33 @@ def _plt():
 
 def _ok(df, mode):
     d = df[(df["status"] == "ok") & (df["mode"] == mode)].copy()
+    extra = {c: (c, "median") for c in ("copy_same_us", "pct_copy_same") if c in d}
     d = d.groupby(["impl", "dtype", "residual", "hidden", "tokens"], as_index=False).agg(
         us_median=("us_median", "median"), us_p20=("us_p20", "median"), us_p80=("us_p80", "median"),
-        pct_copy=("pct_copy", "median"), speedup_vs_hf=("speedup_vs_hf", "median"))
+        pct_copy=("pct_copy", "median"), speedup_vs_hf=("speedup_vs_hf", "median"), **extra)
     return d
+
+
+def has_metric(df, mode: str, metric: str) -> bool:
+    """Whether any ok row of this mode has a value for metric (pct_copy_same: cold rows of newer sweeps)."""
+    if metric not in df:
+        return False
+    d = df[(df["status"] == "ok") & (df["mode"] == mode)]
+    return bool(d[metric].notna().any())
 
 
 def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title: str | None = None):
     """One panel per (hidden, residual): metric vs tokens, one line per implementation (p20-p80 band for µs)."""
     plt = _plt()
     d = _ok(df, mode)
-    if d.empty:
-        return None
+    if d.empty or metric not in d or not d[metric].notna().any():
+        return None              # nothing to draw (no HuggingFace row for speedups, no copy ceiling in graph)
     panels = sorted({(h, r, dt) for h, r, dt in zip(d["hidden"], d["residual"], d["dtype"])})
     ncol = min(2, len(panels))
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
     ylabel = {"us_median": f"time per call, µs ({mode})", "pct_copy": "% of measured copy bandwidth",
+              "pct_copy_same": "% of a same-size copy, same timing",
               "speedup_vs_hf": "speedup vs HuggingFace (×)"}[metric]
     for ax, (h, r, dt) in zip(axes.flat, panels):
         p = d[(d["hidden"] == h) & (d["residual"] == r) & (d["dtype"] == dt)]
@@ -46,11 +56,16 @@ def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title:
             ax.plot(g["tokens"], g[metric], label=impl, **kw)
             if metric == "us_median":
                 ax.fill_between(g["tokens"], g["us_p20"], g["us_p80"], color=STYLE.get(impl), alpha=0.15, lw=0)
+        if metric == "us_median" and "copy_same_us" in p and p["copy_same_us"].notna().any():
+            c = p.dropna(subset=["copy_same_us"]).groupby("tokens")["copy_same_us"].median()
+            ax.plot(c.index, c.values, color="black", ls="--", lw=1, label="copy, same bytes")
         ax.set_xscale("log", base=2)
         if metric == "us_median" or metric == "speedup_vs_hf":
             ax.set_yscale("log")
         if metric == "pct_copy":
             ax.set_ylim(0, 105)
+            ax.axhline(100, color="grey", ls=":", lw=1)
+        if metric == "pct_copy_same":
             ax.axhline(100, color="grey", ls=":", lw=1)
         ax.set_xlabel("tokens (rows)")
         ax.set_ylabel(ylabel)
@@ -75,7 +90,10 @@ def save_all(df, out_dir) -> list[str]:
     plt = _plt()
     out = []
     for mode in sorted(set(df.loc[df["status"] == "ok", "mode"])):
-        for metric, stem in (("us_median", "latency"), ("pct_copy", "bandwidth"), ("speedup_vs_hf", "speedup")):
+        for metric, stem in (("us_median", "latency"), ("pct_copy", "bandwidth"), ("pct_copy_same", "ceiling"),
+                             ("speedup_vs_hf", "speedup")):
+            if not has_metric(df, mode, metric):
+                continue
             p = Path(out_dir) / f"{stem}-{mode}.png"
             fig = plot_metric(df, mode, metric, p)
             if fig is not None:

@@ -36,7 +36,7 @@ class SweepConfig:
     eps: float = 1e-6
     seed: int = 0
     check: bool = True                   # correctness check of every (impl, case) before timing
-    copy_ceiling: bool = True            # also time a copy of each case's bytes, same mode (pct_copy_same)
+    copy_ceiling: bool = True            # cold mode: also time a copy of each case's bytes (pct_copy_same)
     budget_ms: float = 40.0              # timing budget per point and mode
     progress: bool | None = None         # None: on in a terminal or notebook, off otherwise
     command: str | None = None
@@ -266,7 +266,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                     row.update(status="ok", us_median=round(t.median_us, 3), us_p20=round(t.p20_us, 3),
                                us_p80=round(t.p80_us, 3), n_samples=t.n, gbps=round(gbps, 1),
                                pct_copy=round(100 * gbps / copy_gbps, 1), note=t.note)
-                    if cfg.copy_ceiling:
+                    if cfg.copy_ceiling and m == "cold":
                         cu = copy_same(case, m)
                         if cu:
                             row.update(copy_same_us=round(cu, 3), pct_copy_same=round(100 * cu / t.median_us, 1))
