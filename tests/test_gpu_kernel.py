@@ -86,30 +86,3 @@ def test_compiled_kernel_every_body_and_flag(dtype, hidden, cfg, lean, monkeypat
         tk.triton_rmsnorm(xx, w, xx, out=out, residual_out=xx, config=cfg)
         errs = rel_error(out, ref_o), rel_error(xx, ref_r)
         assert max(errs) <= TOL[dtype], (cfg, tokens, "x as residual", errs)
-
-
-@pytest.mark.parametrize("l2", [0, 1 << 40, 1])
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_registry_fast_path_in_place_or_new_buffers(l2, dtype, monkeypatch):
-    """fast_rmsnorm (the registry's CUDA call) with a residual: in place while x and r fit in L2
-    (l2 unknown = 0, or huge), into new tensors beyond (l2 = 1 byte), inputs then untouched; the
-    second call of a shape takes the cached raw-address launch, so both launches are checked."""
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
-
-    monkeypatch.setitem(tk._l2, torch.cuda.current_device(), l2)
-    dt = getattr(torch, dtype)
-    g = torch.Generator(device="cuda").manual_seed(7)
-    hidden = 4100 if l2 == 1 else 4096                   # a shape of its own per case: a fresh plan
-    w = (1 + 0.5 * torch.randn(hidden, generator=g, device="cuda")).to(dt)
-    for call in range(2):
-        x = torch.randn(64 + l2 % 7, hidden, generator=g, device="cuda").to(dt)
-        r = torch.randn_like(x)
-        x0, r0 = x.clone(), r.clone()
-        ref_o, ref_r = reference(x0, w, r0, 1e-6)
-        o, ro = tk.fast_rmsnorm(x, w, r, 1e-6)
-        assert max(rel_error(o, ref_o), rel_error(ro, ref_r)) <= TOL[dtype], (l2, call)
-        if l2 == 1:
-            assert o.data_ptr() not in (x.data_ptr(), r.data_ptr()) and ro.data_ptr() != r.data_ptr()
-            assert torch.equal(x, x0) and torch.equal(r, r0)
-        else:
-            assert o.data_ptr() == x.data_ptr() and ro.data_ptr() == r.data_ptr()

@@ -38,7 +38,6 @@ class _TritonImpl(Impl):
 IMPLS = [
     _TritonImpl("triton", "rmsnorm-lab Triton", "triton", _load, devices=("cpu", "cuda"),
                 requires=("triton",), inplace_residual=True,
-                numerics="fp32 math, one rounding at the store; fused add normalizes the fp32 sum and writes "
-                         "out/new residual in place (like vLLM/FlashInfer) while x and residual fit in L2, "
-                         "into new tensors beyond that (use what it returns); CPU via the interpreter"),
+                numerics="fp32 math, one rounding at the store; fused add normalizes the fp32 sum "
+                         "and writes out/new residual in place (like vLLM/FlashInfer); CPU via the interpreter"),
 ]

@@ -265,34 +265,12 @@ _plans: dict = {}     # (tokens, hidden, dtype, device, residual) -> (compiled k
 _int_ptrs = True      # pass raw device addresses to the launcher (no data_ptr() / pointer query per tensor)
 
 
-_l2: dict = {}        # CUDA device index -> L2 bytes
-
-
-def l2_bytes(dev: int) -> int:
-    """The L2 size of CUDA device ``dev`` in bytes (0 when torch does not say), asked once per device."""
-    v = _l2.get(dev)
-    if v is None:
-        import torch
-        v = _l2[dev] = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0) or 0)
-    return v
-
-
-def writes_in_place(tokens: int, hidden: int, itemsize: int, l2: int) -> bool:
-    """With a residual: write out over x and x + r over r while x and r fit in L2 together (or L2 is
-    unknown); beyond that, into two new buffers. On an H200 (62.9 MB L2) the same launch writing
-    elsewhere took 0.95-0.97x the in-place time cold and 0.97-0.99x in graph replay at 134-270 MB
-    moved, but 1.10x cold and 1.76x graph at 67 MB, where in place keeps the footprint inside L2
-    (scripts/gpu_inplace_ab.py, reports/nvidia-h200/inplace-ab/)."""
-    return l2 <= 0 or 2 * tokens * hidden * itemsize <= l2
-
-
 def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
     """The registry's per-call path: contiguous CUDA tensors only, no checks.
 
-    Returns out (a new tensor) without a residual. With one it returns (out, x + r): written into x
-    and r (in place, like vLLM / FlashInfer) while x and r fit in L2 together, else into two new
-    tensors, x and r left as they were (``writes_in_place``); when r is x, out is a new tensor and x
-    becomes x + x. Callers use what it returns.
+    Returns out (a new tensor) without a residual; with one, writes out into x
+    and x + r into r (in place, like vLLM / FlashInfer) and returns (x, r)
+    (when r is x, out is a new tensor and x becomes x + x).
     After the first call for a shape, a launch is one dict lookup and the
     compiled kernel's own launcher, given raw addresses: no argument binding,
     no config lookup, no per-tensor pointer query.
@@ -305,17 +283,13 @@ def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
     xp = x.data_ptr()
     rr = x if r is None else r
     rp = rr.data_ptr()
-    dev = x.get_device()
     # out goes into x, unless there is no residual or the residual *is* x (then x must hold x + x)
     y = torch.empty_like(x) if (r is None or rp == xp) else x
-    ro = rr
-    if y is x and not writes_in_place(m, n, x.element_size(), l2_bytes(dev)):
-        y, ro = torch.empty_like(x), torch.empty_like(r)
     if m == 0:
-        return y if r is None else (y, ro)
+        return y if r is None else (y, r)
+    dev = x.get_device()
     yp, wp = y.data_ptr(), w.data_ptr()
-    rop = ro.data_ptr() if r is not None else yp
-    aligned = ((xp | yp | rp | wp | rop) & 15) == 0
+    aligned = ((xp | yp | rp | wp) & 15) == 0
     key = (m, n, x.dtype, dev, r is not None)
     plan = _plans.get(key) if (aligned and _fast_ok) else None
     if plan is not None:
@@ -324,22 +298,22 @@ def fast_rmsnorm(x, w, r=None, eps: float = 1e-6):
         if _int_ptrs:
             try:
                 k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None,
-                      xp, wp, yp, rp, rop, n, n, n, n, m, eps, *tail)
-                return y if r is None else (y, ro)
+                      xp, wp, yp, rp, rp if r is not None else yp, n, n, n, n, m, eps, *tail)
+                return y if r is None else (y, r)
             except Exception:   # a launcher that wants tensors: pass them from now on
                 _int_ptrs = False
         try:
             k.run(grid0, 1, 1, stream, k.function, k.packed_metadata, None, None, None,
-                  x, w, y, rr, ro if r is not None else y, n, n, n, n, m, eps, *tail)
-            return y if r is None else (y, ro)
+                  x, w, y, rr, rr if r is not None else y, n, n, n, n, m, eps, *tail)
+            return y if r is None else (y, r)
         except Exception:       # an incompatible Triton: the ordinary launch from now on
             _fast_ok = False
             _plans.clear()
     x2, y2 = x.view(-1, n), y.view(-1, n)
-    got = launch(x2, w, y2, None if r is None else r.view(-1, n), None if r is None else ro.view(-1, n), eps)
+    got = launch(x2, w, y2, None if r is None else r.view(-1, n), None if r is None else r.view(-1, n), eps)
     if got is not None and aligned and _fast_ok and len(_plans) < 4096:
         _plans[key] = got
-    return y if r is None else (y, ro)
+    return y if r is None else (y, r)
 
 
 def config_fn(config=None, inplace: bool = True):
