@@ -116,15 +116,17 @@ def test_summarize_targets_script_over_two_run_dirs(tmp_path):
     assert len(comb) == 2 and set(comb["runs"]) == {2}
 
 
-@pytest.mark.parametrize("script,args,out_csv", [
+@pytest.mark.parametrize("script,args,out_csv,subjects", [
     ("gpu_harness_probe.py", ["--rounds", "1", "--peers", "torch", "--ceiling-peers", "torch",
-                              "--probe", "128:4:1:bfloat16", "--ceiling", "128:8:0"], "probe.csv"),
+                              "--probe", "128:4:1:bfloat16", "--ceiling", "128:8:0"], "probe.csv", {"triton", "torch"}),
     ("gpu_placement_probe.py", ["--rounds", "1", "--peers", "torch", "--shapes", "128:4", "--gaps-kb", "0", "4"],
-     "placement.csv"),
+     "placement.csv", {"triton", "torch", "copy"}),
     ("gpu_state_probe.py", ["--repeats", "2", "--peers", "torch", "--shapes", "128:4:1", "--spins-us", "300"],
-     "state.csv"),
+     "state.csv", {"triton", "torch"}),
+    ("gpu_inplace_ab.py", ["--rounds", "1", "--peers", "torch", "--shapes", "128:4:bfloat16"], "inplace_ab.csv",
+     {"inplace", "oop-held", "oop-alloc", "torch"}),
 ])
-def test_harness_probes_smoke_on_cpu(tmp_path, script, args, out_csv):
+def test_harness_probes_smoke_on_cpu(tmp_path, script, args, out_csv, subjects):
     """The probes behind the notes' harness findings still run (CPU, Triton's interpreter, tiny shapes)."""
     import os
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -133,4 +135,4 @@ def test_harness_probes_smoke_on_cpu(tmp_path, script, args, out_csv):
     assert p.returncode == 0, p.stderr[-2000:]
     rows = pd.read_csv(tmp_path / out_csv)
     assert len(rows) and rows["us"].notna().all() and not rows["error"].notna().any()
-    assert {"triton", "torch"} <= set(rows["subject"])
+    assert subjects <= set(rows["subject"])
