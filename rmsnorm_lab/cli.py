@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="a small grid: hidden 4096, batch 1 16, seq 128 1024")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check before the sweep")
+    p.add_argument("--no-copy-ceiling", action="store_true",
+                   help="cold timing: skip the copy of each shape's bytes timed the same way (pct_copy_same)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--list", action="store_true", help="list implementations and whether they run here, then exit")
     p.add_argument("--seed", type=_seed, default=0, help="random seed for inputs (default: 0)")
@@ -101,7 +103,8 @@ def _run(args) -> int:
     seq = args.seq_len or ([128, 1024] if args.quick else None)
     residual = {"both": [False, True], "with": [True], "without": [False]}[args.residual]
     cfg = SweepConfig(impls=impls, dtypes=dtypes, modes=args.timing, device=device, save_path=str(save),
-                      residual=residual, seed=args.seed, command="python -m rmsnorm_lab " + " ".join(sys.argv[1:]))
+                      residual=residual, seed=args.seed, copy_ceiling=not args.no_copy_ceiling,
+                      command="python -m rmsnorm_lab " + " ".join(sys.argv[1:]))
     if hidden:
         cfg.hidden = hidden
     if batch:

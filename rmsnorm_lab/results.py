@@ -15,8 +15,8 @@ from pathlib import Path
 COLUMNS = [
     "impl", "label", "device", "gpu_name", "dtype", "batch", "seq", "tokens", "hidden", "residual",
     "mode", "status", "error", "us_median", "us_p20", "us_p80", "n_samples", "bytes", "gbps",
-    "pct_copy", "copy_gbps", "copy_same_us", "pct_copy_same", "speedup_vs_hf", "err_out", "err_residual", "correct", "setup_s",
-    "note", "timestamp", "command",
+    "pct_copy", "copy_gbps", "copy_same_us", "pct_copy_same", "speedup_vs_hf", "err_out", "err_residual",
+    "correct", "setup_s", "note", "timestamp", "command",
 ]
 KEY = ("impl", "gpu_name", "dtype", "hidden", "batch", "seq", "residual", "mode")
 CSV_NAME = "results.csv"

@@ -186,16 +186,15 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     def copy_same(case, mode):
         """µs of a copy of the case's bytes in this mode (timed once per byte count and mode), or None."""
         key = (case.bytes_moved, mode)
-        cache = copy_us
-        if key not in cache:
+        if key not in copy_us:
             try:
-                cache[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
-                                         budget_ms=cfg.budget_ms).median_us
+                copy_us[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
+                                           budget_ms=cfg.budget_ms).median_us
             except Exception:  # noqa: BLE001 - a ceiling we could not time is left out, not an error row
-                cache[key] = None
+                copy_us[key] = None
                 if dev.startswith("cuda"):
                     _free(dev)
-        return cache[key]
+        return copy_us[key]
 
     for ci, case in enumerate(cases):
         base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,

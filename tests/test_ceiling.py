@@ -136,3 +136,19 @@ def test_harness_probes_smoke_on_cpu(tmp_path, script, args, out_csv, subjects):
     rows = pd.read_csv(tmp_path / out_csv)
     assert len(rows) and rows["us"].notna().all() and not rows["error"].notna().any()
     assert subjects <= set(rows["subject"])
+
+
+def test_cli_no_copy_ceiling(tmp_path):
+    """--no-copy-ceiling: the CLI's cold rows carry no same-size copy; without it they do."""
+    import os
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    for flag, expect in (([], True), (["--no-copy-ceiling"], False)):
+        out = tmp_path / ("off" if flag else "on")
+        p = subprocess.run([sys.executable, "-m", "rmsnorm_lab", "--device", "cpu", "--impls", "torch",
+                            "--batch-size", "1", "--seq-len", "4", "--hidden-size", "64", "--timing", "cold",
+                            "--no-check", "--no-plots", "--save-path", str(out), *flag],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-2000:]
+        df = pd.read_csv(out / "results.csv")
+        has = "copy_same_us" in df and df["copy_same_us"].notna().any()
+        assert has == expect, (flag, df.columns.tolist())
