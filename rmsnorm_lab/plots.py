@@ -27,14 +27,6 @@ def _ok(df, mode):
     return d
 
 
-def has_metric(df, mode: str, metric: str) -> bool:
-    """Whether any ok row of this mode has a value for metric (pct_copy_same: cold rows of newer sweeps)."""
-    if metric not in df:
-        return False
-    d = df[(df["status"] == "ok") & (df["mode"] == mode)]
-    return bool(d[metric].notna().any())
-
-
 def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title: str | None = None):
     """One panel per (hidden, residual): metric vs tokens, one line per implementation (p20-p80 band for µs)."""
     plt = _plt()
@@ -92,8 +84,6 @@ def save_all(df, out_dir) -> list[str]:
     for mode in sorted(set(df.loc[df["status"] == "ok", "mode"])):
         for metric, stem in (("us_median", "latency"), ("pct_copy", "bandwidth"), ("pct_copy_same", "ceiling"),
                              ("speedup_vs_hf", "speedup")):
-            if not has_metric(df, mode, metric):
-                continue
             p = Path(out_dir) / f"{stem}-{mode}.png"
             fig = plot_metric(df, mode, metric, p)
             if fig is not None:

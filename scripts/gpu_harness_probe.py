@@ -69,23 +69,15 @@ def main():
     import torch
 
     from rmsnorm_lab import timing
-    from rmsnorm_lab.bandwidth import measure_copy_bandwidth
+    from rmsnorm_lab.bandwidth import measure_copy_bandwidth, same_size_copy_runner
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
-    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.impls import load_available
     from rmsnorm_lab.sweep import SweepConfig, run_sweep
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device
     on_gpu = dev.startswith("cuda")
-    names = ["triton"] + [p for p in args.peers.split(",") if p]
-    fns = {}
-    for n in names:
-        impl = get_impl(n)
-        s = impl.available(dev)
-        if s:
-            fns[n] = (impl.load(), impl.inplace_residual)
-        else:
-            print(f"  {n} skipped: {s.reason}", flush=True)
+    fns = load_available(["triton"] + [p for p in args.peers.split(",") if p], dev)
 
     rows = []
     f = open(out / "probe.csv", "w", newline="")
@@ -110,13 +102,10 @@ def main():
                        r_ptr=res.data_ptr() if res is not None else "")
             try:
                 if name == "copy":
-                    half = case_of(h, t, r, dt).bytes_moved // 2
-                    src = torch.empty(half, dtype=torch.uint8, device=dev).random_(0, 255)
-                    dst = torch.empty_like(src)
-                    tm = time_runner(Runner(lambda a, b, c, e: dst.copy_(a), src, None, None, EPS, False),
-                                     "cold", dev, budget_ms=budget_ms)
-                    row["x_ptr"] = src.data_ptr()
-                    del src, dst
+                    runner = same_size_copy_runner(case_of(h, t, r, dt).bytes_moved, dev)
+                    tm = time_runner(runner, "cold", dev, budget_ms=budget_ms)
+                    row["x_ptr"] = runner.x.data_ptr()
+                    del runner
                 else:
                     fn, inplace = fns[name]
                     tm = time_runner(Runner(fn, x, w, res, EPS, inplace), "cold", dev, budget_ms=budget_ms)

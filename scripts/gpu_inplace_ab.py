@@ -54,20 +54,13 @@ def main():
     import torch
 
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
-    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.impls import load_available
     from rmsnorm_lab.kernels.triton_rmsnorm import triton_rmsnorm
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device
     modes = ("cold", "graph") if dev.startswith("cuda") else ("cold",)
-    peers = {}
-    for p in [p for p in args.peers.split(",") if p]:
-        impl = get_impl(p)
-        s = impl.available(dev)
-        if s:
-            peers[p] = (impl.load(), impl.inplace_residual)
-        else:
-            print(f"  {p} skipped: {s.reason}", flush=True)
+    peers = load_available([p for p in args.peers.split(",") if p], dev)
     subjects = {}
     for text in args.shapes:
         h, t, dt = text.split(":")

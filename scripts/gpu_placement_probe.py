@@ -41,18 +41,12 @@ def main():
     import torch
 
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
-    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.impls import load_available
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device
-    fns = {}
-    for n in ["triton"] + [p for p in args.peers.split(",") if p]:
-        impl = get_impl(n)
-        s = impl.available(dev)
-        if s:
-            fns[n] = impl.load()
-        else:
-            print(f"  {n} skipped: {s.reason}", flush=True)
+    fns = {n: fn for n, (fn, _) in load_available(["triton"] + [p for p in args.peers.split(",") if p],
+                                                    dev).items()}
     fns["copy"] = lambda x, w, r, eps: (r.copy_(x), r)      # read x, write the residual's place
     names = list(fns)
     rows = []

@@ -38,18 +38,11 @@ def main():
 
     from rmsnorm_lab import timing
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
-    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.impls import load_available
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device
-    fns = {}
-    for n in ["triton"] + [p for p in args.peers.split(",") if p]:
-        impl = get_impl(n)
-        s = impl.available(dev)
-        if s:
-            fns[n] = (impl.load(), impl.inplace_residual)
-        else:
-            print(f"  {n} skipped: {s.reason}", flush=True)
+    fns = load_available(["triton"] + [p for p in args.peers.split(",") if p], dev)
 
     seen = {}
     real_spin, real_est = timing._cold_spin_us, timing._estimate_us

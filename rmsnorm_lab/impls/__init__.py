@@ -46,6 +46,20 @@ def resolve_names(names) -> list[str]:
     return out
 
 
+def load_available(names, device: str = "cuda", log=print) -> dict:
+    """name -> (callable, writes its inputs in place) for each name that can run on ``device``; the
+    others are left out with their reason passed to ``log`` (the GPU scripts' subjects)."""
+    out = {}
+    for n in names:
+        impl = get_impl(n)
+        s = impl.available(device)
+        if s:
+            out[n] = (impl.load(), impl.inplace_residual)
+        else:
+            log(f"  {n} skipped: {s.reason}")
+    return out
+
+
 def list_impls(device: str = "cuda"):
     """A table (list of dicts) of every implementation and whether it can run on ``device`` here."""
     rows = []
@@ -57,4 +71,4 @@ def list_impls(device: str = "cuda"):
     return rows
 
 
-__all__ = ["Impl", "Support", "registry", "get_impl", "resolve_names", "list_impls"]
+__all__ = ["Impl", "Support", "registry", "get_impl", "resolve_names", "load_available", "list_impls"]

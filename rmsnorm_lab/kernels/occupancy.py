@@ -24,6 +24,6 @@ def regs_cap_for(blocks: int, warps: int, regs_per_sm: int = 65536) -> int:
 
 def grid_programs(tokens: int, rows: int, per_sm: int, sms: int) -> int:
     """Programs a launch of ``tokens`` rows runs: one per block of ``rows`` rows, at most ``per_sm`` x ``sms``
-    when the config is persistent (per_sm > 0), as launch() sizes its grid."""
+    when the config is persistent (per_sm > 0); launch() sizes its grid with it."""
     blocks = -(-tokens // rows)
     return min(blocks, per_sm * sms) if per_sm else blocks

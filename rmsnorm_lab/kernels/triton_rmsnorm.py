@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..validate import UnsupportedDtypeError, UnsupportedError, check_inputs, contiguous_rows
+from .occupancy import grid_programs
 
 TABLE_PATH = Path(__file__).with_name("launch_table.json")   # the default table (tuned on an H100)
 TABLES_DIR = Path(__file__).with_name("tables")               # <device slug>.json: a device's own table
@@ -222,10 +223,8 @@ def launch(x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
            pick_config(n, n_rows, x2.element_size(), has_res, device_name_of(x2.device) if on_cuda else None))
     rows, warps, per_sm, flags, chunk = cfg[:5]
     maxnreg = cfg[5] if len(cfg) > 5 else 0
-    n_blocks = -(-n_rows // rows)
-    grid0 = n_blocks
-    if per_sm:      # on CPU (the interpreter) a nominal 2 SMs, so tests walk the grid-stride loop
-        grid0 = min(n_blocks, per_sm * (_sm_count(x2.device) if on_cuda else 2))
+    # on CPU (the interpreter) a nominal 2 SMs, so tests walk the grid-stride loop
+    grid0 = grid_programs(n_rows, rows, per_sm, (_sm_count(x2.device) if on_cuda else 2) if per_sm else 0)
     if not has_res:
         r2, ro2 = x2, y2     # unused; the kernel never touches them without HAS_RES
     pdl = on_cuda and _pdl_ok(x2.device)
