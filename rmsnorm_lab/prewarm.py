@@ -8,7 +8,7 @@ loads from them. Timings are unaffected (compile time is kept out of them anyway
 
 Jobs are tuples, so they pickle to ``spawn`` workers:
 ``("tc", batch, seq, hidden, residual, dtype)`` warms torch.compile's graph for that shape;
-``("k", hidden, residual, dtype, config)`` compiles our kernel with that launch config.
+``("triton", hidden, residual, dtype, LaunchConfig)`` compiles our kernel with that launch config.
 """
 from __future__ import annotations
 
@@ -24,26 +24,9 @@ def jobs_for(cases, impls) -> list:
     if "torch_compile" in impls:
         jobs += [("tc", c.batch, c.seq, c.hidden, c.residual, c.dtype) for c in cases]
     if "triton" in impls:
-        from .kernels import triton_rmsnorm as tk
-        import torch
-        name = tk.device_name_of("cuda") if torch.cuda.is_available() else None   # the table the GPU reads
-        seen = {("k", c.hidden, c.residual, c.dtype,
-                 tk.pick_config(c.hidden, c.tokens, c.itemsize, c.residual, name)) for c in cases}
-        jobs += sorted(seen)
+        from .impls import get_impl
+        jobs += get_impl("triton").prewarm_jobs(cases, "cuda")
     return jobs
-
-
-def compile_config(hidden: int, residual: bool, dtype: str, cfg):
-    """Compile (and launch once, on a few rows) our kernel for one config on the current GPU; returns
-    the compiled kernel (its ``n_regs``, ``metadata.shared``): it does not depend on the row count."""
-    import torch
-
-    from .kernels import triton_rmsnorm as tk
-    dt = getattr(torch, dtype)
-    x = torch.randn(max(1, cfg[0]), hidden, dtype=dt, device="cuda")
-    w = torch.randn(hidden, dtype=dt, device="cuda")
-    r = torch.randn_like(x) if residual else None
-    return tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)[0]
 
 
 def warm_job(job) -> str | None:
@@ -60,9 +43,9 @@ def warm_job(job) -> str | None:
             x = torch.zeros(batch, seq, hidden, dtype=dt, device="cuda")
             w = torch.ones(hidden, dtype=dt, device="cuda")
             fn.warm(x, w, torch.zeros_like(x) if residual else None, EPS)
-        elif job[0] == "k":
-            _, hidden, residual, dtype, cfg = job
-            compile_config(hidden, residual, dtype, cfg)
+        elif job[0] == "triton":
+            from .impls import get_impl
+            get_impl("triton").run_prewarm_job(job)
         else:
             raise ValueError(f"prewarm: unknown job kind {job[0]!r}")
         torch.cuda.synchronize()
