@@ -19,17 +19,20 @@ def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
     return padded_rows * row_stride + block_n >= 2**31
 
 
-def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row_stride: int, pdl: bool) -> tuple:
+def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row_stride: int, pdl: bool,
+                      sum_first_ok: bool = True) -> tuple:
     """The kernel's compile-time arguments, in its parameter order (N, BLOCK_N, ROWS, HAS_RES, W_IN_LOOP, USE_PDL,
     PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO, ONE_BLOCK, I64, RSQRT):
-    what launch passes and what tune's sm_90 compile uses. pdl: the launch uses PDL (cfg.pdl and the GPU has it)."""
+    what launch passes and what tune's sm_90 compile uses. pdl: the launch uses PDL (cfg.pdl and the GPU has it).
+    sum_first_ok: the new residual's dtype is x's or float32, so normalizing the stored sum (sum_first) loses
+    nothing beyond x's own rounding (False: a narrower residual; sum_first is dropped)."""
     block_n = next_pow2(n)
     chunk = cfg.chunk if cfg.chunk < block_n else 0      # a chunk as wide as the row is the one-pass kernel
     if cfg.reread:
         chunk = block_n                                  # ... unless asked to read the row twice
     lean = cfg.lean
     i64 = not lean or needs_int64(-(-n_rows // cfg.rows) * cfg.rows, row_stride, block_n)
-    sum_first = cfg.sum_first and has_res and chunk > 0
+    sum_first = cfg.sum_first and has_res and chunk > 0 and sum_first_ok
     late_ro = cfg.late_ro and has_res and chunk == 0
     return (n, block_n, cfg.rows, has_res, block_n >= 8192, pdl, cfg.pdl_early, cfg.evict_loads, cfg.evict_stores,
             chunk, cfg.evict_last, sum_first, late_ro, lean and not cfg.per_sm, i64, lean)
@@ -105,7 +108,8 @@ class Launcher:
             r2, ro2 = x2, y2     # unused: the kernel never touches them without HAS_RES
         pdl = on_cuda and cfg.pdl and self.has_pdl(x2.device)
         const = kernel_constexprs(n, n_rows, cfg, has_res,
-                                  max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)), pdl)
+                                  max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)), pdl,
+                                  ro2.dtype == x2.dtype or ro2.element_size() == 4)
         args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps) + const
         if not on_cuda:
             self._kernel()[(grid0,)](*args, num_warps=cfg.warps)
