@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import os
 import re
 import sys
 import types
@@ -64,7 +63,9 @@ def main():
 
     from rmsnorm_lab.cases import Case, make_inputs
     from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels import launch as tk
+    from rmsnorm_lab.kernels.config import as_config
+    from rmsnorm_lab.kernels.tables import pick as pick_config
     from rmsnorm_lab.reference import compare
     from rmsnorm_lab.timing import Runner, time_runner
 
@@ -97,15 +98,9 @@ def main():
             return fn
 
         def ours(cfg=None, no_pdl=False):
-            run = tk.config_fn(cfg)
+            return tk.config_fn(as_config(cfg).replace(pdl=not no_pdl))     # PDL on/off: a config field
 
-            def fn(x, w, r, eps):
-                os.environ["RMSNORM_LAB_NO_PDL"] = "1" if no_pdl else ""
-                tk._PDL.clear()
-                return run(x, w, r, eps)
-            return fn
-
-        pick = tk.pick_config(h, t, 2, res)
+        pick = pick_config(h, t, 2, res)
         variants = {
             "torch_compile": (compiled, False),
             "inductor_kernel_outofplace": (ind(False), False),
@@ -129,8 +124,6 @@ def main():
             except Exception as e:  # noqa: BLE001
                 rows.append({"hidden": h, "tokens": t, "residual": res, "variant": name, "error": str(e)[:300]})
                 print(f"  {name:28s} error {str(e)[:300]}", flush=True)
-        os.environ["RMSNORM_LAB_NO_PDL"] = ""
-        tk._PDL.clear()
     with open(out / "cold_gap.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=["hidden", "tokens", "residual", "variant", "mode", "us_median", "us_p20",
                                            "us_p80", "err", "inductor", "error"])

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,17 +16,17 @@ def main():
     from rmsnorm_lab import timing
     from rmsnorm_lab.cases import Case, make_inputs
     from rmsnorm_lab.impls import get_impl
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels.launch import config_fn
+    from rmsnorm_lab.kernels.tables import pick
 
-    ours, tor = get_impl("triton").load(), get_impl("torch").load()
+    tor = get_impl("torch").load()
+    ours = {pdl: config_fn(lambda n, t, isz, res, on=not pdl: pick(n, t, isz, res).replace(pdl=on)) for pdl in ("", "1")}
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
     for h, t, res in ((4096, 512, True), (6144, 128, False), (4096, 2048, False)):
         x, w, r = make_inputs(Case(1, t, h, "bfloat16", res), "cuda", 0)
-        for label, fn, pdl, spin_us in (("triton pdl", ours, "", 50), ("triton pdl", ours, "", 300),
-                                        ("triton nopdl", ours, "1", 50), ("triton nopdl", ours, "1", 300),
+        for label, fn, pdl, spin_us in (("triton pdl", ours[""], "", 50), ("triton pdl", ours[""], "", 300),
+                                        ("triton nopdl", ours["1"], "1", 50), ("triton nopdl", ours["1"], "1", 300),
                                         ("torch", tor, "", 50)):
-            os.environ["RMSNORM_LAB_NO_PDL"] = pdl
-            tk._PDL.clear(); tk._plans.clear(); tk._fast.clear()
             run = timing.Runner(fn, x, w, r, 1e-6, True)
             for _ in range(3):
                 run.restore(); run()

@@ -25,11 +25,11 @@ EPS = 1e-6
 
 def parse_ab(text: str):
     """'H:T:R=A/B' (configs comma-separated) -> (hidden, tokens, residual, config A, config B)."""
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels.config import LaunchConfig
     try:
         shape, cfgs = text.split("=")
         h, t, r = (int(v) for v in shape.split(":"))
-        a, b = (tk.normalize_config([int(v) for v in c.split(",")]) for c in cfgs.split("/"))
+        a, b = (LaunchConfig.from_legacy([int(v) for v in c.split(",")]) for c in cfgs.split("/"))
     except ValueError as e:
         raise SystemExit(f"--ab: expected HIDDEN:TOKENS:RES=CONFIG_A/CONFIG_B (e.g. "
                          f"16384:512:1=1,16,0,32,4096/1,16,0,32,4096,32), got {text!r}: {e}")
@@ -53,7 +53,7 @@ def main():
 
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
     from rmsnorm_lab.impls import get_impl
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels import launch as tk
     from rmsnorm_lab.reference import compare
     from rmsnorm_lab.timing import Runner, time_runner
 

@@ -37,7 +37,9 @@ def main():
     from rmsnorm_lab.cases import Case, make_inputs
     from rmsnorm_lab.impls import get_impl
     from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels import launch as tk
+    from rmsnorm_lab.kernels.config import LaunchConfig
+    from rmsnorm_lab.kernels.tables import pick
     from rmsnorm_lab.reference import compare
     from rmsnorm_lab.timing import Runner, time_runner
 
@@ -56,7 +58,8 @@ def main():
             print(f"{name}: not loaded ({e})", flush=True)
 
     def ours(flags, inplace=True):
-        return tk.config_fn(lambda n, t, isz, res: tk.pick_config(n, t, isz, res)[:3] + (flags,), inplace)
+        return tk.config_fn(lambda n, t, isz, res: LaunchConfig.from_legacy(pick(n, t, isz, res).legacy()[:3] + (flags,)),
+                            inplace)
 
     variants = {f"ours_f{f}": (ours(f), True) for f in range(8)}
     variants["ours_f0_outofplace"] = (ours(0, False), False)

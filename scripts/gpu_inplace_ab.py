@@ -55,7 +55,7 @@ def main():
 
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
     from rmsnorm_lab.impls import load_available
-    from rmsnorm_lab.kernels.triton_rmsnorm import triton_rmsnorm
+    from rmsnorm_lab.kernels.rmsnorm import triton_rmsnorm
     from rmsnorm_lab.timing import Runner, time_runner
 
     dev = args.device

@@ -3,7 +3,7 @@
     python scripts/gpu_lean_ab.py --out DIR [--rounds 3] [--dtype bfloat16]
 
 v8 drops the grid-stride loop when each row block has its own program, uses int32 row offsets
-when no offset can reach 2**31, and computes rstd with one rsqrt (RMSNORM_LAB_LEAN=0 launches the
+when no offset can reach 2**31, and computes rstd with one rsqrt (LaunchConfig(lean=False) launches the
 v7 code). For each shape, our table's config is timed cold and graph with and without the lean
 path, next to the --peers (FlashInfer and torch.compile), in --rounds rounds whose order rotates. Writes
 DIR/lean_ab.csv (every timing) and prints the per-shape median of the rounds and the lean / v7
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -43,7 +42,8 @@ def main():
 
     from rmsnorm_lab.cases import Case, make_inputs, tokens_to_batch_seq
     from rmsnorm_lab.impls import get_impl
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    from rmsnorm_lab.kernels.launch import config_fn
+    from rmsnorm_lab.kernels.tables import pick
     from rmsnorm_lab.reference import compare
     from rmsnorm_lab.timing import Runner, time_runner
 
@@ -55,7 +55,8 @@ def main():
                  for t in args.tokens]
         print(f"prewarm: {prewarm(jobs_for(cases, ['torch_compile', 'triton']), 12)}", flush=True)
     modes = ("cold", "graph") if dev.startswith("cuda") else ("cold",)
-    subjects = {"lean": ("1", tk.config_fn(None), True), "v7": ("0", tk.config_fn(None), True)}
+    subjects = {n: (lean, config_fn(lambda h, t, isz, res, lean=lean: pick(h, t, isz, res).replace(lean=lean)), True)
+                for n, lean in (("lean", True), ("v7", False))}     # the v8 / v7 code: a config field
     for p in peers:
         impl = get_impl(p)
         if impl.supports(args.dtype, dev):
@@ -72,7 +73,6 @@ def main():
                 x, w, r = make_inputs(Case(b, s, h, args.dtype, res), dev, 3)
                 errs = {}
                 for n in ("lean", "v7"):            # both outputs against float64, once per launch
-                    os.environ["RMSNORM_LAB_LEAN"] = subjects[n][0]
                     xc, rc = x.clone(), None if r is None else r.clone()
                     got = subjects[n][1](xc, w, rc, EPS)
                     errs[n] = max(compare(x, w, r, EPS, *(got if res else (got,)))[:2 if res else 1])
@@ -81,8 +81,6 @@ def main():
                     order = names[rnd % len(names):] + names[:rnd % len(names)]
                     for n in order:
                         lean, fn, inplace = subjects[n]
-                        if lean is not None:
-                            os.environ["RMSNORM_LAB_LEAN"] = lean
                         for m in modes:
                             try:
                                 tm = time_runner(Runner(fn, x, w, r, EPS, inplace), m, dev, budget_ms=args.budget_ms)
@@ -95,7 +93,6 @@ def main():
                                 rows.append({"dtype": args.dtype, "hidden": h, "tokens": t, "residual": res,
                                              "subject": n, "round": rnd, "mode": m,
                                              "error": f"{type(e).__name__}: {e}"[:200]})
-                os.environ.pop("RMSNORM_LAB_LEAN", None)
                 for m in modes:
                     med = {n: statistics.median(samples[(n, m)]) if samples[(n, m)] else float("nan")
                            for n in names}

@@ -44,16 +44,16 @@ case ${1:-} in
     ;;
   retune)
     snapshot
-    base=rmsnorm_lab/kernels/launch_table.json
-    start rt-small 0 python3 scripts/gpu_retune.py --out $W/rt-small --base $base --cap-twins \
+    base=rmsnorm_lab/kernels/tables/default.json
+    start rt-small 0 python3 -m rmsnorm_lab tune --out $W/rt-small --base $base --cap-twins \
       --tokens 1 16 64 128 256 512 1024 2048 --history .peers/hist/*.csv
-    start rt-large 1 python3 scripts/gpu_retune.py --out $W/rt-large --base $base --cap-twins \
+    start rt-large 1 python3 -m rmsnorm_lab tune --out $W/rt-large --base $base --cap-twins \
       --tokens 4096 8192 16384 32768 65536 --history .peers/hist/*.csv
     ;;
   targets)
-    python3 scripts/gpu_retune.py --out $W/rt-merged --merge $W/rt-small $W/rt-large || exit 1
+    python3 -m rmsnorm_lab tune --out $W/rt-merged --merge $W/rt-small $W/rt-large || exit 1
     slug=$(python3 -c "import torch; from rmsnorm_lab.device import slug; print(slug(torch.cuda.get_device_name(0)))")
-    mkdir -p rmsnorm_lab/kernels/tables && cp $W/rt-merged/launch_table.json rmsnorm_lab/kernels/tables/$slug.json
+    mkdir -p rmsnorm_lab/kernels/tables && cp $W/rt-merged/table.json rmsnorm_lab/kernels/tables/$slug.json
     snapshot
     start bf16 0 python3 scripts/bench_targets.py --save $W/runs/bf16 --eager
     start fp16 1 python3 scripts/bench_targets.py --save $W/runs/fp16 --dtype float16 --eager
