@@ -145,27 +145,27 @@ class Launcher:
         new tensor and x becomes x + x). Any input: what the kernel cannot take raises (naming the argument)
         or goes to the checked path.
 
-        The plan key holds what a cached plan assumes: shapes (hidden, tokens, weight length), dtypes of x,
-        weight and residual, their devices; contiguity and 16-byte alignment of every pointer gate it. After
-        the first call for a key, a launch is that lookup and the compiled kernel's launcher with raw addresses.
+        The plan key holds what a cached plan assumes: tokens, hidden, weight length, the dtypes of x, weight
+        and residual and their devices; contiguity and 16-byte alignment of every pointer and a positive finite
+        float eps gate it. After the first call for a key, a launch is that lookup and the compiled kernel's
+        launcher with raw addresses.
         """
+        n = x.shape[-1]
+        m = x.numel() // n if n else 0
         xp = x.data_ptr()
         wp = w.data_ptr()
+        dev = x.get_device()
         if r is None:
-            key = (x.shape, x.dtype, x.get_device(), w.shape, w.dtype, w.get_device(), None)
+            key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device())
             gate = ((xp | wp) & 15) == 0 and x.is_contiguous() and w.is_contiguous()
         else:
             rp = r.data_ptr()
-            key = (x.shape, x.dtype, x.get_device(), w.shape, w.dtype, w.get_device(),
-                   r.shape, r.dtype, r.get_device())
+            key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device(), r.dtype, r.numel(), r.get_device())
             gate = ((xp | wp | rp) & 15) == 0 and x.is_contiguous() and w.is_contiguous() and r.is_contiguous()
         plan = self.plans.get(key) if gate and eps.__class__ is float and 0.0 < eps < _INF else None
         if plan is None:
             return self._fast_miss(x, w, r, eps, key, gate)
         k, grid0, tail = plan
-        n = x.shape[-1]
-        m = x.numel() // n
-        dev = key[2]
         if r is None:
             y = self._empty_like(x)
             yp = rp = rop = y.data_ptr()
