@@ -110,6 +110,8 @@ def test_stride0_weight_is_copied_not_misread():
     (lambda x: dict(eps=-1.0), ValueError, "eps"),
     (lambda x: dict(eps=float("nan")), ValueError, "eps"),
     (lambda x: dict(eps="1e-6"), TypeError, "eps"),
+    (lambda x: dict(w=None), TypeError, "weight: expected a torch.Tensor"),
+    (lambda x: dict(r=1.0), TypeError, "residual: expected a torch.Tensor or None"),
 ])
 @pytest.mark.parametrize("path", ["checked", "registry"])
 def test_what_the_kernel_cannot_take_is_a_clear_error(bad, exc, part, path):
@@ -119,6 +121,15 @@ def test_what_the_kernel_cannot_take_is_a_clear_error(bad, exc, part, path):
     with pytest.raises(exc) as ei:
         fn(x, kw["w"], kw["r"], kw["eps"])
     assert part in str(ei.value)
+
+
+@pytest.mark.parametrize("path", ["checked", "registry"])
+def test_x_not_a_tensor_or_0d(path):
+    fn = triton_rmsnorm if path == "checked" else get_impl("triton").load()
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        fn([1.0, 2.0], torch.ones(2))
+    with pytest.raises(ValueError, match="x: expected at least 1 dimension"):
+        fn(torch.tensor(1.0), torch.ones(1))
 
 
 def test_residual_is_x_mixed_weight():

@@ -150,18 +150,21 @@ class Launcher:
         float eps gate it. After the first call for a key, a launch is that lookup and the compiled kernel's
         launcher with raw addresses.
         """
-        n = x.shape[-1]
-        m = x.numel() // n if n else 0
-        xp = x.data_ptr()
-        wp = w.data_ptr()
-        dev = x.get_device()
-        if r is None:
-            key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device())
-            gate = ((xp | wp) & 15) == 0 and x.is_contiguous() and w.is_contiguous()
-        else:
-            rp = r.data_ptr()
-            key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device(), r.dtype, r.numel(), r.get_device())
-            gate = ((xp | wp | rp) & 15) == 0 and x.is_contiguous() and w.is_contiguous() and r.is_contiguous()
+        try:
+            n = x.shape[-1]
+            m = x.numel() // n if n else 0
+            xp = x.data_ptr()
+            wp = w.data_ptr()
+            dev = x.get_device()
+            if r is None:
+                key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device())
+                gate = ((xp | wp) & 15) == 0 and x.is_contiguous() and w.is_contiguous()
+            else:
+                rp = r.data_ptr()
+                key = (m, n, x.dtype, dev, w.dtype, w.numel(), w.get_device(), r.dtype, r.numel(), r.get_device())
+                gate = ((xp | wp | rp) & 15) == 0 and x.is_contiguous() and w.is_contiguous() and r.is_contiguous()
+        except (AttributeError, IndexError, TypeError, RuntimeError):   # not tensors, 0-d, no storage: checked
+            return self._fast_miss(x, w, r, eps, None, False)
         plan = self.plans.get(key) if gate and eps.__class__ is float and 0.0 < eps < _INF else None
         if plan is None:
             return self._fast_miss(x, w, r, eps, key, gate)
