@@ -183,3 +183,21 @@ def test_fast_path_refuses_or_routes_what_it_cannot_take():
     assert max(_errs(fn(x.clone(), ws, r.clone()), x, ws, r)) <= TOL["bfloat16"]
     xt = x.t().contiguous().t()                                              # strided rows: checked path
     assert max(_errs(fn(xt.clone(), w, None), x, w, None)) <= TOL["bfloat16"]
+
+
+def test_use_table_reaches_the_fast_path():
+    """After use_table the registry's call launches with the new table's pick (its cached plans are dropped)."""
+    from rmsnorm_lab.impls import get_impl
+    from rmsnorm_lab.kernels import tables as kt
+    from rmsnorm_lab.kernels.launch import LAUNCHER
+    fn = get_impl("triton").load()
+    x, w, _ = _fresh((16, 1024), torch.bfloat16, torch.bfloat16, None, 10)
+    fn(x, w)
+    try:
+        kt.use_table({kt.table_key(1024, 16, False): {"rows": 2, "warps": 2}})
+        assert not LAUNCHER.plans
+        assert max(_errs(fn(x, w), x, w, None)) <= TOL["bfloat16"]
+        (plan,) = LAUNCHER.plans.values()
+        assert plan[2][2] == 2                                  # ROWS, the third compile-time argument
+    finally:
+        kt.use_table(None)

@@ -93,8 +93,11 @@ STORE = TableStore()
 
 def use_table(table) -> None:
     """Use ``table`` (a path, a dict of configs or a whole table dict, or None: back to the files) in this
-    process for every GPU. A table marked ``"overlay": true`` is looked up first, then the GPU's own."""
+    process for every GPU. A table marked ``"overlay": true`` is looked up first, then the GPU's own.
+    The registry's cached plans are dropped, so the next calls launch with the new table's picks."""
     STORE.use(table)
+    from .launch import LAUNCHER
+    LAUNCHER.plans.clear()
 
 
 def table_path(gpu_name: str | None = None, path=None) -> Path:
