@@ -7,10 +7,9 @@ with a fresh ``timing.Runner`` per timing; ``ABResult`` gives the median of the 
 its min-max spread, and its ratio to a baseline subject::
 
     from rmsnorm_lab import ab
-    from rmsnorm_lab.kernels.config import LaunchConfig
-    subjects = {"lean": ab.Subject(config_fn(LaunchConfig(lean=True))), "v7": ..., **ab.from_registry(["vllm"], "cuda")}
+    subjects = {"a": ab.Subject(fn_a), "b": ab.Subject(fn_b, inplace=True), **ab.from_registry(peer_names, "cuda")}
     res = ab.interleave(subjects, ab.inputs_for(cases, "cuda"), modes=("cold", "graph"), rounds=5)
-    print(res.table(baseline="lean")); res.to_csv("out/ab.csv")
+    print(res.table(baseline="a")); res.to_csv("out/ab.csv")
 
 A subject is a callable ``fn(x, weight, residual, eps)`` (the registry's convention) and whether it
 writes its inputs in place (the runner then restores them outside the timed region).

@@ -15,7 +15,7 @@ def color(impl: str) -> str:
     """The implementation's plot colour (``Impl.color``), else a stable one derived from its name."""
     from .impls import get_impl
     try:
-        c = get_impl(impl).color
+        c = getattr(get_impl(impl), "color", "")
     except KeyError:
         c = ""
     if c:
