@@ -5,7 +5,8 @@
 writes ``<out>/<device slug>/<run name>/``: each executed notebook (``.ipynb``),
 its HTML export, and the sweep's results (``results.csv``, ``env.json``,
 PNG plots, fastest/summary CSVs, the correctness and support tables) in that
-same folder. ``--preset auto`` is ``ci`` (tiny, seconds) on a machine without a
+same folder, and ``timings.json``: the wall time of the whole run, of each notebook (kernel
+start, each cell, the HTML export) and of the sweep's phases, as printed at the end. ``--preset auto`` is ``ci`` (tiny, seconds) on a machine without a
 GPU and ``full`` (the seed's grid) with one. Notebook 03 compares the new run
 with every other run found under ``<out>``, or says there is nothing to compare.
 """
@@ -56,15 +57,115 @@ def _notebook_params(nb_path: Path) -> set[str]:
     return set(pm.inspect_notebook(str(nb_path)))
 
 
+_MATH = None
+
+
+def _math_re():
+    global _MATH
+    if _MATH is None:
+        import re
+        # $$...$$ (display) or $...$ (inline: no space inside the dollars, no digit after the closing one)
+        _MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)", re.S)
+    return _MATH
+
+
+def render_tex(tex: str) -> str | None:
+    """A TeX formula as an inline SVG image (matplotlib's mathtext, no network), or None where
+    mathtext cannot parse it (``\\tfrac``/``\\dfrac`` are tried as ``\\frac``)."""
+    import base64
+    import html
+    import io
+
+    from matplotlib import mathtext
+    for src in (tex, tex.replace(r"\tfrac", r"\frac").replace(r"\dfrac", r"\frac")):
+        buf = io.BytesIO()
+        try:
+            mathtext.math_to_image(f"${' '.join(src.split())}$", buf, format="svg", dpi=100)
+        except Exception:  # noqa: BLE001 - left as TeX for MathJax where it loads
+            continue
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        return (f'<img src="data:image/svg+xml;base64,{data}" alt="{html.escape(tex.strip(), quote=True)}" '
+                f'style="vertical-align: middle">')
+    return None
+
+
+def prerender_math(nb) -> int:
+    """Replace the TeX formulas of markdown cells by inline SVG images, so the HTML shows them offline
+    (nbconvert's MathJax comes from a CDN); returns how many were rendered. A formula mathtext cannot
+    draw stays TeX and is typeset by MathJax where the page can load it."""
+    n = 0
+
+    def sub(m):
+        nonlocal n
+        display = m.group(1) is not None
+        img = render_tex(m.group(1) if display else m.group(2))
+        if img is None:
+            return m.group(0)
+        n += 1
+        return f'\n<div style="text-align: center">{img}</div>\n' if display else img
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            parts = cell.source.split("`")            # code spans (odd parts) keep their dollars
+            cell.source = "`".join(p if i % 2 else _math_re().sub(sub, p) for i, p in enumerate(parts))
+    return n
+
+
 def export_html(ipynb: Path) -> Path:
+    """The executed notebook as HTML beside it, formulas pre-rendered (readable offline)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(ipynb), as_version=4)
+    prerender_math(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
     out = ipynb.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def notebook_timings(ipynb: Path) -> dict:
+    """Per-cell wall seconds that papermill recorded in an executed notebook, each with the cell's first line."""
+    import nbformat
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    cells = []
+    for i, c in enumerate(nb.cells):
+        d = (c.get("metadata", {}).get("papermill") or {}).get("duration")
+        if c.cell_type == "code" and d is not None:
+            first = next((ln for ln in c.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+            cells.append({"cell": i, "s": round(float(d), 2), "code": first[:80]})
+    return {"cells_s": round(sum(c["s"] for c in cells), 2), "cells": cells}
+
+
+def _sweep_phases(run_dir: Path) -> dict:
+    import json
+    try:
+        env = json.loads((run_dir / "env.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {k: env[k] for k in ("wall_s", "prewarm") if k in env}
+    if env.get("phases"):
+        out["phases"] = env["phases"]
+    return out
+
+
+def format_timings(t: dict) -> str:
+    """The table printed at the end of a report run."""
+    lines = [f"wall time: {t['total_s']:.1f} s ({t['device']}, preset {t['preset']})"]
+    for name, nb in t["notebooks"].items():
+        lines.append(f"  {name}: {nb['wall_s']:.1f} s (kernel start and I/O {nb['overhead_s']:.1f} s, "
+                     f"HTML {nb.get('html_s', 0):.1f} s)")
+        for c in sorted(nb["cells"], key=lambda c: -c["s"])[:4]:
+            if c["s"] >= 0.5:
+                lines.append(f"    cell {c['cell']:>2}: {c['s']:7.1f} s  {c['code']}")
+    phases = t.get("sweep", {}).get("phases", {})
+    if phases:
+        groups: dict = {}
+        for k, v in phases.items():
+            groups[k.split(":")[0]] = groups.get(k.split(":")[0], 0.0) + v
+        lines.append("  sweep phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                   sorted(groups.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
 
 
 def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.PathLike | None = None,
@@ -79,6 +180,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     from .params import validate_params
     from .paths import notebooks_dir, reports_dir
 
+    t_run = time.perf_counter()
     dev = resolve_device(device)
     pname, params = resolve_preset(preset, dev)
     params = {**params, "device": device}
@@ -91,6 +193,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"report: {device_name(dev)}, preset {pname} -> {run_dir}")
 
+    timings = {"device": device_name(dev), "preset": pname, "notebooks": {}}
     injected = {"01_correctness": {"save_dir": str(run_dir)},
                 "02_performance_sweep": {"save_dir": str(run_dir), "progress": False},
                 "03_compare_runs": {"run_dirs": [], "reports_root": str(root), "new_run": str(run_dir)}}
@@ -117,9 +220,16 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                     export_html(dst)
                 raise RuntimeError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                                    f"(executed copy: {dst})") from None
+            run_s = time.perf_counter() - t0
+            nbt = notebook_timings(dst)
+            nbt["overhead_s"] = round(run_s - nbt["cells_s"], 2)
             if html:
+                t1 = time.perf_counter()
                 export_html(dst)
-            log(f"  {name}: {time.perf_counter() - t0:.1f} s")
+                nbt["html_s"] = round(time.perf_counter() - t1, 2)
+            nbt["wall_s"] = round(time.perf_counter() - t0, 2)
+            timings["notebooks"][name] = nbt
+            log(f"  {name}: {nbt['wall_s']:.1f} s")
     finally:
         if path_before is None:
             os.environ.pop("PYTHONPATH", None)
@@ -129,7 +239,13 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
             os.environ.pop("RMSNORM_LAB_BATCH", None)
         else:
             os.environ["RMSNORM_LAB_BATCH"] = env_before
+    import json
+
     import yaml
+    timings["total_s"] = round(time.perf_counter() - t_run, 2)
+    timings["sweep"] = _sweep_phases(run_dir)
+    (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    log(format_timings(timings))
     (run_dir / "parameters.yaml").write_text(
         f"# preset {pname}, run by: python -m rmsnorm_lab.report {' '.join(sys.argv[1:])}\n"
         + yaml.safe_dump(params, sort_keys=False))
