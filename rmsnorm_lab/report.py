@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import sys
 import time
@@ -138,7 +139,6 @@ def notebook_timings(ipynb: Path) -> dict:
 
 
 def _sweep_phases(run_dir: Path) -> dict:
-    import json
     try:
         env = json.loads((run_dir / "env.json").read_text())
     except (OSError, ValueError):
@@ -239,13 +239,12 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
             os.environ.pop("RMSNORM_LAB_BATCH", None)
         else:
             os.environ["RMSNORM_LAB_BATCH"] = env_before
-    import json
-
+        # written also when a notebook failed: the notebooks that ran, and how long they took
+        timings["total_s"] = round(time.perf_counter() - t_run, 2)
+        timings["sweep"] = _sweep_phases(run_dir)
+        (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        log(format_timings(timings))
     import yaml
-    timings["total_s"] = round(time.perf_counter() - t_run, 2)
-    timings["sweep"] = _sweep_phases(run_dir)
-    (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    log(format_timings(timings))
     (run_dir / "parameters.yaml").write_text(
         f"# preset {pname}, run by: python -m rmsnorm_lab.report {' '.join(sys.argv[1:])}\n"
         + yaml.safe_dump(params, sort_keys=False))
