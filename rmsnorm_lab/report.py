@@ -3,12 +3,14 @@
     python -m rmsnorm_lab.report [--preset auto|ci|full|PATH] [--run-name NAME] [--out DIR]
 
 writes ``<out>/<device slug>/<run name>/``: each executed notebook (``.ipynb``),
-its HTML export, and the sweep's results (``results.csv``, ``env.json``,
-PNG plots, fastest/summary CSVs, the correctness and support tables) in that
-same folder, and ``timings.json``: the wall time of the whole run, of each notebook (kernel
-start, each cell, the HTML export) and of the sweep's phases, as printed at the end. ``--preset auto`` is ``ci`` (tiny, seconds) on a machine without a
-GPU and ``full`` (the seed's grid) with one. Notebook 03 compares the new run
-with every other run found under ``<out>``, or says there is nothing to compare.
+its HTML export (formulas drawn as images: readable offline), and the sweep's
+results (``results.csv``, ``env.json``, PNG plots, fastest/summary CSVs, the
+correctness and support tables) in that same folder, and ``timings.json``: the
+wall time of the whole run, of each notebook (kernel start, each cell, the HTML
+export) and of the sweep's phases, as printed at the end. ``--preset auto`` is
+``ci`` (tiny, seconds) on a machine without a GPU and ``full`` (the seed's grid)
+with one. Notebook 03 compares the new run with every other run found under
+``<out>``, or says there is nothing to compare.
 """
 from __future__ import annotations
 
