@@ -37,3 +37,16 @@ def test_report_records_wall_times(tmp_path, capsys):
     text = format_timings({**t, "sweep": {"phases": {"check:torch": 1.0, "time_cold:torch": 2.0,
                                                      "time_cold:triton": 3.0}}})
     assert "time_cold 5.0 s, check 1.0 s" in text
+
+
+def test_ahead_prewarm_reports_and_never_fails_the_report():
+    import multiprocessing as mp
+
+    from rmsnorm_lab.prewarm import warm_job
+    from rmsnorm_lab.report import AheadPrewarm
+
+    assert AheadPrewarm.start({"hidden_sizes": [64]}, "cpu") is None       # CUDA only
+    assert AheadPrewarm.start({}, "cuda") is None                          # a preset it cannot read: no prewarm
+    pool = mp.get_context("spawn").Pool(1)
+    got = AheadPrewarm(pool, pool.map_async(warm_job, [("_no_such_impl", 1)]), 1).wait()
+    assert got["jobs"] == 1 and got["failed"] == 1 and "_no_such_impl" in got["first_error"]
