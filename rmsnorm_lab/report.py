@@ -160,6 +160,11 @@ def format_timings(t: dict) -> str:
         for c in sorted(nb["cells"], key=lambda c: -c["s"])[:4]:
             if c["s"] >= 0.5:
                 lines.append(f"    cell {c['cell']:>2}: {c['s']:7.1f} s  {c['code']}")
+    for key, label in (("prewarm_ahead", "compiled ahead during 01"), ("prewarm", "sweep's own prewarm")):
+        pw = t.get(key) or t.get("sweep", {}).get(key)
+        if pw and pw.get("jobs"):
+            lines.append(f"  {label}: {pw['jobs']} jobs, {pw['failed']} failed, {pw['seconds']:.1f} s"
+                         + (f" ({pw['first_error'][:100]})" if pw.get("first_error") else ""))
     phases = t.get("sweep", {}).get("phases", {})
     if phases:
         groups: dict = {}
