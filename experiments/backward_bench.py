@@ -107,6 +107,7 @@ def run(argv=None) -> int:
             rows += measure(s, B, Runner, time_runner, x, w, r, dy, d_res, ref, base, modes, args.budget_ms,
                             device, sm, ceiling)
         del x, w, r, dy, d_res, ref
+        write_csv(args.out, rows)              # after every case: a run cut short keeps what it measured
         print(f"  {dt} {hidden} x {tokens}{' + res' if res else ''} done "
               f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     write_csv(args.out, rows)

@@ -53,6 +53,7 @@ def rmsnorm_bwd_kernel(
     BLOCK_N: tl.constexpr,
     ROWS: tl.constexpr,                  # rows per step (a ROWS x BLOCK_N tile)
     HAS_DRES: tl.constexpr,              # add the gradient flowing into the new residual
+    STAGES: tl.constexpr = 1,            # software-pipeline depth of the row loop (loads of the next tile early)
 ):
     """A program walks row tiles pid, pid + programs, ... (one pass over s and dy per row) and writes
     its fp32 partial sum of dy * xhat to DW_PART[pid, :]."""
@@ -62,7 +63,7 @@ def rmsnorm_bwd_kernel(
     col_ok = cols < N
     w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for blk in range(pid, tl.cdiv(n_rows, ROWS), nprog):
+    for blk in tl.range(pid, tl.cdiv(n_rows, ROWS), nprog, num_stages=STAGES):
         rows = (blk * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         row_ok = rows < n_rows
         mask = row_ok[:, None] & col_ok[None, :]

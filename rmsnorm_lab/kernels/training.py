@@ -39,40 +39,39 @@ class TrainLaunch:
     rows: int
     warps: int
     programs: int
+    stages: int = 1
 
 
-TILE = 4096          # elements of one tensor a program holds per step (rows x block_n)
-MIN_ROWS = 16        # backward: a program gets at least this many rows (its dw partial row is then small
-                     # next to the rows it reads) unless that would leave SMs idle
+TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
+BWD_TILE = 16384     # backward: elements of s and of dy a program holds per step (rows x block_n)
 
 
 def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def _tile(hidden: int) -> tuple[int, int, int]:
-    """(block_n, rows, warps): ~TILE elements per step, ~8-16 per thread, 4-32 warps."""
+def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
+    """Forward: a program per tile of ~TILE elements (up to 16 rows), ~8 elements per thread, 4-32 warps."""
     block_n = _next_pow2(hidden)
     rows = max(1, min(16, TILE // block_n))
     warps = max(4, min(32, block_n * rows // 512))
-    return block_n, rows, warps
-
-
-def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
-    """Forward: a program per row tile."""
-    block_n, rows, warps = _tile(hidden)
     return TrainLaunch(block_n, rows, warps, max(1, -(-n_rows // rows)))
 
 
 def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
-    """Backward: as many programs as fit on the device at once (2048 threads per SM) but at least
-    MIN_ROWS rows each (fewer dw partial rows to write and sum), and never fewer than one per SM
-    while there are row tiles to give; each program walks its row tiles in a grid-stride loop."""
-    block_n, rows, warps = _tile(hidden)
+    """Backward: one program per SM, each walking row tiles in a grid-stride loop.
+
+    One program per SM keeps the dw partials at one fp32 row per SM (written once, summed once);
+    a tile of up to BWD_TILE elements (1-4 rows) keeps enough loads of s and dy in flight,
+    and block_n / 512 warps (4-16) gives each thread 16-32 elements of a row. On an H200 (bf16,
+    hidden 2048-16384, 4096-32768 tokens) this was the fastest of rows 1-4 x warps 4-32 x
+    1-8 programs per SM at every shape tried (experiments/backward_bench.py times it against the peers).
+    """
+    block_n = _next_pow2(hidden)
+    rows = max(1, min(4, BWD_TILE // block_n))
+    warps = max(4, min(16, block_n // 512))
     tiles = max(1, -(-n_rows // rows))
-    per_sm = max(1, 64 // warps)
-    programs = min(tiles, sm_count * per_sm, max(sm_count, -(-n_rows // MIN_ROWS)))
-    return TrainLaunch(block_n, rows, warps, max(1, programs))
+    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
 
 
 def _sm_count(device: torch.device) -> int:
@@ -143,7 +142,7 @@ def _forward(x, residual, weight, eps):
     return (out, rstd) if residual is None else (out, new_res.view(shape), rstd)
 
 
-def _backward(dy, s, weight, rstd, d_res):
+def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     _check_device(s, "s")
     n = s.shape[-1]
     s2 = s.reshape(-1, n).contiguous()
@@ -156,14 +155,15 @@ def _backward(dy, s, weight, rstd, d_res):
     if m == 0:
         dw.zero_()
         return ds.view(s.shape), dw
-    cfg = bwd_launch(n, m, _sm_count(s.device))
+    cfg = cfg or bwd_launch(n, m, _sm_count(s.device))
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
     with _on_device(s):
         k.rmsnorm_bwd_kernel[(cfg.programs,)](
             dy2, s2, weight.contiguous(), rstd1, dro2, ds, part,
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,
-            N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, num_warps=cfg.warps)
+            N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
+            num_warps=cfg.warps)
         block_c = min(1024, cfg.block_n)
         k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c, num_warps=4)
     return ds.view(s.shape), dw
