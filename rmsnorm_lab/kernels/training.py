@@ -62,14 +62,14 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
     """Backward: one program per SM, each walking row tiles in a grid-stride loop.
 
     One program per SM keeps the dw partials at one fp32 row per SM (written once, summed once);
-    a tile of up to BWD_TILE elements (1-4 rows) keeps enough loads of s and dy in flight,
-    and block_n / 512 warps (4-16) gives each thread 16-32 elements of a row. On an H200 (bf16,
-    hidden 2048-16384, 4096-32768 tokens) this was the fastest of rows 1-4 x warps 4-32 x
-    1-8 programs per SM at every shape tried (experiments/backward_bench.py times it against the peers).
+    a tile of up to BWD_TILE elements (1-8 rows) keeps enough loads of s and dy in flight with
+    8 warps (16 for rows of 16384 and more). On an H200 (bf16, hidden 2048-16384, 4096-65536
+    tokens) this was the fastest, or within 5% of it, of rows 1-16 x warps 4-32 x 1-4 programs
+    per SM x 1-2 pipeline stages at every shape tried.
     """
     block_n = _next_pow2(hidden)
-    rows = max(1, min(4, BWD_TILE // block_n))
-    warps = max(4, min(16, block_n // 512))
+    rows = max(1, min(8, BWD_TILE // block_n))
+    warps = 16 if block_n >= 16384 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))
     return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
 
