@@ -63,13 +63,13 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
 
     One program per SM keeps the dw partials at one fp32 row per SM (written once, summed once);
     a tile of up to BWD_TILE elements (1-8 rows) keeps enough loads of s and dy in flight with
-    8 warps (16 for rows of 16384 and more). On an H200 (bf16, hidden 2048-16384, 4096-65536
+    8 warps (16 for rows of 8192 and more). On an H200 (bf16, hidden 2048-16384, 4096-65536
     tokens) this was the fastest, or within 5% of it, of rows 1-16 x warps 4-32 x 1-4 programs
     per SM x 1-2 pipeline stages at every shape tried.
     """
     block_n = _next_pow2(hidden)
     rows = max(1, min(8, BWD_TILE // block_n))
-    warps = 16 if block_n >= 16384 else max(4, min(8, rows * block_n // 1024))
+    warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))
     return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
 
