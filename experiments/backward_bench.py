@@ -41,7 +41,8 @@ def parse_args(argv):
     p.add_argument("--dtypes", default=None, help="comma-separated (default bfloat16,float16; smoke: float32)")
     p.add_argument("--impls", default=None, help="comma-separated subjects (default: every one that runs here; "
                    "smoke: huggingface,torch,triton)")
-    p.add_argument("--modes", default=None, help="comma-separated timing modes (default cold,graph on CUDA, cold on CPU)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated timing modes (default cold,graph on CUDA, cold on CPU)")
     p.add_argument("--hidden", default=None, help="comma-separated hidden sizes (replace the grid's)")
     p.add_argument("--tokens", default=None, help="comma-separated token counts (replace the grid's)")
     p.add_argument("--budget-ms", type=float, default=25.0, help="timing budget per point (ms)")

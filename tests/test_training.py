@@ -203,8 +203,8 @@ def test_backward_bench_smoke(tmp_path):
     out = tmp_path / "bwd.csv"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, str(ROOT / "experiments" / "backward_bench.py"), "--smoke",
-                        "--budget-ms", "2", "--modes", "cold", "--out", str(out)], env=env, capture_output=True, text=True,
-                       timeout=300)
+                        "--budget-ms", "2", "--modes", "cold", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     assert rows and rows[0].keys() >= {"impl", "pass", "mode", "us_median", "err_dx", "err_dw", "status"}
