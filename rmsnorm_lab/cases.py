@@ -115,9 +115,11 @@ class Case:
 
     @property
     def label(self) -> str:
-        """The name, or one built from the fields that differ from the sweep's inputs."""
-        if self.name:
-            return self.name
+        """The name, or ``describe()``."""
+        return self.name or self.describe()
+
+    def describe(self) -> str:
+        """Shape, dtype and every field that differs from the sweep's inputs, in words."""
         parts = ["x".join(map(str, self.shape)), self.dtype]
         if self.residual:
             parts.append("+res" + ("=x" if self.residual_is_x else ""))

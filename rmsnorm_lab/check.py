@@ -15,8 +15,9 @@ Statuses (``STATUSES``), used by the check, the sweep and the support matrix ali
 Rules the checker applies:
 
 - Mixed dtypes: the reference is float64 of the actual values of x, weight and residual. The output
-  may be in x's dtype or in the promoted dtype of x and weight (torch's rule); the new residual in
-  x's, the residual's, or their promoted dtype. The tolerance is x's dtype's.
+  may be in x's dtype or in a dtype torch's promotion gives (x with the weight and/or the
+  residual); the new residual in x's, the residual's, or their promoted dtype. The tolerance is
+  x's dtype's.
 - Non-finite values: where the reference is NaN / Inf, the output must be too (the same ones).
 - An all-zero row with eps = 0: RMSNorm is 0/0 there, undefined. Such a row is correct when it is
   all NaN (what the formula gives) or all zeros (the limit, what a guarded kernel returns); anything
@@ -65,9 +66,12 @@ def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -
         res.update(status="wrong", reason="expected (out, new_residual) with a residual")
         return res
     n = x.shape[-1]
-    want_dtypes = [{x.dtype, torch.promote_types(x.dtype, weight.dtype)}]
+    pw = torch.promote_types(x.dtype, weight.dtype)
+    want_dtypes = [{x.dtype, pw}]
     if residual is not None:
-        want_dtypes.append({x.dtype, residual.dtype, torch.promote_types(x.dtype, residual.dtype)})
+        pr = torch.promote_types(x.dtype, residual.dtype)
+        want_dtypes[0] |= {pr, torch.promote_types(pw, pr)}
+        want_dtypes.append({x.dtype, residual.dtype, pr})
     undefined = _undefined_rows(x, residual, eps)
     problems, picked = [], []
     for label, o, want in zip(("output", "new residual"), outs[:2 if residual is not None else 1], want_dtypes):
@@ -142,6 +146,21 @@ def _message(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:500]
 
 
+def skip_check(impl, case: Case, device: str, known_limits: bool = True) -> tuple:
+    """(why ``impl`` is not run on ``case`` here, or ""; what its ``supports`` says, or "").
+    ``known_limits`` False: run the inputs it declares it fails on anyway."""
+    reason = skip_reason(case, device)
+    if reason:
+        return reason, ""
+    s = impl.supports(case, device)
+    if s:
+        return "", ""
+    if known_limits:
+        return s.reason, s.reason
+    b = impl.supports(case.dtype, device)   # it still must be installed, on this device, in x's dtype
+    return ("" if b else b.reason), s.reason
+
+
 def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: float = 1e-6,
                inputs=None, known_limits: bool = True) -> dict:
     """Run one implementation on one case and compare both outputs with the float64 reference.
@@ -165,16 +184,7 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     row = {"impl": name, "case": case.label, **case.as_dict(), "device": device, "status": "",
            "err_out": float("nan"), "err_residual": float("nan"), "tolerance": tol, "reason": "",
            "note": "", "declared": ""}
-    reason = skip_reason(case, device)
-    if not reason:
-        s = impl.supports(case, device)
-        if not s:
-            row["declared"] = s.reason
-            if known_limits:
-                reason = s.reason
-            else:                       # still needs to be installed, on this device, in x's dtype
-                b = impl.supports(case.dtype, device)
-                reason = "" if b else b.reason
+    reason, row["declared"] = skip_check(impl, case, device, known_limits)
     if reason:
         row.update(status="skip", reason=reason)
         return row
