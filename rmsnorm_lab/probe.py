@@ -107,10 +107,7 @@ def _resolve_cases(cases) -> list[Case]:
                                f"{suggest(c, defaults)}")
             out.append(defaults[c])
         else:
-            try:
-                out.append(Case.from_dict(c))
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"cases: {e}") from None
+            out.append(Case.from_dict(c))
     if not out:
         raise ValueError("cases: expected at least one case, got an empty list")
     names = [c.label for c in out]

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ["float32", "float16", "bfloat16"]
 CPU_IMPLS = [n for n, impl in registry().items() if impl.available("cpu")]
 # torch.compile builds one graph per shape: covered by test_torch_compile_many_shapes instead
-MATRIX_IMPLS = [n for n in CPU_IMPLS if n != "torch_compile"]
+MATRIX_IMPLS = [n for n in CPU_IMPLS if n not in ("torch_compile", "torch_compile_dynamic")]
 PEERS = {"flashinfer": "flashinfer", "flashinfer_cuda": "flashinfer", "vllm": "vllm",
          "liger": "liger_kernel", "quack": "quack"}
 
@@ -674,6 +674,21 @@ def test_torch_compile_many_shapes():
     assert grown >= len(hiddens), f"{grown} graphs compiled for {len(hiddens)} shapes: some fell back to eager"
     assert len(fn.compile_seconds) >= len(hiddens)
     assert all(s > 0 for s in fn.compile_seconds.values())
+
+
+def test_torch_compile_dynamic_one_graph_for_many_token_counts():
+    """The dynamic-token entry compiles once per (hidden, dtype, residual) and token counts > 1 reuse
+    that graph (as vLLM compiles); every output checked."""
+    fn = get_impl("torch_compile_dynamic").load()
+    for residual in (False, True):
+        for i, tokens in enumerate([3, 5, 17, 1, 40]):
+            x, w, r = _inputs((tokens, 47), "float32", residual, seed=i)
+            _assert_matches_reference(fn(x.clone(), w, None if r is None else r.clone()), x, w, r,
+                                      what=("torch_compile_dynamic", tokens, residual))
+        x, w, r = _inputs((2, 3, 47), "float32", residual, seed=9)          # 3-D: tokens = 6
+        _assert_matches_reference(fn(x.clone(), w, None if r is None else r.clone()), x, w, r)
+    keys = [k for k in fn.compile_seconds if k[0][1] == 47]
+    assert len(keys) == 4, keys            # (many tokens, one token) x (residual, none)
 
 
 @pytest.mark.parametrize("lean", ["1", "0"])
