@@ -201,7 +201,7 @@ def skip_reason(case: Case, device: str) -> str:
         return (f"needs CUDA: {case.numel:,} elements (> 2**31, {gib:.0f} GiB per tensor) "
                 f"are probed on a GPU only")
     if case.weight_device and case.weight_device == dev:
-        return f"needs a run on another device: the case puts the weight on {case.weight_device}, x is there too"
+        return f"needs x on another device than the weight ({case.weight_device}): a CUDA run"
     return ""
 
 
