@@ -125,7 +125,7 @@ class Case:
             parts.append("+res" + ("=x" if self.residual_is_x else ""))
         for f in fields(self)[6:]:
             v = getattr(self, f.name)
-            if f.name != "ndim" and v != f.default:
+            if f.name not in ("ndim", "residual_is_x") and v != f.default:
                 parts.append(f"{f.name}={v}")
         return " ".join(parts)
 

@@ -123,7 +123,7 @@ def test_custom_case_dict_and_case():
                                           "layout": "strided_rows", "residual": True, "residual_is_x": True},
                                          Case(1, 1, 1, "float32", name="tiny")], device="cpu")
     assert list(df["status"]) == ["ok", "ok"]
-    assert df["case"][0] == "2x3x33 float16 +res=x layout=strided_rows residual_is_x=True"
+    assert df["case"][0] == "2x3x33 float16 +res=x layout=strided_rows"
 
 
 def test_probe_cli(tmp_path):
