@@ -61,6 +61,7 @@ def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -
     import torch
 
     res = {"status": "", "reason": "", "err_out": float("nan"), "err_residual": float("nan")}
+    weight = weight.to(x.device)            # a weight on another device: the reference runs on x's
     outs = got if isinstance(got, tuple) else (got,)
     if residual is not None and len(outs) < 2:
         res.update(status="wrong", reason="expected (out, new_residual) with a residual")
