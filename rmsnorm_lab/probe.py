@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from .cases import Case
-from .check import STATUSES
 from .validate import check_eps, check_seed, suggest
 
 CSV_NAME = "support_matrix.csv"
