@@ -184,3 +184,21 @@ def test_vllm_ops_library_is_its_provenance(monkeypatch, tmp_path):
     lib = tmp_path / "_C.abi3.so"
     monkeypatch.setenv("RMSNORM_LAB_VLLM_OPS", str(lib))
     assert str(lib) in get_impl("vllm").provenance()["path"]
+
+
+def x_rows(shape) -> int:
+    return int(torch.tensor(shape[:-1]).prod())
+
+
+def test_torch_compile_dynamic_one_graph_for_many_token_counts():
+    """The dynamic-token entry compiles once per (hidden, dtype, residual) and token counts > 1 reuse
+    that graph (as vLLM compiles); both outputs checked."""
+    fn = get_impl("torch_compile_dynamic").load()
+    for residual in (False, True):
+        for i, shape in enumerate([(3, 47), (5, 47), (17, 47), (1, 47), (40, 47), (2, 3, 47)]):
+            x, w, r = make_inputs(Case(1, x_rows(shape), 47, "float32", residual, ndim=2), "cpu", i)
+            x, r = x.reshape(shape), None if r is None else r.reshape(shape)
+            got = fn(x.clone(), w, None if r is None else r.clone())
+            assert check_outputs(x, w, r, 1e-6, got, 1e-5)["status"] == "ok", (shape, residual)
+    keys = [k for k in fn.compile_seconds if k[0][1] == 47]
+    assert len(keys) == 4, keys            # (many tokens, one token) x (residual, none)
