@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ["float32", "float16", "bfloat16"]
 CPU_IMPLS = [n for n, impl in registry().items() if impl.available("cpu")]
 # torch.compile builds one graph per shape: covered by test_torch_compile_many_shapes instead
-MATRIX_IMPLS = [n for n in CPU_IMPLS if n != "torch_compile"]
+MATRIX_IMPLS = [n for n in CPU_IMPLS if n not in ("torch_compile", "torch_compile_dynamic")]
 PEERS = {"flashinfer": "flashinfer", "flashinfer_cuda": "flashinfer", "vllm": "vllm",
          "liger": "liger_kernel", "quack": "quack"}
 
