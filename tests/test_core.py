@@ -578,6 +578,26 @@ def test_a_gpu_reads_its_own_table_else_the_default(monkeypatch, tmp_path):
         kt.use_table(None)
 
 
+def test_triton_entry_prewarm_jobs_and_provenance():
+    """Our entry's compile-ahead jobs: each (hidden, residual, dtype, config the table picks) once, picklable;
+    a table miss takes the heuristic with the dtype's element size. Its provenance says which table runs."""
+    import pickle
+    entry = get_impl("triton")
+    assert entry.role == "ours" and entry.packages == ("triton",) and entry.color
+    cases = [Case(1, t, h, "float16", res) for h in (2048, 4096) for t in (1, 16, 4096) for res in (False, True)]
+    jobs = entry.prewarm_jobs(cases + cases[:3], "cuda")
+    assert len(jobs) == len(set(jobs)) and all(j[0] == "triton" for j in jobs)
+    for c in cases:
+        assert ("triton", c.hidden, c.residual, "float16", kt.pick(c.hidden, c.tokens, 2, c.residual)) in jobs
+    f32 = Case(1, 600, 4000, "float32", False)
+    assert entry.prewarm_jobs([f32], "cuda") == [("triton", 4000, False, "float32", kt.pick(4000, 600, 4, False))]
+    assert kt.pick(4000, 600, 4, False) != kt.pick(4000, 600, 2, False)
+    assert entry.prewarm_jobs(cases, "cpu") == []
+    pickle.dumps(jobs)
+    prov = entry.provenance()
+    assert "triton" in prov["versions"] and prov["launch_table"]["path"] == str(kt.DEFAULT_TABLE)
+
+
 def test_tokens_bucket():
     assert [kt.tokens_bucket(t) for t in (0, 1, 2, 3, 4, 5, 64, 65, 1000, 1024, 1025)] == \
         [1, 1, 2, 4, 4, 8, 64, 128, 1024, 1024, 2048]

@@ -46,21 +46,15 @@ class _TritonImpl(Impl):
 
     def provenance(self) -> dict:
         """The Triton version and which launch table runs on this machine's GPU (tables.table_info)."""
-        from importlib.metadata import PackageNotFoundError, version
-
         from ..kernels.launch import device_name_of
         from ..kernels.tables import table_info
-        try:
-            ver = version("triton")
-        except PackageNotFoundError:
-            ver = None
         gpu = None
         try:
             import torch
             gpu = device_name_of("cuda") if torch.cuda.is_available() else None
         except Exception:  # noqa: BLE001 - provenance never fails a run
             pass
-        return {"versions": {"triton": ver}, "launch_table": table_info(gpu)}
+        return {**super().provenance(), "launch_table": table_info(gpu)}
 
     def prewarm_jobs(self, cases, device="cuda") -> list:
         """("triton", hidden, residual, dtype, LaunchConfig): each config the table picks for ``cases``, once."""
@@ -80,10 +74,8 @@ class _TritonImpl(Impl):
 
 
 _ENTRY = _TritonImpl("triton", "rmsnorm-lab Triton", "triton", _load, devices=("cpu", "cuda"),
-                     requires=("triton",), inplace_residual=True,
+                     requires=("triton",), inplace_residual=True, role="ours", color="#000000", packages=("triton",),
                      numerics="fp32 math, one rounding at the store; fused add normalizes the fp32 sum "
                               "and writes out/new residual in place (like vLLM/FlashInfer); weight and "
                               "residual may be any float dtype; CPU via the interpreter")
-# set after construction: works whether or not Impl declares these fields
-_ENTRY.role, _ENTRY.color, _ENTRY.packages = "ours", "#000000", ("triton",)
 IMPLS = [_ENTRY]
