@@ -14,9 +14,17 @@ import triton.language as tl
 
 
 @triton.jit
-def _fp8_clamp(v):
-    """Saturate to the e4m3 range (+-448); NaN stays NaN."""
-    return tl.where(v > 448.0, 448.0, tl.where(v < -448.0, -448.0, v))
+def _fp8_clamp(v, SOFT_ROUND: tl.constexpr):
+    """Saturate to the e4m3 range (+-448); NaN stays NaN. SOFT_ROUND (CPU tensors under the interpreter,
+    whose fp32 -> e4m3 cast loses the carry when rounding up crosses a power of two: 124.6 -> 64):
+    round to the e4m3 grid here (nearest even; 3 mantissa bits, subnormal step 2**-9) so the cast is exact."""
+    v = tl.where(v > 448.0, 448.0, tl.where(v < -448.0, -448.0, v))
+    if SOFT_ROUND:
+        b = v.to(tl.int32, bitcast=True)
+        b = (b + 0x7FFFF + ((b >> 20) & 1)) & -1048576
+        sub = ((v * 512.0 + 12582912.0) - 12582912.0) * (1.0 / 512.0)
+        v = tl.where(tl.abs(v) < 0.015625, sub, b.to(tl.float32, bitcast=True))
+    return v
 
 
 @triton.jit
@@ -39,7 +47,7 @@ def norm_rows_kernel(
     HAS_RES: tl.constexpr,                       # s = x + r; RO = s; Y = norm(s)
     W_OFFSET: tl.constexpr,                      # y = x * rstd * (W_OFFSET + w)
     QUANT: tl.constexpr,                         # 0: none, 1: static (SCALE), 2: per row (SCALES_OUT)
-    HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr,
+    HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -59,10 +67,10 @@ def norm_rows_kernel(
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
         y = x * rstd[:, None] * w[None, :]
         if QUANT == 1:
-            y = _fp8_clamp(y * inv)
+            y = _fp8_clamp(y * inv, SOFT_ROUND)
         if QUANT == 2:
             rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
-            y = _fp8_clamp(y * rinv[:, None])
+            y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
         tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
@@ -103,7 +111,7 @@ def qk_norm_kernel(
 def quant_rows_kernel(
     Y, OUT, SCALE, SCALE_UB, SCALES_OUT, stride_y, stride_o, n_rows,
     N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-    QUANT: tl.constexpr, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr,
+    QUANT: tl.constexpr, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False,
 ):
     """FP8 quantization of rows already normalized (QUANT 1: static scale, 2: per-row scale)."""
     pid = tl.program_id(0)
@@ -118,8 +126,8 @@ def quant_rows_kernel(
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
         y = tl.load(Y + roff[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if QUANT == 1:
-            y = _fp8_clamp(y * inv)
+            y = _fp8_clamp(y * inv, SOFT_ROUND)
         if QUANT == 2:
             rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
-            y = _fp8_clamp(y * rinv[:, None])
+            y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
         tl.store(OUT + roff[:, None] * stride_o + cols[None, :], y.to(OUT.dtype.element_ty), mask=mask)

@@ -206,7 +206,8 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
             n_rows, eps,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
-            QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE, num_warps=p.warps)
+            QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
+            SOFT_ROUND=x.device.type != "cuda", num_warps=p.warps)
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
@@ -255,7 +256,7 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
             y2, o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
             scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
-            MIN_SCALE=MIN_SCALE, num_warps=p.warps)
+            MIN_SCALE=MIN_SCALE, SOFT_ROUND=y.device.type != "cuda", num_warps=p.warps)
     return o if quant == 1 else (o, scales)
 
 
