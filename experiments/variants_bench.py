@@ -156,7 +156,7 @@ def summarize(rows, out=sys.stdout) -> dict:
     """Per variant and mode: ours / fastest peer per shape, geomean against each single peer, and
     fused (ours) vs unfused (ours-unfused) FP8 where the bytes exceed 16 MiB. Returns the figures."""
     figures = {}
-    roles = {n: e[0] for n, e in V._ENTRIES.items()}
+    roles = {n: V.subject_role(n) for n in V.SUBJECT_NAMES}
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for mode in dict.fromkeys(r["mode"] for r in rows if r["variant"] == variant):
             sel = [r for r in rows if r["variant"] == variant and r["mode"] == mode]
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
             key = (case.variant, case.residual)
             if key not in subs_cache:
                 subs_cache[key] = [s for s in V.subjects(case.variant, case.residual, device, names)
-                                   if names is None or case.variant in V._ENTRIES[s.name][1]]
+                                   if names is None or case.variant in V.subject_variants(s.name)]
             new = run_case(case, subs_cache[key], modes, device, budget, min_reps)
             writer.writerows(new)
             f.flush()

@@ -610,6 +610,19 @@ _ENTRIES = {
 SUBJECT_NAMES = tuple(_ENTRIES)
 
 
+def subject_variants(name: str) -> tuple:
+    """The variants a subject has a form of."""
+    if name not in _ENTRIES:
+        raise ValueError(f"subject: unknown {name!r}; expected one of {', '.join(_ENTRIES)}")
+    return _ENTRIES[name][1]
+
+
+def subject_role(name: str) -> str:
+    """"ours", "torch", "unfused" or "peer"."""
+    subject_variants(name)
+    return _ENTRIES[name][0]
+
+
 def _fp8_support() -> Support:
     import torch
     return Support.yes() if hasattr(torch, "float8_e4m3fn") else \
