@@ -35,7 +35,7 @@ TOLERANCE = {"bfloat16": 1.2e-2, "float16": 2e-3, "float32": 1e-5}   # relative 
 FP8_FRAC_TOL = 1e-3                        # elements more than one e4m3 step off
 FP8_SCALE_TOL = 1e-2                       # per-token scale, relative
 VLLM_OPS_ENV = "RMSNORM_LAB_VLLM_OPS"      # path of vLLM's op library (as rmsnorm_lab.impls.vllm)
-ROLES = ("ours", "torch", "unfused", "peer")
+ROLES = ("ours", "baseline", "unfused", "peer")   # baseline: HF-style eager torch; peers include torch.compile
 
 
 def check_variant(variant: str) -> str:
@@ -584,7 +584,7 @@ class Subject:
     ``support`` says why it cannot run here). ``inplace``: it writes into x and / or the residual."""
     name: str
     variant: str
-    role: str                       # "ours", "torch", "unfused", "peer"
+    role: str                       # one of ROLES
     support: Support
     fn: Callable | None = field(default=None, repr=False)
     inplace: bool = False
@@ -594,8 +594,8 @@ class Subject:
 # name -> (role, variants, needs, residual form, inplace with residual, loader, note)
 _ENTRIES = {
     "ours": ("ours", VARIANTS, ("triton",), True, False, _ours, "one fused pass, fp32 math"),
-    "torch": ("torch", VARIANTS, (), True, False, lambda v: TORCH_FNS[v], "HF-style eager torch"),
-    "torch-compile": ("torch", VARIANTS, (), True, False, lambda v: _compiled(TORCH_FNS[v]),
+    "torch": ("baseline", VARIANTS, (), True, False, lambda v: TORCH_FNS[v], "HF-style eager torch"),
+    "torch-compile": ("peer", VARIANTS, (), True, False, lambda v: _compiled(TORCH_FNS[v]),
                       "torch.compile(dynamic=False) of the eager torch subject"),
     "ours-unfused": ("unfused", FP8, ("triton",), True, False, _ours_unfused,
                      "our plain RMSNorm, then a separate quantize kernel"),
@@ -618,7 +618,7 @@ def subject_variants(name: str) -> tuple:
 
 
 def subject_role(name: str) -> str:
-    """"ours", "torch", "unfused" or "peer"."""
+    """One of ROLES: "ours", "baseline" (eager torch), "unfused" (FP8 without fusion) or "peer"."""
     subject_variants(name)
     return _ENTRIES[name][0]
 
