@@ -318,3 +318,48 @@ def test_bench_smoke(tmp_path, capsys):
     fp8 = [r for r in rows if r["variant"] in V.FP8]
     assert all(r["frac_off_by_more_than_one_step"] == "0" for r in fp8)
     assert "fp8-per-token, cold" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- sm90 code, no GPU
+
+_COMPILE_SM90 = r'''
+import re, sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from rmsnorm_lab.kernels import _rmsnorm_variants as K
+tgt = GPUTarget("cuda", 90, 32)
+names = ["X", "W", "Y", "R", "RO", "SCALE", "SCALE_UB", "SCALES_OUT", "stride_x", "stride_y", "stride_r", "stride_ro",
+         "n_rows", "eps"]
+sig = dict(zip(names, ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]))
+sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "W_OFFSET", "QUANT", "HAS_UB", "MIN_SCALE",
+                                     "SOFT_ROUND"]})
+attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}
+src = ASTSource(fn=K.norm_rows_kernel, signature=sig, attrs=attrs, constexprs={
+    "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "W_OFFSET": 0.0, "QUANT": 2, "HAS_UB": True,
+    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False})
+ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
+qsig = {n: "*bf16" for n in ["Q", "K", "QO", "KO", "WQ", "WK"]}
+qsig.update({n: "i32" for n in "sq_t sq_h sk_t sk_h sqo_t sqo_h sko_t sko_h n_q_rows n_k_rows HQ HK".split()})
+qsig.update(eps="fp32", D="constexpr", BLOCK_D="constexpr", ROWS="constexpr")
+qptx = triton.compile(ASTSource(fn=K.qk_norm_kernel, signature=qsig, attrs={(i,): [["tt.divisibility", 16]] for i in range(14)},
+                                constexprs={"D": 128, "BLOCK_D": 128, "ROWS": 16}), target=tgt).asm["ptx"]
+print("CVT", sorted(set(re.findall(r"cvt\.[a-z.]*e4m3[a-z0-9.]*", ptx))))
+print("LD", sorted(set(re.findall(r"ld\.global[a-z0-9.]*", ptx))), sorted(set(re.findall(r"ld\.global[a-z0-9.]*", qptx))))
+'''
+
+
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """The CUDA code path (not the interpreter's) compiles for sm90: FP8 stores use the saturating e4m3
+    conversion, activation loads are 16-byte vectors."""
+    import subprocess
+    import sys
+    pytest.importorskip("triton.backends.compiler")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=300)
+    if p.returncode and ("ptxas" in p.stderr or "No module named" in p.stderr):
+        pytest.skip(f"cannot compile for sm90 here: {p.stderr.strip().splitlines()[-1]}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "cvt.rn.satfinite.e4m3x2.f32" in p.stdout
+    lines = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
+    assert "ld.global.v4.b32" in lines["LD"]
