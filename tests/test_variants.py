@@ -277,9 +277,9 @@ def test_launcher_errors_name_the_argument():
 def test_launch_policy():
     from rmsnorm_lab.kernels.variants import head_policy, row_policy
     p = row_policy(4096, 65536, 132)
-    assert (p.rows, p.warps) == (1, 8) and p.programs == 132 * 4
+    assert (p.rows, p.warps) == (1, 8) and p.programs == 132 * 8      # 64 resident warps an SM
     assert row_policy(256, 3, 132).rows == 8 and row_policy(256, 3, 132).programs == 1
-    assert row_policy(16384, 1, 132).warps == 16
+    assert row_policy(16384, 1, 132).warps == 32 and row_policy(16384, 1, 132).programs == 1
     h = head_policy(128, 40 * 65536, 132)
     assert h.rows == 16 and h.programs == 40 * 65536 // 16
     assert head_policy(128, 40, 132).rows == 1                  # few rows: spread them out

@@ -54,12 +54,13 @@ class Policy:
 
 
 def row_policy(width: int, n_rows: int, sms: int) -> Policy:
-    """Rows per program from the row width (about 2048 elements a program), warps from the tile
-    (one per 512 elements, 1-16), at most a few programs per SM (a grid-stride loop covers the rest)."""
+    """Rows per program from the row width (about 2048 elements a program), warps from the tile (one per
+    512 elements, 16 bytes of bf16 a thread and load, 1-32), and as many programs per SM as 64 resident warps
+    allow (a grid-stride loop covers the rest of the rows)."""
     block = _next_pow2(width)
     rows = max(1, min(16, 2048 // block))
-    warps = max(1, min(16, block * rows // 512))
-    per_sm = max(1, 32 // warps)
+    warps = max(1, min(32, block * rows // 512))
+    per_sm = max(1, 64 // warps)
     blocks = -(-max(n_rows, 1) // rows)
     return Policy(rows, warps, max(1, min(blocks, per_sm * sms)))
 
