@@ -170,7 +170,7 @@ def summarize(rows, out=sys.stdout) -> dict:
                 peers = {n: u for n, (u, _) in by.items() if roles.get(n) == "peer"}
                 ours = by.get("ours", (None,))[0]
                 best = min(peers, key=peers.get) if peers else None
-                line = f"  {key:<28} ours {ours if ours is not None else '-':>9}"
+                line = f"  {key:<28} ours " + (f"{ours:9.2f}" if ours is not None else f"{'-':>9}")
                 if ours is not None and best:
                     ratio = ours / peers[best]
                     ratios.append(ratio)
@@ -193,8 +193,8 @@ def summarize(rows, out=sys.stdout) -> dict:
                 best_single = min(full, key=full.get)
                 fig["best_single_peer"] = best_single
                 fig["speedup_vs_best_single_peer"] = full[best_single]
-                print("  geomean peer / ours: " + ", ".join(f"{n} {g:.3f}" for n, g in sorted(full.items()))
-                      + f"  (best single peer: {best_single}, ours {full[best_single]:.3f}x faster)", file=out)
+                print("  geomean peer / ours (> 1: ours faster): " + ", ".join(f"{n} {g:.3f}" for n, g in sorted(full.items()))
+                      + f"; best single peer {best_single}: {full[best_single]:.3f}", file=out)
             if fused:
                 fig["fused_vs_unfused_geomean"] = _geomean(fused)
                 print(f"  fused vs unfused FP8 above 16 MiB: geomean {fig['fused_vs_unfused_geomean']:.2f}x "
