@@ -332,17 +332,19 @@ names = ["X", "W", "Y", "R", "RO", "SCALE", "SCALE_UB", "SCALES_OUT", "stride_x"
          "n_rows", "eps"]
 sig = dict(zip(names, ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]))
 sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "W_OFFSET", "QUANT", "HAS_UB", "MIN_SCALE",
-                                     "SOFT_ROUND"]})
+                                     "SOFT_ROUND", "USE_PDL"]})
 attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}
 src = ASTSource(fn=K.norm_rows_kernel, signature=sig, attrs=attrs, constexprs={
     "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "W_OFFSET": 0.0, "QUANT": 2, "HAS_UB": True,
-    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False})
+    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None})
 ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
 qsig = {n: "*bf16" for n in ["Q", "K", "QO", "KO", "WQ", "WK"]}
 qsig.update({n: "i32" for n in "sq_t sq_h sk_t sk_h sqo_t sqo_h sko_t sko_h n_q_rows n_k_rows HQ HK".split()})
-qsig.update(eps="fp32", D="constexpr", BLOCK_D="constexpr", ROWS="constexpr")
+qsig.update(eps="fp32", D="constexpr", BLOCK_D="constexpr", ROWS="constexpr", USE_PDL="constexpr")
 qptx = triton.compile(ASTSource(fn=K.qk_norm_kernel, signature=qsig, attrs={(i,): [["tt.divisibility", 16]] for i in range(14)},
-                                constexprs={"D": 128, "BLOCK_D": 128, "ROWS": 16}), target=tgt).asm["ptx"]
+                                constexprs={"D": 128, "BLOCK_D": 128, "ROWS": 16, "USE_PDL": K.gdc_wait is not None}),
+                     target=tgt).asm["ptx"]
+print("PDL", "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in qptx)
 print("CVT", sorted(set(re.findall(r"cvt\.[a-z.]*e4m3[a-z0-9.]*", ptx))))
 print("LD", sorted(set(re.findall(r"ld\.global[a-z0-9.]*", ptx))), sorted(set(re.findall(r"ld\.global[a-z0-9.]*", qptx))))
 '''
@@ -363,3 +365,4 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     assert "cvt.rn.satfinite.e4m3x2.f32" in p.stdout
     lines = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
     assert "ld.global.v4.b32" in lines["LD"]
+    assert lines["PDL"] == "True"

@@ -8,9 +8,17 @@
   (token, head) pairs addressed through token and head strides, so q and k may
   be views into a fused qkv buffer.
 - ``quant_rows_kernel``: FP8 quantization alone (the unfused baseline's second kernel).
+
+USE_PDL (launched with programmatic dependent launch): wait for the kernel before in the
+stream before the first load, let the next one launch once our stores are issued.
 """
 import triton
 import triton.language as tl
+
+try:  # programmatic dependent launch (Hopper+); absent from older Triton
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - depends on the Triton version
+    gdc_wait = gdc_launch_dependents = None
 
 
 @triton.jit
@@ -47,11 +55,13 @@ def norm_rows_kernel(
     HAS_RES: tl.constexpr,                       # s = x + r; RO = s; Y = norm(s)
     W_OFFSET: tl.constexpr,                      # y = x * rstd * (W_OFFSET + w)
     QUANT: tl.constexpr,                         # 0: none, 1: static (SCALE), 2: per row (SCALES_OUT)
-    HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False,
+    HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False, USE_PDL: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
+    if USE_PDL:
+        gdc_wait()
     w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32) + W_OFFSET
     inv = 1.0
     if QUANT == 1:
@@ -72,6 +82,8 @@ def norm_rows_kernel(
             rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
             y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
         tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    if USE_PDL:
+        gdc_launch_dependents()
 
 
 @triton.jit
@@ -96,15 +108,19 @@ def qk_norm_kernel(
     Q, K, QO, KO, WQ, WK,
     sq_t, sq_h, sk_t, sk_h, sqo_t, sqo_h, sko_t, sko_h,   # token and head strides (elements)
     n_q_rows, n_k_rows, HQ, HK, eps,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """Programs [0, cdiv(n_q_rows, ROWS)) normalize q's heads, the rest k's."""
     pid = tl.program_id(0)
     q_blocks = tl.cdiv(n_q_rows, ROWS)
+    if USE_PDL:
+        gdc_wait()
     if pid < q_blocks:
         _head_rows(Q, QO, WQ, sq_t, sq_h, sqo_t, sqo_h, pid, n_q_rows, HQ, eps, D, BLOCK_D, ROWS)
     else:
         _head_rows(K, KO, WK, sk_t, sk_h, sko_t, sko_h, pid - q_blocks, n_k_rows, HK, eps, D, BLOCK_D, ROWS)
+    if USE_PDL:
+        gdc_launch_dependents()
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -112,11 +128,14 @@ def quant_rows_kernel(
     Y, OUT, SCALE, SCALE_UB, SCALES_OUT, stride_y, stride_o, n_rows,
     N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
     QUANT: tl.constexpr, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False,
+    USE_PDL: tl.constexpr = False,
 ):
     """FP8 quantization of rows already normalized (QUANT 1: static scale, 2: per-row scale)."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
+    if USE_PDL:
+        gdc_wait()
     inv = 1.0
     if QUANT == 1:
         inv = 1.0 / tl.load(SCALE).to(tl.float32)
@@ -131,3 +150,5 @@ def quant_rows_kernel(
             rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
             y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
         tl.store(OUT + roff[:, None] * stride_o + cols[None, :], y.to(OUT.dtype.element_ty), mask=mask)
+    if USE_PDL:
+        gdc_launch_dependents()

@@ -22,6 +22,7 @@ MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero ro
 IO_DTYPES = ("float16", "bfloat16", "float32")
 
 _SM: dict = {}
+_PDL: dict = {}
 
 
 def _next_pow2(n: int) -> int:
@@ -43,6 +44,25 @@ def sm_count(device) -> int:
     if idx not in _SM:
         _SM[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
     return _SM[idx]
+
+
+def pdl_ok(device) -> bool:
+    """Programmatic dependent launch: a CUDA device of sm90 or newer and a Triton that has it (cached)."""
+    import torch
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _PDL:
+        _PDL[idx] = (_kernels().gdc_wait is not None and torch.cuda.get_device_capability(idx)[0] >= 9)
+    return _PDL[idx]
+
+
+def _launch_opts(device, warps) -> dict:
+    """Compile-time PDL flag and launch options: the kernel waits on its predecessor only when launched with PDL."""
+    if pdl_ok(device):
+        return {"USE_PDL": True, "launch_pdl": True, "num_warps": warps}
+    return {"num_warps": warps}
 
 
 @dataclass(frozen=True)
@@ -208,7 +228,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             n_rows, eps,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
             QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
-            SOFT_ROUND=x.device.type != "cuda", num_warps=p.warps)
+            SOFT_ROUND=x.device.type != "cuda", **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
@@ -257,7 +277,7 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
             y2, o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
             scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
-            MIN_SCALE=MIN_SCALE, SOFT_ROUND=y.device.type != "cuda", num_warps=p.warps)
+            MIN_SCALE=MIN_SCALE, SOFT_ROUND=y.device.type != "cuda", **_launch_opts(y.device, p.warps))
     return o if quant == 1 else (o, scales)
 
 
@@ -314,5 +334,5 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
             q, k, q_out, k_out, q_weight, k_weight,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
-            nq, nk, hq, hk, eps, D=d, BLOCK_D=_next_pow2(d), ROWS=p.rows, num_warps=p.warps)
+            nq, nk, hq, hk, eps, D=d, BLOCK_D=_next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
     return q_out, k_out
