@@ -366,3 +366,24 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     lines = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
     assert "ld.global.v4.b32" in lines["LD"]
     assert lines["PDL"] == "True"
+
+
+def test_bench_keeps_failing_subjects_as_rows():
+    """A subject that raises is an error row, one that answers wrong a wrong row, each with its reason;
+    an unsupported one a skip row; none is dropped and none is timed."""
+    from rmsnorm_lab.impls.base import Support
+    bench = runpy.run_path(str(ROOT / "experiments" / "variants_bench.py"))
+    case = V.VariantCase("gemma", 3, 64, "float32")
+
+    def boom(x, w, r, eps):
+        raise RuntimeError("CUDA error: misaligned address")
+
+    subs = [V.Subject("raises", "gemma", "peer", Support.yes(), boom),
+            V.Subject("off", "gemma", "peer", Support.yes(), lambda x, w, r, eps: x * 2),
+            V.Subject("absent", "gemma", "peer", Support.no("not installed: nothing"))]
+    rows = bench["run_case"](case, subs, ["cold"], "cpu", 1.0, 3)
+    by = {r["impl"]: r for r in rows}
+    assert by["raises"]["status"] == "error" and "misaligned" in by["raises"]["error"]
+    assert by["off"]["status"] == "wrong" and "rel. L2" in by["off"]["error"] and by["off"]["err"]
+    assert by["absent"]["status"] == "skip" and by["absent"]["error"] == "not installed: nothing"
+    assert all(r["us_median"] == "" for r in rows)
