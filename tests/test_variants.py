@@ -387,3 +387,19 @@ def test_bench_keeps_failing_subjects_as_rows():
     assert by["off"]["status"] == "wrong" and "rel. L2" in by["off"]["error"] and by["off"]["err"]
     assert by["absent"]["status"] == "skip" and by["absent"]["error"] == "not installed: nothing"
     assert all(r["us_median"] == "" for r in rows)
+
+
+@needs_kernel
+@needs_fp8
+def test_ours_quantize_is_bit_exact_with_torch_cast():
+    """Our e4m3 rounding (saturating, nearest even, subnormals, NaN, signed zero) equals torch's cast of the
+    clamped values, bit for bit (on CPU that is the kernels' own rounding, the interpreter's cast being off)."""
+    from rmsnorm_lab.kernels.variants import quantize_fp8_static
+    g = torch.Generator().manual_seed(8)
+    special = [0.0, -0.0, float("nan"), 1e9, -1e9, 2 ** -10, 2 ** -9 * 1.5, 2 ** -9 * 2.5, 0.0155, 124.6, -126.4,
+               447.9, 440.0, 464.0, 2 ** -6, 2 ** -7 * 1.01]
+    y = torch.cat([torch.randn(3, 256, generator=g) * torch.tensor([[1e-3], [1.0], [300.0]]),
+                   torch.tensor([special + [0.0] * (256 - len(special))])]).to(DEVICE)
+    q = quantize_fp8_static(y, torch.tensor([1.0], device=DEVICE))
+    want = y.clamp(-448, 448).to(E4M3)
+    assert torch.equal(q.view(torch.uint8), want.view(torch.uint8))

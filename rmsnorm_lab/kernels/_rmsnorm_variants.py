@@ -23,15 +23,21 @@ except ImportError:  # pragma: no cover - depends on the Triton version
 
 @triton.jit
 def _fp8_clamp(v, SOFT_ROUND: tl.constexpr):
-    """Saturate to the e4m3 range (+-448); NaN stays NaN. SOFT_ROUND (CPU tensors under the interpreter,
-    whose fp32 -> e4m3 cast loses the carry when rounding up crosses a power of two: 124.6 -> 64):
-    round to the e4m3 grid here (nearest even; 3 mantissa bits, subnormal step 2**-9) so the cast is exact."""
+    """Saturate to the e4m3 range (+-448); NaN stays NaN. The store's cast rounds to e4m3 (nearest even).
+
+    SOFT_ROUND (CPU tensors under the interpreter, whose fp32 -> e4m3 cast drops the carry when rounding
+    up crosses a power of two, 124.6 -> 64, and flushes subnormals): return the e4m3 bit pattern as uint8
+    instead, rounded here (nearest even; 3 mantissa bits, subnormal step 2**-9); the launcher then stores
+    into a uint8 view of the output."""
     v = tl.where(v > 448.0, 448.0, tl.where(v < -448.0, -448.0, v))
     if SOFT_ROUND:
-        b = v.to(tl.int32, bitcast=True)
-        b = (b + 0x7FFFF + ((b >> 20) & 1)) & -1048576
-        sub = ((v * 512.0 + 12582912.0) - 12582912.0) * (1.0 / 512.0)
-        v = tl.where(tl.abs(v) < 0.015625, sub, b.to(tl.float32, bitcast=True))
+        bits = v.to(tl.int32, bitcast=True)
+        rb = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576          # normal range: keep 3 mantissa bits
+        a = tl.where(v != v, 0.0, tl.abs(v))
+        m_sub = ((a * 512.0 + 12582912.0) - 12582912.0).to(tl.int32)   # subnormal: multiples of 2**-9
+        mag = tl.where(a < 0.015625, m_sub, ((((rb >> 23) & 0xFF) - 120) << 3) | ((rb >> 20) & 7))
+        mag = tl.where(v != v, 0x7F, mag)
+        return (mag | (((bits >> 31) & 1) << 7)).to(tl.uint8)
     return v
 
 

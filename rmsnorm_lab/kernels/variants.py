@@ -179,6 +179,13 @@ def _check_scale(scale, x, name="scale"):
         raise ValueError(f"{name}: on {scale.device}, the input is on {x.device}")
 
 
+def _bits(t):
+    """A uint8 view of an e4m3 tensor: under the interpreter the kernels store e4m3 bit patterns they
+    rounded themselves (its own fp32 -> e4m3 cast is off; see _rmsnorm_variants._fp8_clamp)."""
+    import torch
+    return t.view(torch.uint8)
+
+
 def _out(out, x, dtype, name):
     import torch
     if out is None:
@@ -218,17 +225,18 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
         elif scales.dtype != torch.float32 or scales.numel() != n_rows or not scales.is_contiguous():
             raise ValueError(f"scales: expected a contiguous float32 tensor of {n_rows} elements")
     dummy = y2
+    soft = bool(quant) and x.device.type != "cuda"
     if n_rows:
         p = row_policy(n, n_rows, sm_count(x.device))
         _kernels().norm_rows_kernel[(p.programs,)](
-            x2, weight, y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
+            x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
             scale if scale is not None else dummy, scale_ub if scale_ub is not None else dummy,
             scales if scales is not None else dummy,
             x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
             n_rows, eps,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
             QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
-            SOFT_ROUND=x.device.type != "cuda", **_launch_opts(x.device, p.warps))
+            SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
@@ -271,13 +279,14 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
         _check_scale(scale_ub, y, "scale_ub")
     if quant == 2:
         scales = torch.empty((*y.shape[:-1], 1), dtype=torch.float32, device=y.device)
+    soft = y.device.type != "cuda"
     if n_rows:
         p = row_policy(n, n_rows, sm_count(y.device))
         _kernels().quant_rows_kernel[(p.programs,)](
-            y2, o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
+            y2, _bits(o2) if soft else o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
             scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
             N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
-            MIN_SCALE=MIN_SCALE, SOFT_ROUND=y.device.type != "cuda", **_launch_opts(y.device, p.warps))
+            MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(y.device, p.warps))
     return o if quant == 1 else (o, scales)
 
 
