@@ -193,7 +193,8 @@ def summarize(rows, out=sys.stdout) -> dict:
                 best_single = min(full, key=full.get)
                 fig["best_single_peer"] = best_single
                 fig["speedup_vs_best_single_peer"] = full[best_single]
-                print("  geomean peer / ours (> 1: ours faster): " + ", ".join(f"{n} {g:.3f}" for n, g in sorted(full.items()))
+                print("  geomean peer / ours (> 1: ours faster): "
+                      + ", ".join(f"{n} {g:.3f}" for n, g in sorted(full.items()))
                       + f"; best single peer {best_single}: {full[best_single]:.3f}", file=out)
             if fused:
                 fig["fused_vs_unfused_geomean"] = _geomean(fused)

@@ -698,3 +698,17 @@ def subjects(variant: str, residual: bool = False, device: str = "cuda", names=N
                 s = Support.no(f"failed to load: {type(e).__name__}: {e}".strip()[:300])
         out.append(Subject(name, variant, role, s, fn, inplace=bool(residual and inplace_res), note=note))
     return out
+
+
+def support_table(variant: str, device: str = "cuda") -> list:
+    """Which subjects run a variant here, and why not, without loading any: one dict per (subject, residual)
+    with subject, role, residual, ok, reason (what ``--list --variant V`` prints)."""
+    check_variant(variant)
+    rows = []
+    for name in SUBJECT_NAMES:
+        if variant not in subject_variants(name):
+            continue
+        for res in ((False, True) if HAS_RESIDUAL[variant] else (False,)):
+            s = subject_support(name, variant, res, device)
+            rows.append({"subject": name, "role": subject_role(name), "residual": res, "ok": s.ok, "reason": s.reason})
+    return rows

@@ -330,7 +330,8 @@ from rmsnorm_lab.kernels import _rmsnorm_variants as K
 tgt = GPUTarget("cuda", 90, 32)
 names = ["X", "W", "Y", "R", "RO", "SCALE", "SCALE_UB", "SCALES_OUT", "stride_x", "stride_y", "stride_r", "stride_ro",
          "n_rows", "eps"]
-sig = dict(zip(names, ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]))
+types = ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]
+sig = dict(zip(names, types))
 sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "W_OFFSET", "QUANT", "HAS_UB", "MIN_SCALE",
                                      "SOFT_ROUND", "USE_PDL"]})
 attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}
@@ -341,12 +342,14 @@ ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
 qsig = {n: "*bf16" for n in ["Q", "K", "QO", "KO", "WQ", "WK"]}
 qsig.update({n: "i32" for n in "sq_t sq_h sk_t sk_h sqo_t sqo_h sko_t sko_h n_q_rows n_k_rows HQ HK".split()})
 qsig.update(eps="fp32", D="constexpr", BLOCK_D="constexpr", ROWS="constexpr", USE_PDL="constexpr")
-qptx = triton.compile(ASTSource(fn=K.qk_norm_kernel, signature=qsig, attrs={(i,): [["tt.divisibility", 16]] for i in range(14)},
+qattrs = {(i,): [["tt.divisibility", 16]] for i in range(14)}
+qptx = triton.compile(ASTSource(fn=K.qk_norm_kernel, signature=qsig, attrs=qattrs,
                                 constexprs={"D": 128, "BLOCK_D": 128, "ROWS": 16, "USE_PDL": K.gdc_wait is not None}),
                      target=tgt).asm["ptx"]
 print("PDL", "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in qptx)
 print("CVT", sorted(set(re.findall(r"cvt\.[a-z.]*e4m3[a-z0-9.]*", ptx))))
-print("LD", sorted(set(re.findall(r"ld\.global[a-z0-9.]*", ptx))), sorted(set(re.findall(r"ld\.global[a-z0-9.]*", qptx))))
+loads = r"ld\.global[a-z0-9.]*"
+print("LD", sorted(set(re.findall(loads, ptx))), sorted(set(re.findall(loads, qptx))))
 '''
 
 
@@ -403,3 +406,10 @@ def test_ours_quantize_is_bit_exact_with_torch_cast():
     q = quantize_fp8_static(y, torch.tensor([1.0], device=DEVICE))
     want = y.clamp(-448, 448).to(E4M3)
     assert torch.equal(q.view(torch.uint8), want.view(torch.uint8))
+
+
+def test_support_table_lists_each_subject_with_a_reason():
+    rows = V.support_table("fp8-static", "cpu")
+    assert {r["subject"] for r in rows} == {"ours", "torch", "torch-compile", "ours-unfused", "vllm", "flashinfer"}
+    assert all(r["ok"] or r["reason"] for r in rows)
+    assert [r["residual"] for r in V.support_table("qk-norm", "cpu")] == [False] * 6
