@@ -3,7 +3,8 @@
 For each variant (``VARIANTS``): a case type (``VariantCase``), its inputs
 (``make_inputs``), a float64 reference (``reference``), a checker (``check``), a
 bytes model (``bytes_moved``) and the implementations that run it
-(``subjects``), each with a ``Support`` (ok, or why not) and a callable.
+(``subjects``), each with a ``Support`` (ok, or why not) and a callable; ``support_table``
+lists them without loading any.
 
 Calling conventions (``r`` is the residual or None; where a variant has a fused
 residual add, the call also returns the new residual ``x + r``):
