@@ -12,7 +12,7 @@ line on stderr with exit status 2.
 
 The run's default grid is the seed's (hidden 4096 and 6144, batch 1/4/16/64,
 seq 64..1024, bf16, with and without residual) on a GPU; on CPU it is
-``device.CPU_GRID`` (hidden 1024 4096, batch 1 4, seq 16 64), since our Triton
+``device.CPU_GRID`` (hidden 1024 4096, batch 1, seq 4 16), since our Triton
 kernel runs there through the Triton interpreter. Size flags narrow the sweep
 to those sizes. A results directory holds one configuration: the same command
 again resumes it; another configuration needs another --save-path.
@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     pos_int = _arg(check_positive_int, "a positive integer")
     p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=pos_int, nargs="+", default=None,
-                   help="batch sizes (default: correctness 4; sweep 1 4 16 64, on CPU 1 4)")
+                   help="batch sizes (default: correctness 4; sweep 1 4 16 64, on CPU 1)")
     p.add_argument("--seq-len", type=pos_int, nargs="+", default=None,
-                   help="sequence lengths (default: correctness 128; sweep 64 128 256 512 1024, on CPU 16 64)")
+                   help="sequence lengths (default: correctness 128; sweep 64 128 256 512 1024, on CPU 4 16)")
     p.add_argument("--hidden-size", type=pos_int, nargs="+", default=None,
                    help="hidden sizes (default: correctness 4096; sweep 4096 6144, on CPU 1024 4096)")
     p.add_argument("--use-residual", action="store_true",

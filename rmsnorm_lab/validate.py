@@ -26,7 +26,8 @@ class UnsupportedDtypeError(UnsupportedError, TypeError):
     """An implementation does not take this dtype (e.g. float64); also a TypeError."""
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-SWEEP_DTYPES = ("float32", "float16", "bfloat16")       # what sweeps, the CLI and the notebooks measure
+# what sweeps, the CLI and the notebooks take: all four (implementations without float64 skip it with a reason)
+SWEEP_DTYPES = FLOAT_DTYPES
 DTYPE_ALIASES = {
     "fp32": "float32", "float": "float32", "f32": "float32",
     "fp16": "float16", "half": "float16", "f16": "float16",
@@ -51,7 +52,8 @@ def dtype_name(dtype, allowed=FLOAT_DTYPES) -> str:
         key = dtype.strip().lower().removeprefix("torch.")
         key = DTYPE_ALIASES.get(key, key)
         if key in FLOAT_DTYPES and key not in allowed:
-            raise ValueError(f"dtype: {dtype!r} is not accepted here; expected one of {accepted_dtypes(allowed)}")
+            what = "a sweep dtype" if tuple(allowed) == SWEEP_DTYPES else "accepted here"
+            raise ValueError(f"dtype: {dtype!r} is not {what}; expected one of {accepted_dtypes(allowed)}")
         if key not in allowed:
             close = difflib.get_close_matches(key, list(allowed), n=2, cutoff=0.6)
             raise ValueError(f"dtype: unknown dtype {dtype!r}; expected one of {accepted_dtypes(allowed)}"
@@ -139,11 +141,11 @@ def check_seed(seed, name: str = "seed") -> int:
 
 def check_positive_float(name: str, value, unit: str = "") -> float:
     """A positive finite number (int or float) as float; TypeError / ValueError naming ``name``."""
-    what = f"a positive number{' of ' + unit if unit else ''}"
+    of = f" of {unit}" if unit else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected {what}, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name}: expected a positive number{of}, got {value!r} ({type(value).__name__})")
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected {what} (finite, > 0), got {value!r}")
+        raise ValueError(f"{name}: expected a positive finite number{of}, got {value!r}")
     return float(value)
 
 
