@@ -170,8 +170,8 @@ def _print_list(device: str) -> None:
 
 
 def _note(text) -> None:
-    if text:
-        print(f"note: {text}")
+    from .device import say_once
+    say_once(text)
 
 
 def check_runnable(impls, device: str) -> None:

@@ -57,6 +57,16 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
+_said: set[str] = set()
+
+
+def say_once(text: str | None) -> None:
+    """Print ``note: text`` once per process (the CLI and the API entry points share what they said)."""
+    if text and text not in _said:
+        _said.add(text)
+        print(f"note: {text}", flush=True)
+
+
 def use_triton_interpreter_on_cpu(device: str) -> str | None:
     """On a device without CUDA, run our Triton kernel through the Triton interpreter.
 

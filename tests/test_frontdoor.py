@@ -254,6 +254,7 @@ def test_cpu_default_grid(capsys, monkeypatch, tmp_path):
 
     import rmsnorm_lab.sweep as sweep
     from rmsnorm_lab.device import CPU_GRID
+    monkeypatch.setattr("rmsnorm_lab.device._said", set())       # notes are said once per process
     seen = []
 
     def fake(cfg=None, **kw):
