@@ -76,7 +76,7 @@ def run_identity(config: dict, gpu_name: str | None) -> dict:
     run = {}
     for k in RUN_FIELDS:
         v = config.get(k)
-        run[k] = sorted(v, key=str) if isinstance(v, (list, tuple)) else v
+        run[k] = sorted(v, key=lambda x: (type(x).__name__, x)) if isinstance(v, (list, tuple)) else v
     run["gpu_name"] = gpu_name
     return run
 
