@@ -29,6 +29,7 @@ _LAZY = {
     "load_results": "results",
     "triton_rmsnorm": "kernels.triton_rmsnorm",
     "probe_support": "probe",
+    "RMSNorm": "module",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -2,19 +2,49 @@
 
 - correctness: ``error_table``, ``support_from_check``, ``support_pivot``
 - one run: ``fastest_per_shape``, ``written_reading``
-- several runs: ``discover_runs``, ``compare_runs``, ``comparison_reading``
+- several runs: ``discover_runs`` (optionally only the runs like a given one), ``compare_runs``,
+  ``comparison_reading``
+- target runs (our kernel against the fastest peer per shape): ``target_ratios``, ``combine_ratios``,
+  ``summarize_targets``
 
-Everything takes and returns pandas DataFrames (pandas is imported lazily).
+No implementation is named here: which one is ours, which is the baseline and which are peers comes
+from the registry (``Impl.role``, ``impls.by_role``). Everything takes and returns pandas DataFrames
+(pandas is imported lazily).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SHAPE = ["dtype", "residual", "hidden", "batch", "seq", "tokens"]
 # a point is the same point in two runs when these agree (gpu_name is what differs between GPUs)
 MATCH = ["impl", "dtype", "hidden", "batch", "seq", "tokens", "residual", "mode"]
-STATUS_ORDER = ["ok", "refused", "wrong", "crash"]            # worst last
-CHECK_TO_SUPPORT = {"ok": "ok", "wrong": "wrong", "skip": "refused", "error": "crash"}
+STATUS_ORDER = ["ok", "skip", "error", "wrong", "crash"]      # rmsnorm_lab.check.STATUSES, worst last
+OLD_STATUS = {"refused": "error"}                             # stored tables written before the one vocabulary
+
+
+# ---------------------------------------------------------------- roles (from the registry)
+def by_role(role: str) -> list[str]:
+    """Registry names with this role: 'ours', 'baseline' or 'peer'."""
+    from .impls import by_role as _by_role
+    return list(_by_role(role))
+
+
+def role_of(name: str) -> str:
+    """The registry's role of an implementation; a name the registry does not know (an old run's) is a peer."""
+    from .impls import get_impl
+    try:
+        return get_impl(name).role
+    except KeyError:
+        return "peer"
+
+
+def _label(name: str) -> str:
+    from .impls import get_impl
+    try:
+        return get_impl(name).label
+    except KeyError:
+        return name
 
 
 # ---------------------------------------------------------------- correctness
@@ -44,14 +74,15 @@ def _case_label(row) -> str:
 
 
 def support_from_check(chk):
-    """A support table from check_all's statuses: impl, case, status (ok/wrong/refused/crash), message."""
+    """A support table from the checker's rows: impl, case, status (ok/wrong/error/crash/skip), message."""
     import pandas as pd
 
+    msg = next((chk[c] for c in ("message", "reason", "error") if c in chk), pd.Series([""] * len(chk), index=chk.index))
     return pd.DataFrame({
         "impl": chk["impl"],
         "case": [f"{_case_label(r)} h{r['hidden']}" for _, r in chk.iterrows()],
-        "status": chk["status"].map(CHECK_TO_SUPPORT).fillna(chk["status"]),
-        "message": chk["reason"].fillna(""),
+        "status": chk["status"].replace(OLD_STATUS),
+        "message": msg.fillna(""),
     })
 
 
@@ -178,34 +209,73 @@ def written_reading(df) -> str:
                         + (" (small shapes are launch-bound, large ones bandwidth-bound)" if big > 2 * small else "")
                         + (" — above 100% only because graph replays keep inputs that fit in L2 warm"
                            if mode == "graph" and best["pct_copy"] > 100 else ""))
+        baselines = set(by_role("baseline"))
         if "speedup_vs_hf" in m and m["speedup_vs_hf"].notna().any():
-            sp = m[m["impl"] != "huggingface"].groupby("impl")["speedup_vs_hf"].median().sort_values(ascending=False)
+            sp = m[~m["impl"].isin(baselines)].groupby("impl")["speedup_vs_hf"].median().sort_values(ascending=False)
             if len(sp):
-                part.append("; median speedup vs HuggingFace: "
+                part.append(f"; median speedup vs {', '.join(_label(b) for b in sorted(baselines)) or 'the baseline'}: "
                             + ", ".join(f"{i} {v:.2f}×" for i, v in sp.items()))
-        if "triton" in set(m["impl"]):
+        for ours in by_role("ours"):
+            if ours not in set(m["impl"]):
+                continue
             rank = m.groupby(SHAPE)["us_median"].rank(method="min")
-            tr = rank[m["impl"] == "triton"]
+            tr = rank[m["impl"] == ours]
             first = rank == 1
             n_first = first.groupby([m[k] for k in SHAPE]).transform("sum")   # implementations ranked 1st
-            shared = int((first & (n_first > 1) & (m["impl"] == "triton")).sum())
-            part.append(f"; our Triton kernel is fastest on {int((tr == 1).sum())} of {len(tr)} shapes "
+            shared = int((first & (n_first > 1) & (m["impl"] == ours)).sum())
+            part.append(f"; ours ({ours}) is fastest on {int((tr == 1).sum())} of {len(tr)} shapes "
                         + (f"({shared} of them tied on the median with another; " if shared else "(")
                         + f"median rank {tr.median():.0f} of {m['impl'].nunique()})")
         lines.append("".join(part) + ".")
-    if str(env.get("device", "")).startswith("cpu") and "triton" in set(ok["impl"]):
-        lines.append("_CPU run: the Triton kernel runs in the interpreter (TRITON_INTERPRET=1); its times "
+    if str(env.get("device", "")).startswith("cpu") and set(by_role("ours")) & set(ok["impl"]):
+        lines.append("_CPU run: our kernel runs in Triton's interpreter (TRITON_INTERPRET=1); its times "
                      "are not a kernel's and say nothing about a GPU._")
     return "\n\n".join(lines)
 
 
 # ---------------------------------------------------------------- several runs
-def discover_runs(root) -> list[Path]:
-    """Every results directory (one holding results.csv) under root, sorted."""
+def _env(run_dir) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "env.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+GRID = ("hidden", "batch", "seq", "tokens", "dtypes", "residual")
+
+
+def run_identity(run_dir) -> tuple:
+    """(device, grid) of a results directory, from its env.json: the GPU (or CPU) name, and the preset
+    name where the run recorded one, else its sweep grid (hidden sizes, batch, seq, tokens, dtypes,
+    residual variants). Two runs are comparable by default when their identities are equal."""
+    env = _env(run_dir)
+    cfg = env.get("config") or {}
+    grid = env.get("preset") or json.dumps({k: cfg.get(k) for k in GRID}, sort_keys=True, default=str)
+    return (env.get("gpu_name") or env.get("device") or "?", grid)
+
+
+def discover_runs(root, like=None) -> list[Path]:
+    """Every results directory (one holding results.csv) under root, sorted.
+
+    like: a results directory; then only the runs of the same device and preset (``run_identity``)
+    are returned (``like`` itself included when it lies under root).
+    """
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted({p.parent for p in root.rglob("results.csv") if ".ipynb_checkpoints" not in p.parts})
+    runs = sorted({p.parent for p in root.rglob("results.csv") if ".ipynb_checkpoints" not in p.parts})
+    if like is not None:
+        want = run_identity(like)
+        runs = [r for r in runs if run_identity(r) == want]
+    return runs
+
+
+def latest_run(runs) -> Path | None:
+    """The run whose env.json has the latest time (the last in order when none has one)."""
+    runs = list(runs)
+    if not runs:
+        return None
+    return max(enumerate(runs), key=lambda ir: (str(_env(ir[1]).get("time") or ""), ir[0]))[1]
 
 
 def run_label(run_dir, root=None) -> str:
@@ -218,8 +288,11 @@ def run_label(run_dir, root=None) -> str:
     return "/".join(p.parts[-2:])
 
 
-def compare_runs(base, other, mode: str | None = None):
+def compare_runs(base, other, mode: str | None = None, same_device: bool = False):
     """Per matching point: time ratio other/base with its spread, and a verdict beyond the noise.
+
+    same_device: compare only rows measured on the same GPU (``gpu_name``); runs of two
+    devices then have no point in common.
 
     ratio = other median / base median (< 1: the other run is faster);
     ratio_lo / ratio_hi = other p20 / base p80 and other p80 / base p20 (the spread
@@ -228,9 +301,10 @@ def compare_runs(base, other, mode: str | None = None):
     """
     import numpy as np
 
-    cols = MATCH + ["us_median", "us_p20", "us_p80"]
+    match = MATCH + (["gpu_name"] if same_device else [])
+    cols = match + ["us_median", "us_p20", "us_p80"]
     b, o = _ok(base, mode)[cols], _ok(other, mode)[cols]
-    m = b.merge(o, on=MATCH, suffixes=("_base", "_other"))
+    m = b.merge(o, on=match, suffixes=("_base", "_other"))
     if m.empty:
         return m
     m["ratio"] = m["us_median_other"] / m["us_median_base"]
@@ -257,3 +331,167 @@ def comparison_reading(cmp, base_label: str, other_label: str) -> str:
                      f"of {len(g)} shapes")
     return "\n".join(lines)
 
+
+
+# ---------------------------------------------------------------- target runs
+TARGET_KEYS = ["dtype", "residual", "hidden", "tokens", "mode"]
+MISS = 1.03          # a shape is a miss when ours is slower than the fastest peer by more than this, outside the spread
+
+
+def _geo(v) -> float:
+    import numpy as np
+    v = np.asarray(list(v), dtype=float)
+    return float(np.exp(np.log(v).mean())) if len(v) else float("nan")
+
+
+def target_ratios(df, ours: str | None = None, peers=None):
+    """One row per (shape, mode) of one run: ours, the fastest peer, their ratio, tie, % of both ceilings.
+
+    ours: our implementation (default: the registry's role 'ours'); peers: the implementations we race
+    (default: every implementation of the run whose role is 'peer'). ``tie``: the two p20-p80 bands overlap.
+    The same-size copy ceiling is taken from cold rows only (graph-mode copies take another path).
+    """
+    import pandas as pd
+
+    ours = ours or by_role("ours")[0]
+    ok = df[df["status"] == "ok"]
+    peer_set = set(peers) if peers is not None else {i for i in set(ok["impl"]) if role_of(i) == "peer"}
+    peer_set.discard(ours)
+    rows = []
+    for k, g in ok.groupby(TARGET_KEYS):
+        o = g[g["impl"] == ours]
+        p = g[g["impl"].isin(peer_set)]
+        if o.empty or p.empty:
+            continue
+        o = o.iloc[0]
+        b = p.loc[p["us_median"].idxmin()]
+        tie = not (o["us_p20"] > b["us_p80"] or b["us_p20"] > o["us_p80"])
+        same = {}
+        if k[-1] == "cold" and "pct_copy_same" in g and pd.notna(o.get("pct_copy_same")):
+            same = {"copy_same_us": o["copy_same_us"], "ours_pct_copy_same": o["pct_copy_same"],
+                    "best_peer_pct_copy_same": b.get("pct_copy_same")}
+        rows.append({**dict(zip(TARGET_KEYS, k)), "ours_us": o["us_median"], "best_peer": b["impl"],
+                     "best_peer_us": b["us_median"], "ratio": o["us_median"] / b["us_median"], "tie": bool(tie),
+                     "bytes": o.get("bytes"), "ours_pct_copy": o.get("pct_copy"),
+                     "best_peer_pct_copy": b.get("pct_copy"), **same})
+    return pd.DataFrame(rows)
+
+
+def combine_ratios(r):
+    """Per (shape, mode) over the runs (column ``run``): median / min / max ratio, and in how many runs
+    it was a miss (ratio > 1.03 and no tie)."""
+    r = r.assign(miss=(r["ratio"] > MISS) & ~r["tie"].astype(bool))
+    agg = {"ratio": ["median", "min", "max"], "miss": "sum", "run": "nunique", "bytes": "first",
+           "ours_pct_copy": "median", "best_peer_pct_copy": "median"}
+    same = "ours_pct_copy_same" in r
+    if same:
+        agg.update(ours_pct_copy_same="median", best_peer_pct_copy_same="median")
+    c = r.groupby(TARGET_KEYS).agg(agg)
+    c.columns = ["ratio", "ratio_min", "ratio_max", "miss_runs", "runs", "bytes", "ours_pct_copy",
+                 "best_peer_pct_copy"] + (["ours_pct_copy_same", "best_peer_pct_copy_same"] if same else [])
+    peers = r.groupby(TARGET_KEYS)["best_peer"].agg(lambda v: "/".join(sorted(set(v))))
+    return c.join(peers).reset_index()
+
+
+def _single_peer_geomeans(df, mode: str, dtype: str, ours: str, peers) -> dict:
+    import numpy as np
+    ok = df[(df["status"] == "ok") & (df["mode"] == mode) & (df["dtype"] == dtype)]
+    p = ok.pivot_table(index=["residual", "hidden", "tokens"], columns="impl", values="us_median")
+    cols = [c for c in p.columns if c in peers]
+    if not cols:
+        return {}
+    best = p[cols].min(axis=1)
+    return {c: float(np.exp(np.log(p[c] / best).mean())) for c in cols + ([ours] if ours in p else [])}
+
+
+def _ratio_table(g, n: int) -> list[str]:
+    toks = sorted(g["tokens"].unique())
+    lines = ["| residual | hidden | " + " | ".join(str(t) for t in toks) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in toks) + " |"]
+    for (res, h), gg in g.groupby(["residual", "hidden"]):
+        cells = gg.set_index("tokens")
+        row = []
+        for t in toks:
+            if t not in cells.index:
+                row.append("")
+                continue
+            cc = cells.loc[t]
+            mark = "*" if cc["miss_runs"] == cc["runs"] else ("+" if cc["miss_runs"] > 0 else "")
+            row.append(f"{cc['ratio']:.2f}{mark}")
+        lines.append(f"| {'yes' if res else 'no'} | {h} | " + " | ".join(row) + " |")
+    return lines
+
+
+def summarize_targets(runs, ours: str | None = None, peers=None, tables: bool = True) -> dict:
+    """Ours against the fastest peer per shape over one or more target runs (DataFrames of results).
+
+    Runs of one dtype are combined per shape: a cold figure can move between processes by more than
+    its p20-p80 band, so a shape is a miss "in every run" or "in some runs". Returns a dict with
+    ``ratios`` (one row per run and shape), ``combined`` (per shape over the runs) and ``markdown``
+    (the reading per dtype and mode, with per-shape tables when ``tables``).
+    """
+    import pandas as pd
+
+    runs = [r for r in runs if len(r)]
+    if not runs:
+        raise ValueError("runs: expected at least one results DataFrame with rows")
+    ours = ours or by_role("ours")[0]
+    per_run = []
+    for i, one in enumerate(runs):
+        label = one.attrs.get("label") or f"run {i + 1}"
+        t = target_ratios(one, ours, peers)
+        if len(t):
+            per_run.append(t.assign(run=label))
+    if not per_run:
+        raise ValueError(f"runs: no shape has both {ours!r} and a peer measured (status ok)")
+    r = pd.concat(per_run, ignore_index=True)
+    c = combine_ratios(r)
+    md = []
+    for (dtype, mode), g in c.groupby(["dtype", "mode"]):
+        rr = r[(r["dtype"] == dtype) & (r["mode"] == mode)]
+        by_run = rr.groupby("run")["ratio"].apply(_geo)
+        n = int(g["runs"].max())
+        w = g.loc[g["ratio"].idxmax()]
+        gpu = next((one["gpu_name"].iloc[0] for one in runs if "gpu_name" in one), "?")
+        md.append(f"## {gpu}, {dtype}, {mode}: {len(g)} shapes, {n} run{'s' if n > 1 else ''}")
+        md.append(f"- ours / fastest peer per shape: geomean {_geo(g['ratio']):.3f}"
+                  + (f" (per run {', '.join(f'{v:.3f}' for v in by_run)})" if n > 1 else "")
+                  + f", worst {w['ratio']:.3f} (hidden {w['hidden']}, tokens {w['tokens']}, residual "
+                  f"{w['residual']}, vs {w['best_peer']})")
+        every = g[g["miss_runs"] == g["runs"]]
+        some = g[(g["miss_runs"] > 0) & (g["miss_runs"] < g["runs"])]
+        md.append(f"- shapes slower than {MISS}x and outside the p20-p80 spread: {len(every)}"
+                  + (f" in every run, {len(some)} more in some runs (of {n})" if n > 1 else ""))
+        peer_names = set(rr["best_peer"]) | ({i for one in runs for i in set(one["impl"]) if role_of(i) == "peer"}
+                                             if peers is None else set(peers))
+        singles = [_single_peer_geomeans(one, mode, dtype, ours, peer_names) for one in runs
+                   if ((one["dtype"] == dtype) & (one["mode"] == mode)).any()]
+        vs = []
+        for sp in singles:
+            cand = [(v, k) for k, v in sp.items() if k != ours]
+            if cand:
+                b, k = min(cand)
+                vs.append((k, b, sp.get(ours, float("nan"))))
+        if vs:
+            md.append("- best single peer: " + "; ".join(f"{k} at {b:.3f}x the per-shape best (geomean), ours "
+                                                         f"{o:.3f}x, ours vs it {o / b:.3f}" for k, b, o in vs))
+        big = g[g["bytes"] > 64e6]
+        if len(big) and big["ours_pct_copy"].notna().any():
+            md.append(f"- % of copy bandwidth (1 GiB copy) where bytes > 64 MB: ours min {big['ours_pct_copy'].min():.1f}, "
+                      f"median {big['ours_pct_copy'].median():.1f}; best peer median "
+                      f"{big['best_peer_pct_copy'].median():.1f}")
+            if "ours_pct_copy_same" in big and big["ours_pct_copy_same"].notna().any():
+                md.append(f"- % of a same-size copy timed the same way, bytes > 64 MB: ours min "
+                          f"{big['ours_pct_copy_same'].min():.1f}, median {big['ours_pct_copy_same'].median():.1f}; "
+                          f">= 97%: ours at {int((big['ours_pct_copy_same'] >= 97).sum())}, the fastest peer at "
+                          f"{int((big['best_peer_pct_copy_same'] >= 97).sum())} of {len(big)}")
+        fine = g[g["miss_runs"] == 0]
+        md.append(f"- shapes at ratio <= {MISS} or tied within the spread{' in every run' if n > 1 else ''}: "
+                  f"{len(fine)} of {len(g)}")
+        md.append("")
+        if tables:
+            md.append(f"**{dtype}, {mode}** (ours / fastest peer{', median of the runs' if n > 1 else ''}; < 1: "
+                      f"ours faster; * = slower than {MISS}x and outside the p20-p80 spread"
+                      + (" in every run, + in some" if n > 1 else "") + ")\n")
+            md += _ratio_table(g, n) + [""]
+    return {"ratios": r, "combined": c, "markdown": "\n".join(md)}

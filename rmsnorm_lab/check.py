@@ -1,62 +1,254 @@
-"""Correctness: every output of every implementation against the float64 reference."""
+"""Correctness: the one checker. Every output of every implementation against the float64 reference.
+
+Statuses (``STATUSES``), used by the check, the sweep and the support matrix alike:
+
+- ``ok``    it ran and both outputs match the float64 reference within the dtype's tolerance
+- ``wrong`` it ran, but an output is off, has the wrong shape or dtype, or it changed an input it
+            does not document changing (``reason`` says which)
+- ``error`` it raised an exception (``reason``: type and text; for our kernel a clear refusal that
+            names the argument)
+- ``crash`` the process died, ran past its time, or a CUDA fault poisoned its context (rows from a
+            child process, ``rmsnorm_lab.isolate``; a CUDA fault seen in-process is one too)
+- ``skip``  it cannot run here (``reason``: not installed, needs CUDA, a dtype, an input it is known
+            to fail on, ...)
+
+Rules the checker applies:
+
+- Mixed dtypes: the reference is float64 of the actual values of x, weight and residual. The output
+  may be in x's dtype or in a dtype torch's promotion gives (x with the weight and/or the
+  residual); the new residual in x's, the residual's, or their promoted dtype. The tolerance is
+  x's dtype's.
+- Non-finite values: where the reference is NaN / Inf, the output must be too (the same ones).
+- An all-zero row with eps = 0: RMSNorm is 0/0 there, undefined. Such a row is correct when it is
+  all NaN (what the formula gives) or all zeros (the limit, what a guarded kernel returns); anything
+  else there is ``wrong``. The other rows are compared as usual.
+- Large cases (more than 2**31 elements) are compared on sampled rows (first, middle, last) and are
+  not checked for changed inputs (no copy of them is kept).
+- Output and new residual in the same memory is reported when either is wrong.
+"""
 from __future__ import annotations
 
-from .cases import Case, make_inputs
+from .cases import Case, make_inputs, skip_reason
 from .impls import get_impl, resolve_names
 from .reference import TOLERANCE, compare
 
+STATUSES = ("ok", "wrong", "error", "crash", "skip")
+_FAULT_WORDS = ("cuda error", "illegal memory access", "misaligned address", "illegal address",
+                "device-side assert", "unspecified launch failure", "cuda_error", "an illegal instruction")
 
-def _clone(t):
-    return None if t is None else t.clone()
+
+def _undefined_rows(x, r, eps):
+    """Indices of rows whose sum of squares is 0 with eps == 0 (0/0: no defined answer)."""
+    import torch
+
+    if eps != 0:
+        return None
+    n = x.shape[-1]
+    s = x.reshape(-1, n).to(torch.float64)
+    if r is not None:
+        s = s + r.reshape(-1, n).to(torch.float64)
+    rows = torch.nonzero(s.pow(2).sum(-1) == 0).flatten()
+    return rows if rows.numel() else None
 
 
-def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: float = 1e-6,
-               inputs=None) -> dict:
-    """Run one implementation on one case and compare both outputs with the reference.
+def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -> dict:
+    """Compare an implementation's return value ``got`` with the float64 reference of the pristine
+    inputs ``x``, ``weight``, ``residual``. ``rows``: indices of the rows of ``got`` that ``x`` and
+    ``residual`` hold (sampled rows of a large case); None: all rows.
 
-    status: 'ok', 'wrong' (error above the dtype's tolerance, NaN, or an input it
-    should not touch was changed), 'skip' (cannot run here: reason) or 'error'.
+    Returns {"status": "ok" | "wrong", "reason", "err_out", "err_residual"}.
     """
     import torch
 
+    res = {"status": "", "reason": "", "err_out": float("nan"), "err_residual": float("nan")}
+    weight = weight.to(x.device)            # a weight on another device: the reference runs on x's
+    outs = got if isinstance(got, tuple) else (got,)
+    if residual is not None and len(outs) < 2:
+        res.update(status="wrong", reason="expected (out, new_residual) with a residual")
+        return res
+    n = x.shape[-1]
+    pw = torch.promote_types(x.dtype, weight.dtype)
+    want_dtypes = [{x.dtype, pw}]
+    if residual is not None:
+        pr = torch.promote_types(x.dtype, residual.dtype)
+        want_dtypes[0] |= {pr, torch.promote_types(pw, pr)}
+        want_dtypes.append({x.dtype, residual.dtype, pr})
+    undefined = _undefined_rows(x, residual, eps)
+    problems, picked = [], []
+    for label, o, want in zip(("output", "new residual"), outs[:2 if residual is not None else 1], want_dtypes):
+        if not isinstance(o, torch.Tensor):
+            problems.append(f"{label} is a {type(o).__name__}, not a tensor")
+            picked.append(None)
+            continue
+        total = x.numel() if rows is None else None
+        if (total is not None and o.numel() != total) or o.shape[-1] != n:
+            problems.append(f"{label} shape {tuple(o.shape)} != input shape {tuple(x.shape)}")
+            picked.append(None)
+            continue
+        if o.dtype not in want:
+            problems.append(f"{label} dtype {o.dtype} != input dtype {x.dtype}")
+        o2 = o.reshape(-1, n)
+        picked.append(o2 if rows is None else o2[rows])
+    if undefined is not None and picked[0] is not None:
+        z = picked[0][undefined].to(torch.float64)
+        if not (bool(torch.isnan(z).all()) or bool((z == 0).all())):
+            problems.append("a row of zeros with eps=0 (0/0) gave values other than all NaN or all zeros")
+        keep = torch.ones(picked[0].shape[0], dtype=torch.bool, device=picked[0].device)
+        keep[undefined] = False
+        x, residual = x.reshape(-1, n)[keep.to(x.device)], None if residual is None else \
+            residual.reshape(-1, n)[keep.to(residual.device)]
+        picked = [None if p is None else p[keep] for p in picked]
+    if picked[0] is not None:
+        if residual is not None and len(picked) > 1 and picked[1] is not None:
+            res["err_out"], res["err_residual"] = compare(x, weight, residual, eps, picked[0].reshape(x.shape),
+                                                          picked[1].reshape(x.shape))
+        else:
+            res["err_out"], _ = compare(x, weight, None if residual is None else residual, eps,
+                                        picked[0].reshape(x.shape), None)
+    for label, key, p in zip(("output", "new residual"), ("err_out", "err_residual"), picked):
+        if p is not None and not res[key] <= tol:
+            problems.append(f"{label} error {res[key]:.3g} > {tol:g}")
+    if problems and len(outs) >= 2 and all(isinstance(o, torch.Tensor) for o in outs[:2]) and \
+            outs[0].data_ptr() == outs[1].data_ptr():
+        problems.append("output and new residual are the same memory")
+    res.update(status="wrong" if problems else "ok", reason="; ".join(problems))
+    return res
+
+
+def clone_layout(t):
+    """A copy of ``t`` with the same sizes, strides and storage offset (so the same alignment)."""
+    import torch
+
+    if t is None:
+        return None
+    n = t.untyped_storage().nbytes() // t.element_size()
+    buf = torch.empty(n, dtype=t.dtype, device=t.device)
+    out = buf.as_strided(t.size(), t.stride(), t.storage_offset())
+    out.copy_(t)
+    return out
+
+
+def is_cuda_fault(e: BaseException, on_cuda: bool) -> bool:
+    """Did this exception come from a CUDA fault that leaves the context unusable?"""
+    if not on_cuda:
+        return False
+    msg = f"{type(e).__name__} {e}".lower()
+    if type(e).__name__ == "AcceleratorError" or any(w in msg for w in _FAULT_WORDS):
+        return True
+    try:                                   # a sticky error poisons the context
+        import torch
+        torch.cuda.synchronize()
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _message(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:500]
+
+
+def skip_check(impl, case: Case, device: str, known_limits: bool = True) -> tuple:
+    """(why ``impl`` is not run on ``case`` here, or ""; what its ``supports`` says, or "").
+    ``known_limits`` False: run the inputs it declares it fails on anyway."""
+    reason = skip_reason(case, device)
+    if reason:
+        return reason, ""
+    s = impl.supports(case, device)
+    if s:
+        return "", ""
+    if known_limits:
+        return s.reason, s.reason
+    b = impl.supports(case.dtype, device)   # it still must be installed, on this device, in x's dtype
+    return ("" if b else b.reason), s.reason
+
+
+def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: float = 1e-6,
+               inputs=None, known_limits: bool = True) -> dict:
+    """Run one implementation on one case and compare both outputs with the float64 reference.
+
+    inputs: (x, weight, residual) to use instead of ``make_inputs(case, device, seed)``; they are
+    never changed (the call gets copies with the same layout). The case's own eps, when it has one,
+    wins over ``eps``. ``known_limits``: skip the inputs the entry says it fails on (``supports``);
+    False runs them anyway (the support matrix, to see what happens). Returns a row: impl, case,
+    the case's sweep fields, device, status (one of ``STATUSES``), err_out, err_residual,
+    tolerance, reason, note (warnings it raised), declared (what ``supports`` says, "" when yes);
+    ``fatal`` is true when a CUDA fault left the context unusable.
+    """
+    import warnings
+
+    import torch
+
     impl = get_impl(name)
-    row = {"impl": name, **case.as_dict(), "device": device, "status": "", "err_out": float("nan"),
-           "err_residual": float("nan"), "tolerance": TOLERANCE[case.dtype], "reason": ""}
-    s = impl.supports(case.dtype, device)
-    if not s:
-        row.update(status="skip", reason=s.reason)
+    eps = case.eps if case.eps is not None else eps
+    on_cuda = str(device).startswith("cuda")
+    tol = TOLERANCE[case.dtype]
+    row = {"impl": name, "case": case.label, **case.as_dict(), "device": device, "status": "",
+           "err_out": float("nan"), "err_residual": float("nan"), "tolerance": tol, "reason": "",
+           "note": "", "declared": ""}
+    reason, row["declared"] = skip_check(impl, case, device, known_limits)
+    if reason:
+        row.update(status="skip", reason=reason)
         return row
-    x, w, r = inputs if inputs is not None else make_inputs(case, device, seed)
-    xc, rc = x.clone(), _clone(r)
+    if case.large and on_cuda and inputs is None:
+        per = case.numel * case.itemsize
+        need = per * (4 if case.residual and not case.residual_is_x else 2) * 1.1
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        if free < need:
+            row.update(status="skip", reason=f"needs ~{need / 2**30:.0f} GiB free GPU memory, "
+                                             f"{free / 2**30:.0f} GiB free")
+            return row
+    try:
+        if inputs is None:
+            inputs = make_inputs(case, device, seed)
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the inputs
+        row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
+        return row
+    x, w, r = inputs
+    n = x.shape[-1]
+    if case.large:                      # the reference on sampled rows, taken before the call
+        nrows = x.numel() // n
+        rows = torch.tensor(sorted({0, 1, nrows // 2, nrows - 2, nrows - 1}), device=x.device)
+        px = x.reshape(-1, n)[rows].clone()
+        pr = None if r is None else r.reshape(-1, n)[rows].clone()
+        xw, rw = x, r
+    else:
+        rows, px, pr = None, x, r
+        xw = clone_layout(x)
+        rw = xw if (r is not None and r is x) else clone_layout(r)
+    try:
+        from . import validate
+        getattr(validate, "_warned_noncontig", set()).clear()    # each case reports its own warnings
+    except ImportError:
+        pass
     try:
         fn = impl.load()
-        got = fn(xc, w, rc, eps)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    except Exception as e:  # noqa: BLE001 - a failing peer becomes a row
-        row.update(status="error", reason=f"{type(e).__name__}: {e}"[:500])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = fn(xw, w, rw, eps)
+            if on_cuda:
+                torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - a refusal or a fault becomes a row
+        if is_cuda_fault(e, on_cuda):
+            row.update(status="crash", reason=_message(e), fatal=True)
+        else:
+            row.update(status="error", reason=_message(e))
         return row
-    tol = TOLERANCE[case.dtype]
-    problems = []
-    if r is None:
-        out = got[0] if isinstance(got, tuple) else got
-        row["err_out"], _ = compare(x, w, None, eps, out.reshape(x.shape))
-    else:
-        if not isinstance(got, tuple) or len(got) < 2:
-            row.update(status="wrong", reason="expected (out, new_residual) with a residual")
+    row["note"] = " | ".join(dict.fromkeys(" ".join(str(c.message).split()) for c in caught))[:300]
+    try:
+        res = check_outputs(px, w, pr, eps, got, tol, rows)
+        if rows is None and not (impl.inplace_residual and r is not None):
+            if not torch.equal(xw, x) or (r is not None and r is not x and not torch.equal(rw, r)):
+                res["status"] = "wrong"
+                res["reason"] = "; ".join(filter(None, [res["reason"],
+                                                        "changed an input it does not document changing"]))
+        if on_cuda:
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001
+        if is_cuda_fault(e, on_cuda):
+            row.update(status="crash", reason=_message(e), fatal=True)
             return row
-        out, new_r = got[0], got[1]
-        row["err_out"], row["err_residual"] = compare(x, w, r, eps, out.reshape(x.shape), new_r.reshape(x.shape))
-        if not row["err_residual"] <= tol:
-            problems.append(f"new residual error {row['err_residual']:.3g} > {tol:g}")
-    if out.dtype != x.dtype:
-        problems.append(f"output dtype {out.dtype} != input dtype {x.dtype}")
-    if not row["err_out"] <= tol:
-        problems.append(f"output error {row['err_out']:.3g} > {tol:g}")
-    if not impl.inplace_residual or r is None:
-        if not torch.equal(xc, x) or (r is not None and not torch.equal(rc, r)):
-            problems.append("changed an input it does not document changing")
-    row.update(status="wrong" if problems else "ok", reason="; ".join(problems))
+        res = {"status": "wrong", "reason": f"checking the output failed: {_message(e)}"}
+    row.update(res)
     return row
 
 
@@ -67,8 +259,8 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
     names = resolve_names(impls)
     rows = []
     for i, case in enumerate(cases):
-        inputs = make_inputs(case, device, seed + i) if any(get_impl(n).supports(case.dtype, device)
-                                                          for n in names) else None
+        runs = not skip_reason(case, device) and any(get_impl(n).supports(case, device) for n in names)
+        inputs = make_inputs(case, device, seed + i) if runs else None
         for n in names:
             rows.append(check_impl(n, case, device, seed + i, eps, inputs=inputs))
     return pd.DataFrame(rows)

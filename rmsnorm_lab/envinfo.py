@@ -9,18 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGES = ["torch", "triton", "flashinfer-python", "vllm", "liger-kernel", "quack-kernels",
-            "nvidia-cutlass-dsl", "numpy", "pandas"]
+PACKAGES = ["torch", "triton", "numpy", "pandas"]     # the lab's own; each implementation adds its own
 
 
 def _version(pkg: str) -> str | None:
     try:
         return md.version(pkg)
     except md.PackageNotFoundError:
-        mod = {"flashinfer-python": "flashinfer", "liger-kernel": "liger_kernel",
-               "quack-kernels": "quack", "nvidia-cutlass-dsl": "cutlass"}.get(pkg, pkg)
-        m = sys.modules.get(mod)
-        return getattr(m, "__version__", None) if m else None
+        return None
+
+
+def impl_provenance() -> dict:
+    """name -> what each implementation says it was measured with (``Impl.provenance()``)."""
+    from .impls import registry
+
+    out = {}
+    for name, impl in registry().items():
+        try:
+            out[name] = impl.provenance()
+        except Exception as e:  # noqa: BLE001 - provenance never stops a run
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return out
 
 
 def git_commit() -> str | None:
@@ -83,11 +92,11 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {p: _version(p) for p in PACKAGES},
+        "impls": impl_provenance(),
         "cuda": torch.version.cuda,
         "copy_gbps": copy_gbps,
         "git_commit": git_commit() or os.environ.get("RMSNORM_LAB_GIT_COMMIT"),
         "source_sha256": source_hash(),
-        "vllm_ops_library": os.environ.get("RMSNORM_LAB_VLLM_OPS"),
         "launch_table": None,
         "command": command or " ".join(sys.argv),
     }
@@ -103,9 +112,6 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
             meta["nvidia_smi"] = drv.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             meta["nvidia_smi"] = None
-    try:
-        from .impls.flashinfer import path_name
-        meta["flashinfer_path"] = path_name()
-    except Exception as e:  # noqa: BLE001
-        meta["flashinfer_path"] = f"unknown: {e}"
+    for prov in meta["impls"].values():     # every implementation's packages, in one place too
+        meta["versions"].update(prov.get("versions", {}))
     return meta

@@ -1,13 +1,41 @@
-"""Plots that read results and compute nothing of their own."""
+"""Plots that read results and compute nothing of their own.
+
+Colours and line weights come from the registry (``Impl.color``, ``Impl.role``: ours is drawn
+thicker); an implementation the registry does not know (an old run's) gets a colour of its own.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-STYLE = {  # stable colours per implementation
-    "huggingface": "#1f77b4", "torch": "#7f7f7f", "torch_compile": "#8c564b", "flashinfer": "#2ca02c",
-    "flashinfer_cuda": "#98df8a", "vllm": "#d62728", "liger": "#9467bd", "quack": "#ff7f0e",
-    "triton": "#000000",
-}
+_FALLBACK = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+             "#bcbd22", "#17becf"]
+
+
+def color(impl: str) -> str:
+    """The implementation's plot colour (``Impl.color``), else a stable one derived from its name."""
+    from .impls import get_impl
+    try:
+        c = getattr(get_impl(impl), "color", "")
+    except KeyError:
+        c = ""
+    if c:
+        return c
+    return _FALLBACK[sum(map(ord, impl)) % len(_FALLBACK)]
+
+
+def _is_ours(impl: str) -> bool:
+    from .analysis import role_of
+    return role_of(impl) == "ours"
+
+
+def _lw(impl: str, thick: float, thin: float) -> float:
+    return thick if _is_ours(impl) else thin
+
+
+def _baseline_label() -> str:
+    from .analysis import _label, by_role
+    names = by_role("baseline")
+    return ", ".join(_label(n) for n in names) or "the baseline"
 
 
 def _plt():
@@ -32,22 +60,22 @@ def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title:
     plt = _plt()
     d = _ok(df, mode)
     if d.empty or metric not in d or not d[metric].notna().any():
-        return None              # nothing to draw (no HuggingFace row for speedups, no copy ceiling in graph)
+        return None              # nothing to draw (no baseline row for speedups, no copy ceiling in graph)
     panels = sorted({(h, r, dt) for h, r, dt in zip(d["hidden"], d["residual"], d["dtype"])})
     ncol = min(2, len(panels))
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
     ylabel = {"us_median": f"time per call, µs ({mode})", "pct_copy": "% of measured copy bandwidth",
               "pct_copy_same": "% of a same-size copy, same timing",
-              "speedup_vs_hf": "speedup vs HuggingFace (×)"}[metric]
+              "speedup_vs_hf": f"speedup vs {_baseline_label()} (×)"}[metric]
     for ax, (h, r, dt) in zip(axes.flat, panels):
         p = d[(d["hidden"] == h) & (d["residual"] == r) & (d["dtype"] == dt)]
         for impl, g in p.groupby("impl", sort=False):
             g = g.sort_values("tokens")
-            kw = dict(color=STYLE.get(impl), lw=2.2 if impl == "triton" else 1.4, marker="o", ms=3)
+            kw = dict(color=color(impl), lw=_lw(impl, 2.2, 1.4), marker="o", ms=3)
             ax.plot(g["tokens"], g[metric], label=impl, **kw)
             if metric == "us_median":
-                ax.fill_between(g["tokens"], g["us_p20"], g["us_p80"], color=STYLE.get(impl), alpha=0.15, lw=0)
+                ax.fill_between(g["tokens"], g["us_p20"], g["us_p80"], color=color(impl), alpha=0.15, lw=0)
         if metric == "us_median" and "copy_same_us" in p and p["copy_same_us"].notna().any():
             c = p.dropna(subset=["copy_same_us"]).groupby("tokens")["copy_same_us"].median()
             ax.plot(c.index, c.values, color="black", ls="--", lw=1, label="copy, same bytes")
@@ -142,12 +170,12 @@ def plot_errors(chk, save_path=None):
             if g.empty:
                 continue
             jitter = (g["hidden"].rank(method="dense") - 1) * 0.08 - 0.08
-            ax.scatter(i + jitter, g["err_out"].clip(lower=1e-12), color=STYLE.get(impl), marker="o", s=22,
+            ax.scatter(i + jitter, g["err_out"].clip(lower=1e-12), color=color(impl), marker="o", s=22,
                        label="output" if i == 0 else None)
             gr = g[g["residual"]]
             if len(gr):
                 ax.scatter(i + jitter[g["residual"]] + 0.25, gr["err_residual"].clip(lower=1e-12),
-                           color=STYLE.get(impl), marker="^", s=22, alpha=0.7,
+                           color=color(impl), marker="^", s=22, alpha=0.7,
                            label="new residual" if i == 0 else None)
         ax.axhline(p["tolerance"].iloc[0], color="red", ls="--", lw=1, label="tolerance")
         ax.set_yscale("log")
@@ -182,8 +210,8 @@ def plot_roofline(df, mode: str, save_path=None):
                 gh = g[g["hidden"] == h].sort_values("bytes")
                 if gh.empty:
                     continue
-                ax.plot(gh["bytes"], gh["gbps"], color=STYLE.get(impl), marker=markers[k % len(markers)], ms=4,
-                        lw=2.0 if impl == "triton" else 1.2, label=f"{impl}" if k == 0 else None)
+                ax.plot(gh["bytes"], gh["gbps"], color=color(impl), marker=markers[k % len(markers)], ms=4,
+                        lw=_lw(impl, 2.0, 1.2), label=f"{impl}" if k == 0 else None)
         copy = float(p["copy_gbps"].median())
         ax.axhline(copy, color="grey", ls="--", lw=1.2)
         ax.annotate(f"measured copy bandwidth {copy:.0f} GB/s", (p["bytes"].min(), copy), xytext=(2, -3),
@@ -216,7 +244,7 @@ def plot_comparison(cmp, title: str, save_path=None):
             g = g.groupby("tokens", as_index=False).agg(ratio=("ratio", "median"), lo=("ratio_lo", "median"),
                                                          hi=("ratio_hi", "median"),
                                                          sig=("verdict", lambda v: (v != "same (within noise)").any()))
-            c = STYLE.get(impl)
+            c = color(impl)
             ax.errorbar(g["tokens"], g["ratio"], yerr=[g["ratio"] - g["lo"], g["hi"] - g["ratio"]], color=c,
                         lw=1.2, capsize=2, label=impl, marker=None)
             ax.scatter(g["tokens"], g["ratio"], color=c, s=18, zorder=3,
@@ -232,4 +260,31 @@ def plot_comparison(cmp, title: str, save_path=None):
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     _header(fig, axes, title + "\n(bars: p20-p80 spread; filled markers: difference beyond the noise)")
+    return _save(fig, save_path)
+
+
+def plot_target_ratios(combined, title: str, save_path=None):
+    """Ours / the fastest peer per shape (``analysis.combine_ratios``), one panel per residual variant,
+    one line per hidden size; the band is the min-max over the runs where there are several."""
+    plt = _plt()
+    if combined is None or combined.empty:
+        return None
+    res_vals = sorted(set(combined["residual"]))
+    fig, axes = plt.subplots(1, len(res_vals), figsize=(6.5 * len(res_vals), 4.2), sharey=True, squeeze=False)
+    for ax, res in zip(axes.flat, res_vals):
+        for h, g in combined[combined["residual"] == res].groupby("hidden"):
+            g = g.sort_values("tokens")
+            line, = ax.plot(g["tokens"], g["ratio"], marker="o", ms=3, label=f"hidden {h}")
+            if g["runs"].max() > 1:
+                ax.fill_between(g["tokens"], g["ratio_min"], g["ratio_max"], color=line.get_color(), alpha=0.15)
+        ax.axhline(1.0, color="k", lw=1)
+        ax.axhline(1.03, color="grey", ls=":", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tokens (rows)")
+        ax.set_title(f"{'with' if res else 'without'} residual", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    n = int(combined["runs"].max())
+    axes.flat[0].set_ylabel("our µs / fastest peer's µs (<1: ours faster)"
+                            + (f"\nmedian of {n} runs, band min-max" if n > 1 else ""))
+    _header(fig, axes, title, legend_ax=axes.flat[-1])
     return _save(fig, save_path)

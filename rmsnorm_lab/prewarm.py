@@ -1,71 +1,52 @@
-"""Compile ahead, in parallel worker processes: torch.compile graphs and our kernel's configs.
+"""Compile ahead, in parallel worker processes, what a run will compile one shape after another.
 
-A long GPU run otherwise spends most of its time compiling, one shape after another (the H100
-target run of 2026-11-25: 272 s of 600 in torch.compile, 70 s in our kernel). Workers fill the
-on-disk caches (Inductor's FX graph cache, Triton's kernel cache); the measuring process then
-loads from them. Timings are unaffected (compile time is kept out of them anyway), but a
-``setup_s`` measured after a prewarm is a cache hit, not a cold compile.
+A GPU run otherwise spends most of its time compiling in sequence (torch.compile graphs per
+shape, our kernel per launch config). Workers fill the on-disk caches (Inductor's FX graph cache,
+Triton's kernel cache, which persist on the machine and are shared by every process that uses
+the same cache directories); the measuring process then loads from them. Timings are unaffected
+(compile time is kept out of them anyway), but a ``setup_s`` measured after a prewarm is a cache
+hit, not a cold compile.
 
-Jobs are tuples, so they pickle to ``spawn`` workers:
-``("tc", batch, seq, hidden, residual, dtype)`` warms torch.compile's graph for that shape;
-``("k", hidden, residual, dtype, config)`` compiles our kernel with that launch config.
+Each implementation entry says what to compile: ``Impl.prewarm_jobs(cases, device)`` returns
+picklable tuples whose first element is its name, and ``Impl.run_prewarm_job(job)`` runs one in a
+spawned worker. This module only collects and runs them.
 """
 from __future__ import annotations
 
 import time
 
-EPS = 1e-6
 
+def jobs_for(cases, impls, device: str = "cuda") -> list:
+    """The jobs a run over ``cases`` needs, from each named implementation's entry, each once
+    (entries without jobs contribute none)."""
+    from .impls import get_impl
 
-def jobs_for(cases, impls) -> list:
-    """The jobs a sweep over ``cases`` needs: torch.compile's graphs (if timed) and the configs
-    our kernel's table picks (if timed), each once."""
-    jobs = []
-    if "torch_compile" in impls:
-        jobs += [("tc", c.batch, c.seq, c.hidden, c.residual, c.dtype) for c in cases]
-    if "triton" in impls:
-        from .kernels import triton_rmsnorm as tk
-        import torch
-        name = tk.device_name_of("cuda") if torch.cuda.is_available() else None   # the table the GPU reads
-        seen = {("k", c.hidden, c.residual, c.dtype,
-                 tk.pick_config(c.hidden, c.tokens, c.itemsize, c.residual, name)) for c in cases}
-        jobs += sorted(seen)
+    jobs: list = []
+    seen: set = set()
+    for name in impls:
+        entry = get_impl(name)
+        hook = getattr(entry, "prewarm_jobs", None)
+        if hook is None:
+            continue
+        for job in hook(list(cases), device) or []:
+            job = tuple(job)
+            if job[:1] != (name,):
+                raise ValueError(f"prewarm: {name}.prewarm_jobs returned {job!r}: a job's first element "
+                                 f"must be the implementation's name")
+            if job not in seen:
+                seen.add(job)
+                jobs.append(job)
     return jobs
-
-
-def compile_config(hidden: int, residual: bool, dtype: str, cfg):
-    """Compile (and launch once, on a few rows) our kernel for one config on the current GPU; returns
-    the compiled kernel (its ``n_regs``, ``metadata.shared``): it does not depend on the row count."""
-    import torch
-
-    from .kernels import triton_rmsnorm as tk
-    dt = getattr(torch, dtype)
-    x = torch.randn(max(1, cfg[0]), hidden, dtype=dt, device="cuda")
-    w = torch.randn(hidden, dtype=dt, device="cuda")
-    r = torch.randn_like(x) if residual else None
-    return tk.launch(x, w, torch.empty_like(x), r, None if r is None else torch.empty_like(x), EPS, cfg)[0]
 
 
 def warm_job(job) -> str | None:
     """Run one job (in a worker); returns None, or the error as text (the measuring process
     compiles, times and reports that one itself)."""
     try:
-        import torch
-
-        if job[0] == "tc":
-            from .impls import get_impl
-            _, batch, seq, hidden, residual, dtype = job
-            fn = get_impl("torch_compile").load()
-            dt = getattr(torch, dtype)      # the values don't matter to the graph; shape, dtype, device do
-            x = torch.zeros(batch, seq, hidden, dtype=dt, device="cuda")
-            w = torch.ones(hidden, dtype=dt, device="cuda")
-            fn.warm(x, w, torch.zeros_like(x) if residual else None, EPS)
-        elif job[0] == "k":
-            _, hidden, residual, dtype, cfg = job
-            compile_config(hidden, residual, dtype, cfg)
-        else:
-            raise ValueError(f"prewarm: unknown job kind {job[0]!r}")
-        torch.cuda.synchronize()
+        from .impls import get_impl
+        if not isinstance(job, tuple) or not job or not isinstance(job[0], str):
+            raise ValueError(f"prewarm: a job is a tuple starting with an implementation's name, got {job!r}")
+        get_impl(job[0]).run_prewarm_job(job)
         return None
     except Exception as e:  # noqa: BLE001 - reported, never fatal
         return f"{job}: {type(e).__name__}: {e}"[:300]
@@ -78,7 +59,19 @@ def prewarm(jobs, workers: int = 8) -> dict:
     errs: list = []
     if workers > 0 and jobs:
         import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers) as pool:
-            errs = [e for e in pool.imap_unordered(warm_job, jobs, chunksize=2) if e]
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            errs = [e for e in pool.imap_unordered(warm_job, jobs, chunksize=1) if e]
     return {"jobs": len(jobs), "failed": len(errs), "seconds": round(time.time() - t0, 1),
             "first_error": errs[0] if errs else ""}
+
+
+def prewarm_cases(cases, impls, device: str, workers: int = -1) -> dict:
+    """Compile ahead for ``cases`` x ``impls`` on a CUDA ``device`` (``workers`` -1: about half the
+    CPU cores, at most 8); on any other device nothing is compiled ahead."""
+    import os
+
+    if not str(device).startswith("cuda") or workers == 0:
+        return {"jobs": 0, "failed": 0, "seconds": 0.0, "first_error": ""}
+    jobs = jobs_for(cases, impls, device)
+    n = workers if workers > 0 else min(8, max(1, (os.cpu_count() or 2) // 2))
+    return prewarm(jobs, n)

@@ -3,16 +3,20 @@
     python -m rmsnorm_lab.report [--preset auto|ci|full|PATH] [--run-name NAME] [--out DIR]
 
 writes ``<out>/<device slug>/<run name>/``: each executed notebook (``.ipynb``),
-its HTML export, and the sweep's results (``results.csv``, ``env.json``,
-PNG plots, fastest/summary CSVs, the correctness and support tables) in that
-same folder. ``--preset auto`` is ``ci`` (tiny, seconds) on a machine without a
-GPU and ``full`` (the seed's grid) with one. Notebook 03 compares the new run
-with every other run found under ``<out>``, or says there is nothing to compare.
+its HTML export (formulas drawn as images: readable offline), and the sweep's
+results (``results.csv``, ``env.json``, PNG plots, fastest/summary CSVs, the
+correctness and support tables) in that same folder, and ``timings.json``: the
+wall time of the whole run, of each notebook (kernel start, each cell, the HTML
+export) and of the sweep's phases, as printed at the end. ``--preset auto`` is
+``ci`` (tiny, seconds) on a machine without a GPU and ``full`` (the seed's grid)
+with one. Notebook 03 compares the new run with every other run found under
+``<out>``, or says there is nothing to compare.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import sys
 import time
@@ -56,15 +60,170 @@ def _notebook_params(nb_path: Path) -> set[str]:
     return set(pm.inspect_notebook(str(nb_path)))
 
 
+_MATH = None
+
+
+def _math_re():
+    global _MATH
+    if _MATH is None:
+        import re
+        # $$...$$ (display) or $...$ (inline: no space inside the dollars, no digit after the closing one)
+        _MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)", re.S)
+    return _MATH
+
+
+def render_tex(tex: str) -> str | None:
+    """A TeX formula as an inline SVG image (matplotlib's mathtext, no network), or None where
+    mathtext cannot parse it (``\\tfrac``/``\\dfrac`` are tried as ``\\frac``)."""
+    import base64
+    import html
+    import io
+
+    from matplotlib import mathtext
+    for src in (tex, tex.replace(r"\tfrac", r"\frac").replace(r"\dfrac", r"\frac")):
+        buf = io.BytesIO()
+        try:
+            mathtext.math_to_image(f"${' '.join(src.split())}$", buf, format="svg", dpi=100)
+        except Exception:  # noqa: BLE001 - left as TeX for MathJax where it loads
+            continue
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        return (f'<img src="data:image/svg+xml;base64,{data}" alt="{html.escape(tex.strip(), quote=True)}" '
+                f'style="vertical-align: middle">')
+    return None
+
+
+def prerender_math(nb) -> int:
+    """Replace the TeX formulas of markdown cells by inline SVG images, so the HTML shows them offline
+    (nbconvert's MathJax comes from a CDN); returns how many were rendered. A formula mathtext cannot
+    draw stays TeX and is typeset by MathJax where the page can load it."""
+    n = 0
+
+    def sub(m):
+        nonlocal n
+        display = m.group(1) is not None
+        img = render_tex(m.group(1) if display else m.group(2))
+        if img is None:
+            return m.group(0)
+        n += 1
+        return f'\n<div style="text-align: center">{img}</div>\n' if display else img
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            parts = cell.source.split("`")            # code spans (odd parts) keep their dollars
+            cell.source = "`".join(p if i % 2 else _math_re().sub(sub, p) for i, p in enumerate(parts))
+    return n
+
+
 def export_html(ipynb: Path) -> Path:
+    """The executed notebook as HTML beside it, formulas pre-rendered (readable offline)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(ipynb), as_version=4)
+    prerender_math(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
     out = ipynb.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def notebook_timings(ipynb: Path) -> dict:
+    """Per-cell wall seconds that papermill recorded in an executed notebook, each with the cell's first line."""
+    import nbformat
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    cells = []
+    for i, c in enumerate(nb.cells):
+        d = (c.get("metadata", {}).get("papermill") or {}).get("duration")
+        if c.cell_type == "code" and d is not None:
+            code = [ln.strip() for ln in c.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            plain = [ln for ln in code if not ln.startswith(("import ", "from ", "try:", "if ", "for "))]
+            ours = [n.strip() for ln in code if ln.startswith("from rmsnorm_lab") and " import " in ln
+                    for n in ln.split(" import ", 1)[1].split(",")]
+            calls = [ln for ln in plain if any(f"{n}(" in ln for n in ours if n)]   # the cell's own work
+            heavy = [ln for ln in code if any(h in ln for h in ("run_sweep(", "check_all(", "probe_support("))]
+            first = (heavy or calls or plain or code or [""])[0]
+            cells.append({"cell": i, "s": round(float(d), 2), "code": first[:80]})
+    return {"cells_s": round(sum(c["s"] for c in cells), 2), "cells": cells}
+
+
+def _sweep_phases(run_dir: Path) -> dict:
+    try:
+        env = json.loads((run_dir / "env.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {k: env[k] for k in ("wall_s", "prewarm") if k in env}
+    if env.get("phases"):
+        out["phases"] = env["phases"]
+    return out
+
+
+def format_timings(t: dict) -> str:
+    """The table printed at the end of a report run."""
+    lines = [f"wall time: {t['total_s']:.1f} s ({t['device']}, preset {t['preset']})"]
+    for name, nb in t["notebooks"].items():
+        lines.append(f"  {name}: {nb['wall_s']:.1f} s (kernel start and I/O {nb['overhead_s']:.1f} s, "
+                     f"HTML {nb.get('html_s', 0):.1f} s)")
+        for c in sorted(nb["cells"], key=lambda c: -c["s"])[:4]:
+            if c["s"] >= 0.5:
+                lines.append(f"    cell {c['cell']:>2}: {c['s']:7.1f} s  {c['code']}")
+    for key, label in (("prewarm_ahead", "compiled ahead during 01"), ("prewarm", "sweep's own prewarm")):
+        pw = t.get(key) or t.get("sweep", {}).get(key)
+        if pw and pw.get("jobs"):
+            lines.append(f"  {label}: {pw['jobs']} jobs, {pw['failed']} failed, {pw['seconds']:.1f} s"
+                         + (f" ({pw['first_error'][:100]})" if pw.get("first_error") else ""))
+    phases = t.get("sweep", {}).get("phases", {})
+    if phases:
+        groups: dict = {}
+        for k, v in phases.items():
+            groups[k.split(":")[0]] = groups.get(k.split(":")[0], 0.0) + v
+        lines.append("  sweep phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                   sorted(groups.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
+class AheadPrewarm:
+    """The sweep's compile jobs (``rmsnorm_lab.prewarm``) run in worker processes while the
+    correctness notebook runs, which times nothing; the sweep then finds the on-disk caches warm.
+    CUDA only; a failure here is never the report's (the sweep compiles what is missing)."""
+
+    def __init__(self, pool, result, jobs: int):
+        self.pool, self.result, self.jobs, self.t0 = pool, result, jobs, time.perf_counter()
+
+    @classmethod
+    def start(cls, params: dict, device: str):
+        if not device.startswith("cuda"):
+            return None
+        try:
+            import multiprocessing as mp
+
+            from .prewarm import jobs_for, warm_job
+            from .sweep import SweepConfig
+            cfg = SweepConfig(hidden=params["hidden_sizes"], batch=params["batch_sizes"], seq=params["seq_lens"],
+                              dtypes=[params["dtype"]], residual=params["residual"], impls=params["impls"],
+                              device=device).validate()
+            jobs = jobs_for(cfg.cases(), cfg.impls, cfg.device)
+            if not jobs:
+                return None
+            workers = min(8, max(1, (os.cpu_count() or 2) // 2), len(jobs))
+            pool = mp.get_context("spawn").Pool(workers)
+            return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
+        except Exception:  # noqa: BLE001 - the sweep compiles what is missing
+            return None
+
+    def wait(self) -> dict:
+        t_wait = time.perf_counter()
+        try:
+            errs = [e for e in self.result.get() if e]
+        except Exception as e:  # noqa: BLE001
+            errs = [f"{type(e).__name__}: {e}"]
+        finally:
+            self.stop()
+        return {"jobs": self.jobs, "failed": len(errs), "seconds": round(time.perf_counter() - self.t0, 1),
+                "waited_s": round(time.perf_counter() - t_wait, 1), "first_error": errs[0][:300] if errs else ""}
+
+    def stop(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.PathLike | None = None,
@@ -79,6 +238,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     from .params import validate_params
     from .paths import notebooks_dir, reports_dir
 
+    t_run = time.perf_counter()
     dev = resolve_device(device)
     pname, params = resolve_preset(preset, dev)
     params = {**params, "device": device}
@@ -91,6 +251,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"report: {device_name(dev)}, preset {pname} -> {run_dir}")
 
+    timings = {"device": device_name(dev), "preset": pname, "notebooks": {}}
     injected = {"01_correctness": {"save_dir": str(run_dir)},
                 "02_performance_sweep": {"save_dir": str(run_dir), "progress": False},
                 "03_compare_runs": {"run_dirs": [], "reports_root": str(root), "new_run": str(run_dir)}}
@@ -100,8 +261,14 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     # the kernels import this very package, also from a checkout that was never pip-installed
     pkg_parent = str(Path(__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([path_before] if path_before else []))
+    ahead = None
     try:
+        if "02_performance_sweep" in notebooks and notebooks[0] != "02_performance_sweep":
+            ahead = AheadPrewarm.start(params, dev)          # compiles 02's sweep while 01 checks
         for name in notebooks:
+            if name == "02_performance_sweep" and ahead is not None:
+                timings["prewarm_ahead"] = ahead.wait()
+                ahead = None
             src = notebooks_dir() / f"{name}.ipynb"
             if not src.exists():
                 raise FileNotFoundError(f"notebook {name}: {src} not found")
@@ -117,10 +284,19 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                     export_html(dst)
                 raise RuntimeError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                                    f"(executed copy: {dst})") from None
+            run_s = time.perf_counter() - t0
+            nbt = notebook_timings(dst)
+            nbt["overhead_s"] = round(run_s - nbt["cells_s"], 2)
             if html:
+                t1 = time.perf_counter()
                 export_html(dst)
-            log(f"  {name}: {time.perf_counter() - t0:.1f} s")
+                nbt["html_s"] = round(time.perf_counter() - t1, 2)
+            nbt["wall_s"] = round(time.perf_counter() - t0, 2)
+            timings["notebooks"][name] = nbt
+            log(f"  {name}: {nbt['wall_s']:.1f} s")
     finally:
+        if ahead is not None:
+            ahead.stop()
         if path_before is None:
             os.environ.pop("PYTHONPATH", None)
         else:
@@ -129,6 +305,11 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
             os.environ.pop("RMSNORM_LAB_BATCH", None)
         else:
             os.environ["RMSNORM_LAB_BATCH"] = env_before
+        # written also when a notebook failed: the notebooks that ran, and how long they took
+        timings["total_s"] = round(time.perf_counter() - t_run, 2)
+        timings["sweep"] = _sweep_phases(run_dir)
+        (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        log(format_timings(timings))
     import yaml
     (run_dir / "parameters.yaml").write_text(
         f"# preset {pname}, run by: python -m rmsnorm_lab.report {' '.join(sys.argv[1:])}\n"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from .cases import SEED_BATCH, SEED_HIDDEN, SEED_SEQ, Case, make_cases, make_inputs, tokens_to_batch_seq
 from .check import check_impl
 from .impls import get_impl, resolve_names
-from .timing import Runner, time_runner
+from .timing import HARNESSES, Runner, time_runner
 from .validate import (check_bool, check_bool_list, check_dtypes, check_eps, check_int_list, check_modes,
                        check_path, check_positive_float, check_seed, suggest)
 
@@ -37,7 +37,10 @@ class SweepConfig:
     seed: int = 0
     check: bool = True                   # correctness check of every (impl, case) before timing
     copy_ceiling: bool = True            # cold mode: also time a copy of each case's bytes (pct_copy_same)
-    budget_ms: float = 40.0              # timing budget per point and mode
+    budget_ms: float = 40.0              # timing budget per point and mode (fast harness: at most this)
+    harness: str = "fast"                # fast: stop once the median is known to 1% (budget_ms at most);
+    #                                      thorough: budget_ms of samples per point (more samples, same medians)
+    prewarm: int = -1                    # worker processes that compile ahead on CUDA (-1: auto, 0: off)
     progress: bool | None = None         # None: on in a terminal or notebook, off otherwise
     command: str | None = None
 
@@ -62,6 +65,12 @@ class SweepConfig:
         if self.progress is not None:
             self.progress = check_bool("progress", self.progress)
         self.budget_ms = check_positive_float("budget_ms", self.budget_ms, "milliseconds")
+        if self.harness not in HARNESSES:
+            raise ValueError(f"harness: expected one of {', '.join(HARNESSES)}, got {self.harness!r}"
+                             f"{suggest(str(self.harness), list(HARNESSES))}")
+        if isinstance(self.prewarm, bool) or not isinstance(self.prewarm, int) or self.prewarm < -1:
+            raise TypeError(f"prewarm: expected a number of worker processes (-1: auto, 0: off), "
+                            f"got {self.prewarm!r}")
         if check_path("save_path", self.save_path) is not None:
             from .results import check_writable
             self.save_path = str(check_writable(self.save_path))
@@ -94,6 +103,16 @@ def _free(device):
     if device.startswith("cuda"):
         import torch
         torch.cuda.empty_cache()
+
+
+def _baseline() -> set:
+    """The entries speedups are measured against (the registry's ``baseline`` role)."""
+    try:
+        from .impls import by_role
+    except ImportError:                     # a registry without roles: its first entry is the baseline
+        from .impls import registry
+        return set(list(registry())[:1])
+    return set(by_role("baseline"))
 
 
 def _check_kwargs(kwargs) -> None:
@@ -133,18 +152,25 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     store = ResultStore(cfg.save_path) if cfg.save_path else None
     command = cfg.command or " ".join(sys.argv)
     t_start = time.perf_counter()
-    copy_gbps = measure_copy_bandwidth(dev)
+    phases = Phases()
+    with phases.timed("copy_bandwidth"):
+        copy_gbps = measure_copy_bandwidth(dev)
     meta = envinfo.collect(dev, copy_gbps, command)
     meta["config"] = asdict(cfg)
     if store:
         store.write_meta(meta)
 
     cases = cfg.cases()
+    if dev.startswith("cuda") and cfg.prewarm != 0:
+        from .prewarm import prewarm_cases
+        with phases.timed("prewarm"):
+            meta["prewarm"] = prewarm_cases(cases, cfg.impls, dev, cfg.prewarm)
     rows: list[dict] = []
     hf_us: dict = {}
+    baseline = _baseline()
     if store:   # HF timings from an earlier, resumed run
         for r in store.rows:
-            if r.get("impl") == "huggingface" and r.get("status") == "ok":
+            if r.get("impl") in baseline and r.get("status") == "ok":
                 hf_us[(r["dtype"], str(r["hidden"]), str(r["batch"]), str(r["seq"]), str(r["residual"]),
                        r["mode"])] = float(r["us_median"])
     bar = _progress(len(cases) * len(cfg.impls), cfg.progress)
@@ -163,8 +189,9 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         key = (case.bytes_moved, mode)
         if key not in copy_us:
             try:
-                copy_us[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
-                                           budget_ms=cfg.budget_ms).median_us
+                with phases.timed("copy_ceiling"):
+                    copy_us[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
+                                               budget_ms=cfg.budget_ms, harness=cfg.harness).median_us
             except Exception:  # noqa: BLE001 - a ceiling we could not time is left out, not an error row
                 copy_us[key] = None
                 if dev.startswith("cuda"):
@@ -195,8 +222,10 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                 continue
             try:
                 if inputs is None:
-                    inputs = make_inputs(case, dev, cfg.seed + ci)
-                fn = impl.load()
+                    with phases.timed("inputs"):
+                        inputs = make_inputs(case, dev, cfg.seed + ci)
+                with phases.timed(f"load:{name}"):
+                    fn = impl.load()
                 t0 = time.perf_counter()
                 x, w, r = inputs
                 warm = getattr(fn, "warm", None)
@@ -207,7 +236,9 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                     if dev.startswith("cuda"):
                         torch.cuda.synchronize()
                     setup_s = time.perf_counter() - t0
-                chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
+                phases.add(f"first_call:{name}", time.perf_counter() - t0)
+                with phases.timed(f"check:{name}"):
+                    chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
             except Exception as e:  # noqa: BLE001 - becomes an error row
                 msg = f"{type(e).__name__}: {e}".strip()[:500]
                 for m in todo:
@@ -231,7 +262,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                        "correct": correct, "error": chk.get("reason", "") if chk else ""}
                 try:
                     runner = Runner(fn, x, w, r, cfg.eps, impl.inplace_residual)
-                    t = time_runner(runner, m, dev, budget_ms=cfg.budget_ms)
+                    with phases.timed(f"time_{m}:{name}"):
+                        t = time_runner(runner, m, dev, budget_ms=cfg.budget_ms, harness=cfg.harness)
                     if not runner.outputs_finite():
                         row["correct"] = False
                         row["error"] = (row["error"] + "; " if row["error"] else "") + \
@@ -245,7 +277,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                         if cu:
                             row.update(copy_same_us=round(cu, 3), pct_copy_same=round(100 * cu / t.median_us, 1))
                     hkey = (case.dtype, str(case.hidden), str(case.batch), str(case.seq), str(case.residual), m)
-                    if name == "huggingface":
+                    if name in baseline:
                         hf_us[hkey] = t.median_us
                     if hkey in hf_us:
                         # 4 significant digits, so a 2000x slower impl (Triton's CPU interpreter) is not 0.0
@@ -263,6 +295,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         inputs = None
     if bar:
         bar.close()
+    meta["phases"] = phases.as_dict()
     if store:
         meta["wall_s"] = round(time.perf_counter() - t_start, 1)
         meta["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -273,6 +306,33 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         df = pd.DataFrame(rows)
         df.attrs["env"] = meta
     return df
+
+
+class Phases:
+    """Wall seconds per phase of a sweep (``copy_bandwidth``, ``prewarm``, ``load:<impl>``,
+    ``first_call:<impl>`` (compile/JIT), ``check:<impl>``, ``time_<mode>:<impl>``, ``copy_ceiling``),
+    summed over points; written to env.json as ``phases``."""
+
+    def __init__(self):
+        self.seconds: dict = {}
+
+    def add(self, key: str, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+    def timed(self, key: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.add(key, time.perf_counter() - t0)
+        return cm()
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 def summarize(df, mode: str | None = None):

@@ -11,6 +11,17 @@
 
 In-place implementations get their inputs restored from a pristine copy
 outside the timed region before each timed call (cold) or replay (graph).
+
+Two harnesses measure the same modes the same way and differ in when they stop:
+
+- ``fast`` (the default): samples in small batches (one synchronization per batch) and stops
+  as soon as the median is known to ``StopRule.rel_ci`` (the 95% confidence interval of the
+  median, from order statistics, relative to it; nvbench's stdrel idea, made robust to outliers),
+  after a minimum sample count, or at ``budget_ms`` of wall time. The cold flush is sized from
+  the device's L2 (``FLUSH_L2_FACTOR`` times it) and the GPU spin that keeps host launch cost out
+  of a cold sample from the host's launch time, not the call's synchronous time.
+- ``thorough``: a fixed budget (``budget_ms`` of samples per point and mode), a fixed 256 MB
+  flush, the spin from the synchronous call time: more samples than the median needs.
 """
 from __future__ import annotations
 
@@ -19,6 +30,23 @@ import time
 from dataclasses import dataclass
 
 MODES = ("cold", "graph", "eager")
+HARNESSES = ("fast", "thorough")
+FLUSH_L2_FACTOR = 3          # fast cold flush: 3x the device's L2 (H100/H200: 150 MB), at least 32 MB
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When the fast harness stops sampling one point: the median's 95% confidence interval
+    (half-width) below ``rel_ci`` of the median, once ``min_samples`` are in; never more than
+    ``max_samples``; samples are taken ``batch`` at a time between synchronizations."""
+    rel_ci: float = 0.01
+    min_samples: int = 20
+    max_samples: int = 400
+    batch: int = 10
+
+
+STOP = {"cold": StopRule(0.01, 20, 400, 10), "graph": StopRule(0.01, 10, 200, 5),
+        "eager": StopRule(0.02, 5, 25, 5)}
 
 
 @dataclass
@@ -73,10 +101,44 @@ class Runner:
         return all(bool(torch.isfinite(t).all()) for t in outs if t is not None)
 
 
+def median_rel_ci(samples) -> float:
+    """Half-width of the median's ~95% confidence interval (order statistics n/2 +- 0.98 sqrt(n)),
+    relative to the median; inf with fewer than 3 samples."""
+    import math
+    s = sorted(samples)
+    n = len(s)
+    if n < 3:
+        return float("inf")
+    med = statistics.median(s)
+    half = 0.98 * math.sqrt(n)
+    lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    return (s[hi] - s[lo]) / 2 / med if med > 0 else float("inf")
+
+
+def _enough(samples, rule: StopRule, t0: float, budget_ms: float) -> bool:
+    n = len(samples)
+    if n >= rule.max_samples:
+        return True
+    if n < rule.min_samples:
+        return False
+    return median_rel_ci(samples) <= rule.rel_ci or (time.perf_counter() - t0) * 1e3 >= budget_ms
+
+
 def time_runner(runner: Runner, mode: str, device: str, *, budget_ms: float = 60.0,
-                min_reps: int = 20, max_reps: int = 1000) -> Timing:
+                min_reps: int = 20, max_reps: int = 1000, harness: str = "fast") -> Timing:
+    """Time one prepared call in one mode. ``harness``: ``fast`` (stop when the median is known to
+    1%, ``budget_ms`` at most) or ``thorough`` (``budget_ms`` of samples); see the module doc."""
     if mode not in MODES:
         raise ValueError(f"timing: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if harness not in HARNESSES:
+        raise ValueError(f"harness: expected one of {', '.join(HARNESSES)}, got {harness!r}")
+    if harness == "fast":
+        if device.startswith("cuda"):
+            return {"cold": _fast_cuda_cold, "graph": _fast_cuda_graph, "eager": _fast_eager}[mode](
+                runner, device, budget_ms)
+        if mode == "graph":
+            raise NotImplementedError("graph mode needs CUDA (CUDA-graph replay)")
+        return {"cold": _fast_cpu_cold, "eager": _fast_eager}[mode](runner, device, budget_ms)
     if device.startswith("cuda"):
         return {"cold": _cuda_cold, "graph": _cuda_graph, "eager": _eager}[mode](
             runner, device, budget_ms, min_reps, max_reps)
@@ -241,4 +303,184 @@ def _cpu_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         t0 = time.perf_counter()
         runner()
         samples.append((time.perf_counter() - t0) * 1e6)
+    return _quantiles(samples, "cold", note="host timer (CPU)")
+
+
+# ---------------------------------------------------------------- the fast harness
+
+def flush_bytes(device) -> int:
+    """Bytes the fast harness writes to evict L2 before a cold sample: ``FLUSH_L2_FACTOR`` x the
+    device's L2 (at least 32 MB; 256 MB where the L2 size is unknown)."""
+    import torch
+    try:
+        l2 = int(torch.cuda.get_device_properties(torch.device(device)).L2_cache_size)
+    except Exception:  # noqa: BLE001 - an unknown L2: the thorough harness's size
+        l2 = 0
+    return max(32 << 20, FLUSH_L2_FACTOR * l2) if l2 > 0 else 256 << 20
+
+
+def _fast_flush_buffer(device):
+    import torch
+    key = ("fast", device)
+    if key not in _FLUSH:
+        _FLUSH[key] = torch.empty(flush_bytes(device), dtype=torch.int8, device=device)
+    return _FLUSH[key]
+
+
+def _host_launch_us(runner, n=3) -> float:
+    """Host time to enqueue one timed call (events and the call), with the GPU busy meanwhile."""
+    import torch
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    runner.restore()
+    torch.cuda._sleep(4_000_000)           # ~2 ms: the queue never drains while the host enqueues
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s.record()
+        runner()
+        e.record()
+    dt = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return dt
+
+
+def _fast_cuda_cold(runner, device, budget_ms) -> Timing:
+    import torch
+    rule = STOP["cold"]
+    flush = _fast_flush_buffer(device)
+    for _ in range(3):          # warm-up: module load, JIT, handles
+        runner.restore()
+        runner()
+    host = _host_launch_us(runner)
+    # the spin covers the host's enqueue of the start event and the call (3x, 300-2000 us, as the
+    # thorough harness), so host launch cost never reaches the figure
+    spin_cycles = int(_cold_spin_us(host) * 2000)
+    t0 = time.perf_counter()
+    samples: list = []
+    while not _enough(samples, rule, t0, budget_ms):
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(rule.batch)]
+        for s, e in ev:
+            runner.restore()
+            flush.zero_()
+            torch.cuda._sleep(spin_cycles)
+            s.record()
+            runner()
+            e.record()
+        ev[-1][1].synchronize()
+        samples += [s.elapsed_time(e) * 1000 for s, e in ev]
+    return _quantiles(samples, "cold", note=f"flush {flush.numel() >> 20} MB")
+
+
+def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
+    import torch
+    rule = STOP["graph"]
+    for _ in range(3):
+        runner.restore()
+        runner()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):                 # warm the side stream before capture
+        for _ in range(2):
+            runner()
+    torch.cuda.current_stream().wait_stream(stream)
+
+    def capture(n):
+        runner.restore()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(n):
+                runner()
+        g.replay()
+        torch.cuda.synchronize()
+        return g
+
+    spin_cycles = 400_000                           # >= 200 us at <= 2 GHz (see _cuda_graph)
+
+    def replays(g, n, k):
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(k)]
+        for s, e in ev:
+            runner.restore()
+            torch.cuda._sleep(spin_cycles)
+            s.record()
+            g.replay()
+            e.record()
+        ev[-1][1].synchronize()
+        return [s.elapsed_time(e) * 1000 / n for s, e in ev]
+
+    trial = 4                                       # calls per replay from a trial graph's device time
+    g = capture(trial)
+    per_call = max(min(replays(g, trial, 3)), 0.5)
+    del g
+    calls = int(max(1, min(100, 500.0 / per_call)))
+    g = capture(calls)
+    t0 = time.perf_counter()
+    samples: list = []
+    while not _enough(samples, rule, t0, budget_ms):
+        samples += replays(g, calls, rule.batch)
+    del g
+    return _quantiles(samples, "graph", note=f"{calls} calls per replay")
+
+
+def _warm_up(runner, device, n=3) -> float:
+    """Warm-up calls (module load, JIT, handles); returns the synchronous µs of the last one. A call
+    slower than 2 ms needs no more than one (the interpreter on CPU: each call is tens of ms)."""
+    us = 0.0
+    for _ in range(n):
+        runner.restore()
+        _sync(device)
+        t0 = time.perf_counter()
+        runner()
+        _sync(device)
+        us = (time.perf_counter() - t0) * 1e6
+        if us > 2000:
+            break
+    return us
+
+
+def _fast_eager(runner, device, budget_ms) -> Timing:
+    rule = STOP["eager"]
+    first = _warm_up(runner, device)
+    est = first if first > 2000 else max(_estimate_us(runner, device, 3), 1.0)
+    calls = int(max(1, min(2000, 2000.0 / est)))     # ~2 ms of back-to-back calls per sample (one slow call)
+    t0 = time.perf_counter()
+    samples: list = []
+    while not _enough(samples, rule, t0, budget_ms):
+        runner.restore()
+        _sync(device)
+        t1 = time.perf_counter()
+        for _ in range(calls):
+            runner()
+        _sync(device)
+        samples.append((time.perf_counter() - t1) / calls * 1e6)
+    return _quantiles(samples, "eager", note=f"{calls} back-to-back calls per sample")
+
+
+def _cpu_cache_bytes() -> int:
+    """The last-level cache of CPU 0 from sysfs (0 where unknown)."""
+    import glob
+    best = 0
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            txt = open(path).read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(txt[-1:], 1)
+            best = max(best, int(txt.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return best
+
+
+def _fast_cpu_cold(runner, device, budget_ms) -> Timing:
+    import torch
+    rule = StopRule(0.02, 5, 100, 1)
+    nbytes = min(64 << 20, max(8 << 20, 2 * _cpu_cache_bytes())) if _cpu_cache_bytes() else 64 << 20
+    sweep = _FLUSH.setdefault(("fast", "cpu"), torch.empty(nbytes, dtype=torch.int8))
+    _warm_up(runner, device, 2)
+    t0 = time.perf_counter()
+    samples: list = []
+    while not _enough(samples, rule, t0, budget_ms):
+        runner.restore()
+        sweep.add_(1)                      # evict the caches: 2x the last-level cache
+        t1 = time.perf_counter()
+        runner()
+        samples.append((time.perf_counter() - t1) * 1e6)
     return _quantiles(samples, "cold", note="host timer (CPU)")

@@ -1,7 +1,6 @@
-"""The same-size copy ceiling (cold rows of a sweep), its plots, and summarize_targets.py over several runs."""
+"""The same-size copy ceiling (cold rows of a sweep), its plots, and analysis.summarize_targets over several runs."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +9,6 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _summarize():
-    spec = importlib.util.spec_from_file_location("summarize_targets", ROOT / "scripts" / "summarize_targets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_sweep_times_a_same_size_copy_in_cold_rows_only():
@@ -64,7 +56,7 @@ def _sweep_like(with_hf: bool, with_ceiling: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_plots_skip_metrics_without_data(tmp_path):
+def test_plots_skip_metrics_without_data(roles, tmp_path):
     from rmsnorm_lab import plots
     names = {Path(p).name for p in plots.save_all(_sweep_like(with_hf=False, with_ceiling=True), tmp_path)}
     assert {"latency-cold.png", "ceiling-cold.png", "latency-graph.png"} <= names
@@ -77,7 +69,7 @@ def test_plots_skip_metrics_without_data(tmp_path):
 def _run(ratio_16: float, ratio_256: float, tie_16=False) -> pd.DataFrame:
     rows = []
     for t, ratio in ((16, ratio_16), (256, ratio_256)):
-        for impl, us in (("triton", 10.0 * ratio), ("vllm", 10.0), ("flashinfer", 12.0)):
+        for impl, us in (("triton", 10.0 * ratio), ("vllm", 10.0), ("flashinfer", 12.0), ("huggingface", 40.0)):
             band = 0.2 if (tie_16 and t == 16) else 0.01
             rows.append(dict(impl=impl, dtype="bfloat16", residual=True, hidden=4096, tokens=t, mode="cold",
                              status="ok", us_median=us, us_p20=us * (1 - band), us_p80=us * (1 + band),
@@ -86,56 +78,41 @@ def _run(ratio_16: float, ratio_256: float, tie_16=False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_runs_combine_into_misses_in_every_run_or_some():
-    st = _summarize()
-    a = st.ratios(_run(1.10, 1.05)).assign(run="1:a")
-    b = st.ratios(_run(1.10, 1.00)).assign(run="2:b")
-    c = st.combine(pd.concat([a, b], ignore_index=True)).set_index("tokens")
+@pytest.fixture
+def roles(monkeypatch):
+    from roles_fallback import ensure_roles
+    ensure_roles(monkeypatch)
+
+
+def test_runs_combine_into_misses_in_every_run_or_some(roles):
+    from rmsnorm_lab.analysis import combine_ratios, target_ratios
+    a = target_ratios(_run(1.10, 1.05)).assign(run="1:a")
+    b = target_ratios(_run(1.10, 1.00)).assign(run="2:b")
+    assert set(a["best_peer"]) == {"vllm"}                          # the baseline is not raced
+    c = combine_ratios(pd.concat([a, b], ignore_index=True)).set_index("tokens")
     assert c.loc[16, "miss_runs"] == 2 and c.loc[256, "miss_runs"] == 1 and (c["runs"] == 2).all()
     assert c.loc[256, "ratio"] == pytest.approx(1.025) and c.loc[256, "ratio_max"] == pytest.approx(1.05)
     assert c.loc[16, "ours_pct_copy_same"] == pytest.approx(100 / 1.1, rel=1e-6)
     assert not a.set_index("tokens").loc[16, "tie"]
-    tied = st.ratios(_run(1.10, 1.0, tie_16=True)).set_index("tokens")
+    tied = target_ratios(_run(1.10, 1.0, tie_16=True)).set_index("tokens")
     assert bool(tied.loc[16, "tie"]) and tied.loc[16, "ratio"] == pytest.approx(1.1)
-    c = st.combine(tied.reset_index().assign(run="1:t")).set_index("tokens")
+    c = combine_ratios(tied.reset_index().assign(run="1:t")).set_index("tokens")
     assert c.loc[16, "miss_runs"] == 0                              # a tie is no miss
 
 
-def test_summarize_targets_script_over_two_run_dirs(tmp_path):
-    for name, r16 in (("a", 1.10), ("b", 1.00)):
-        d = tmp_path / name
-        d.mkdir()
-        _run(r16, 0.95).to_csv(d / "results.csv", index=False)
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize_targets.py"), str(tmp_path / "a"),
-                        str(tmp_path / "b"), "--out", str(tmp_path / "s"), "--tables"],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert "2 runs" in p.stdout and "0 in every run, 1 more in some runs" in p.stdout
-    assert "same-size copy" in p.stdout and "| 1.05+ |" in p.stdout
-    comb = pd.read_csv(tmp_path / "s" / "ratios-combined.csv")
-    assert len(comb) == 2 and set(comb["runs"]) == {2}
-
-
-@pytest.mark.parametrize("script,args,out_csv,subjects", [
-    ("gpu_harness_probe.py", ["--rounds", "1", "--peers", "torch", "--ceiling-peers", "torch",
-                              "--probe", "128:4:1:bfloat16", "--ceiling", "128:8:0"], "probe.csv", {"triton", "torch"}),
-    ("gpu_placement_probe.py", ["--rounds", "1", "--peers", "torch", "--shapes", "128:4", "--gaps-kb", "0", "4"],
-     "placement.csv", {"triton", "torch", "copy"}),
-    ("gpu_state_probe.py", ["--repeats", "2", "--peers", "torch", "--shapes", "128:4:1", "--spins-us", "300"],
-     "state.csv", {"triton", "torch"}),
-    ("gpu_inplace_ab.py", ["--rounds", "1", "--peers", "torch", "--shapes", "128:4:bfloat16"], "inplace_ab.csv",
-     {"inplace", "oop-held", "oop-alloc", "torch"}),
-])
-def test_harness_probes_smoke_on_cpu(tmp_path, script, args, out_csv, subjects):
-    """The probes behind the notes' harness findings still run (CPU, Triton's interpreter, tiny shapes)."""
-    import os
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--out", str(tmp_path), "--device", "cpu",
-                        *args], capture_output=True, text=True, timeout=300, env=env)
-    assert p.returncode == 0, p.stderr[-2000:]
-    rows = pd.read_csv(tmp_path / out_csv)
-    assert len(rows) and rows["us"].notna().all() and not rows["error"].notna().any()
-    assert subjects <= set(rows["subject"])
+def test_summarize_targets_over_two_runs_and_its_plot(roles, tmp_path):
+    from rmsnorm_lab.analysis import summarize_targets
+    from rmsnorm_lab.plots import plot_target_ratios
+    s = summarize_targets([_run(1.10, 0.95), _run(1.00, 0.95)])
+    md = s["markdown"]
+    assert "2 runs" in md and "0 in every run, 1 more in some runs" in md
+    assert "same-size copy" in md and "| 1.05+ |" in md and "best single peer: vllm" in md
+    assert len(s["combined"]) == 2 and set(s["combined"]["runs"]) == {2} and len(s["ratios"]) == 4
+    assert plot_target_ratios(s["combined"], "t", tmp_path / "r.png") is not None and (tmp_path / "r.png").exists()
+    with pytest.raises(ValueError, match="runs"):
+        summarize_targets([])
+    with pytest.raises(ValueError, match="no shape"):
+        summarize_targets([_run(1.0, 1.0)[lambda d: d["impl"] != "triton"]])
 
 
 def test_cli_no_copy_ceiling(tmp_path):

@@ -23,7 +23,7 @@ N_POINTS = 6 * 4 * 2
 SCRIPT = """
 import sys
 from rmsnorm_lab import run_sweep
-run_sweep(**eval(sys.argv[2]), budget_ms=150, save_path=sys.argv[1])
+run_sweep(**eval(sys.argv[2]), budget_ms=150, harness="thorough", save_path=sys.argv[1])  # ~150 ms a point
 """
 
 

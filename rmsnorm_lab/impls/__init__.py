@@ -5,11 +5,11 @@ from .base import Impl, Support
 
 _REGISTRY: dict[str, Impl] | None = None
 
-ORDER = ["huggingface", "torch", "torch_compile", "flashinfer", "flashinfer_cuda", "vllm", "liger", "quack", "triton"]
+ORDER = ["huggingface", "torch", "torch_compile", "torch_compile_dynamic", "flashinfer", "flashinfer_cuda", "vllm", "liger", "quack", "triton"]
 
 
 def registry() -> dict[str, Impl]:
-    """name -> Impl, in a stable order (HuggingFace first: speedups are measured against it)."""
+    """name -> Impl, in a stable order (the baseline first: speedups are measured against it)."""
     global _REGISTRY
     if _REGISTRY is None:
         from . import flashinfer, liger, quack, torch_impls, triton_lab, vllm
@@ -27,6 +27,17 @@ def get_impl(name: str) -> Impl:
     if name not in reg:
         raise KeyError(f"impls: unknown implementation {name!r}; known: {', '.join(reg)}{suggest(name, reg)}")
     return reg[name]
+
+
+def register(impl: Impl) -> Impl:
+    """Add an entry (e.g. a test's implementation) to the registry; returns it."""
+    registry()[impl.name] = impl
+    return impl
+
+
+def by_role(role: str) -> list[str]:
+    """Names of the entries with this role ("baseline", "ours", "peer"), in registry order."""
+    return [n for n, impl in registry().items() if impl.role == role]
 
 
 def resolve_names(names) -> list[str]:
@@ -67,8 +78,9 @@ def list_impls(device: str = "cuda"):
         s = impl.available(device)
         rows.append({"impl": impl.name, "label": impl.label, "available": s.ok, "reason": s.reason,
                      "dtypes": ",".join(impl.dtypes), "inplace_residual": impl.inplace_residual,
-                     "numerics": impl.numerics})
+                     "numerics": impl.numerics, "role": impl.role})
     return rows
 
 
-__all__ = ["Impl", "Support", "registry", "get_impl", "resolve_names", "load_available", "list_impls"]
+__all__ = ["Impl", "Support", "registry", "register", "by_role", "get_impl", "resolve_names", "load_available",
+           "list_impls"]

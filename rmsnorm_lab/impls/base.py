@@ -1,8 +1,8 @@
-"""What an implementation is: a name, whether it can run here (and why not), a call."""
+"""What an implementation is: a name, whether it can run here (and why not), a call, and what it
+knows about itself (role, colour, packages, provenance, the inputs it cannot take, compile-ahead jobs)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +18,8 @@ class Support:
 
     @classmethod
     def no(cls, reason: str):
+        if not reason:
+            raise ValueError("Support.no: a refusal needs a reason")
         return cls(False, reason)
 
     def __bool__(self):
@@ -57,6 +59,10 @@ class Impl:
     inplace_residual: bool = False
     numerics: str = ""                  # where it rounds, how it accumulates
     extra_check: Callable[[], Support] | None = None
+    role: str = "peer"                  # "baseline" (speedups are measured against it), "ours", "peer"
+    color: str = ""                     # plot colour
+    packages: tuple = ()                # distributions whose versions are its provenance
+    case_check: Callable | None = None  # (case, device) -> Support: inputs it is known to fail on
     _fn: Callable | None = field(default=None, repr=False)
     _load_error: str | None = field(default=None, repr=False)
 
@@ -76,15 +82,48 @@ class Impl:
             reasons.append(self._load_error)
         return Support.no("; ".join(reasons)) if reasons else Support.yes()
 
-    def supports(self, dtype: str, device: str = "cuda") -> Support:
+    def supports(self, case_or_dtype, device: str = "cuda") -> Support:
+        """Can it take this input here? ``case_or_dtype``: a ``cases.Case`` (dtypes of x, weight and
+        residual, and what the entry knows it fails on) or a dtype name. The reason is never empty."""
         s = self.available(device)
         if not s:
             return s
+        if isinstance(case_or_dtype, str):
+            return self._dtype_ok(case_or_dtype, device)
+        case = case_or_dtype
+        for what, dt in (("x", case.dtype), ("weight", case.w_dtype), ("residual", case.r_dtype)):
+            if what == "residual" and not case.residual:
+                continue
+            s = self._dtype_ok(dt, device)
+            if not s:
+                return s if what == "x" else Support.no(f"{what} {s.reason}")
+        if case.weight_device and str(device).split(":")[0] != case.weight_device:
+            return Support.no(f"weight on {case.weight_device} while x is on {device}: "
+                              "needs every tensor on one device")
+        if self.case_check is not None:
+            s = self.case_check(case, device)
+            if not s:
+                return s
+        return Support.yes()
+
+    def _dtype_ok(self, dtype: str, device) -> Support:
         if dtype not in self.dtypes:
             return Support.no(f"{dtype} not supported (supports {', '.join(self.dtypes)})")
         if dtype == "bfloat16" and str(device).startswith("cpu") and "bf16-cpu" in self.numerics:
             return Support.no("no bf16 on CPU")
         return Support.yes()
+
+    def provenance(self) -> dict:
+        """What a result of this entry was measured with: {"versions": {distribution: version}} and,
+        where it matters, which code path ran."""
+        return {"versions": {p: package_version(p) for p in self.packages}}
+
+    def prewarm_jobs(self, cases, device: str) -> list:
+        """Picklable jobs (tuples starting with this entry's name) that compile ahead for ``cases``."""
+        return []
+
+    def run_prewarm_job(self, job) -> None:
+        """Run one of ``prewarm_jobs``' jobs (in a spawned worker)."""
 
     def load(self) -> Callable:
         """Import the library and return the call; the reason is kept if it fails."""
@@ -97,5 +136,10 @@ class Impl:
         return self._fn
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "False")
+def package_version(dist: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    import importlib.metadata as md
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None

@@ -40,10 +40,6 @@ def _load_cuda():
     return flashinfer_cuda_rmsnorm
 
 
-def _default_path() -> Support:
-    return Support.yes()
-
-
 def path_name() -> str:
     """Which kernel flashinfer.norm.rmsnorm runs here: 'cute-dsl' or 'cuda'."""
     if not has_module("flashinfer"):
@@ -52,12 +48,38 @@ def path_name() -> str:
     return "cuda" if getattr(fn, "_USE_CUDA_NORM", True) else "cute-dsl"
 
 
+_MISALIGNED = "faults ('CUDA error: misaligned address') when {} does not start on a 16-byte boundary"
+
+
+def _cuda_limits(case, device) -> Support:
+    """What FlashInfer's CUDA kernels are known to fail on (seen on an H200, flashinfer-python 0.6.x)."""
+    if case.misaligned:
+        return Support.no(_MISALIGNED.format(case.misaligned))
+    if case.w_dtype != case.dtype:
+        return Support.no(f"a {case.w_dtype} weight with {case.dtype} x gives NaN (reads the weight as x's dtype)")
+    return Support.yes()
+
+
+def _default_limits(case, device) -> Support:
+    return _cuda_limits(case, device) if path_name() == "cuda" else Support.yes()
+
+
+class _FlashInfer(Impl):
+    def provenance(self) -> dict:
+        p = super().provenance()
+        p["path"] = path_name() if self.name == "flashinfer" else "cuda"
+        return p
+
+
+PACKAGES = ("flashinfer-python", "flashinfer-cubin", "nvidia-cutlass-dsl")
 IMPLS = [
-    Impl("flashinfer", "FlashInfer (default path)", "flashinfer", _load_default,
-         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True,
+    _FlashInfer("flashinfer", "FlashInfer (default path)", "flashinfer", _load_default,
+         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True, color="#2ca02c",
+         packages=PACKAGES, case_check=_default_limits,
          numerics="fp32 math, one rounding at the store; fused add keeps the sum in fp32. "
                   "CuTe-DSL kernels when nvidia-cutlass-dsl is installed, else the CUDA ones"),
-    Impl("flashinfer_cuda", "FlashInfer CUDA (JIT)", "flashinfer", _load_cuda,
-         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True,
+    _FlashInfer("flashinfer_cuda", "FlashInfer CUDA (JIT)", "flashinfer", _load_cuda,
+         dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True, color="#98df8a",
+         packages=PACKAGES, case_check=_cuda_limits,
          numerics="fp32 math, vectorized CUDA kernel (norm.cuh), built by nvcc on first use"),
 ]

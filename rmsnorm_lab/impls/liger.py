@@ -19,6 +19,6 @@ def _load():
 
 IMPLS = [
     Impl("liger", "Liger", "liger", _load, dtypes=("float32", "float16", "bfloat16"),
-         requires=("liger_kernel", "triton"),
+         requires=("liger_kernel", "triton"), color="#9467bd", packages=("liger-kernel", "triton"),
          numerics="'llama' casting: fp32 rstd, x*rstd rounded to the input dtype, then times weight"),
 ]

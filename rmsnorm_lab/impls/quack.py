@@ -28,6 +28,7 @@ def _check() -> Support:
 
 IMPLS = [
     Impl("quack", "quack", "quack", _load, dtypes=("float32", "float16", "bfloat16"),
-         requires=("quack", "cutlass"), extra_check=_check,
+         requires=("quack", "cutlass"), extra_check=_check, color="#ff7f0e",
+         packages=("quack-kernels", "nvidia-cutlass-dsl"),
          numerics="fp32 math, one rounding at the store; fused add keeps the sum in fp32"),
 ]

@@ -50,9 +50,31 @@ def _check() -> Support:
     return Support.yes()
 
 
+def _limits(case, device) -> Support:
+    """What vLLM's kernels are known to fail on (seen on an H200)."""
+    if case.misaligned:
+        return Support.no(f"faults ('CUDA error: misaligned address') when {case.misaligned} does not start "
+                          "on a 16-byte boundary")
+    if case.w_dtype != case.dtype:
+        return Support.no(f"refuses a {case.w_dtype} weight with {case.dtype} x (one dtype for all tensors)")
+    return Support.yes()
+
+
+class _VLLM(Impl):
+    def provenance(self) -> dict:
+        p = super().provenance()
+        path = os.environ.get(ENV)
+        if path:
+            p["path"] = f"op library {path} ({ENV})"
+        elif has_module("vllm"):
+            p["path"] = "vllm._custom_ops"
+        return p
+
+
 IMPLS = [
-    Impl("vllm", "vLLM", "vllm", _load, dtypes=("float32", "float16", "bfloat16"),
-         requires=("torch",), inplace_residual=True, extra_check=_check,
+    _VLLM("vllm", "vLLM", "vllm", _load, dtypes=("float32", "float16", "bfloat16"), color="#d62728",
+         requires=("torch",), inplace_residual=True, extra_check=_check, packages=("vllm",),
+         case_check=_limits,
          numerics="fp32 accumulation; rounds x*rstd to the input dtype before the weight; "
                   "fused add normalizes the sum rounded to the input dtype"),
 ]

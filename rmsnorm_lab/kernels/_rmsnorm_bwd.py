@@ -1,0 +1,97 @@
+"""Triton kernels for training: a forward that saves rstd, and the backward (imports triton: load lazily).
+
+Forward (per row):   s = x (+ r);  rstd = 1 / sqrt(mean(s^2) + eps);  y = s * rstd * w
+                     stores y, rstd (fp32) and, with a residual, s (the new residual).
+Backward (per row):  xhat = s * rstd;  g = dy * w
+                     ds = rstd * (g - xhat * mean(g * xhat)) (+ d_new_residual)
+                     dw = sum over rows of dy * xhat
+ds is the gradient of x and, with the fused add, of the residual too.
+
+Every load is widened to fp32 at once and all arithmetic is fp32 (one rounding at
+the store). dw is deterministic: each program sums its own rows (a fixed set for a
+given launch) into one fp32 row of a (programs, hidden) buffer, and a second step
+sums that buffer over programs in a fixed order; no atomics.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def rmsnorm_fwd_train_kernel(
+    X, R, W, Y, RO, RSTD,                # input, residual, weight, output, new residual, rstd (fp32 per row)
+    stride_x, stride_r, stride_y, stride_ro,   # row strides in elements; the last dim is unit-stride
+    n_rows, eps,
+    N: tl.constexpr,                     # hidden size
+    BLOCK_N: tl.constexpr,               # next power of two >= N
+    ROWS: tl.constexpr,                  # rows per program (a ROWS x BLOCK_N tile)
+    HAS_RES: tl.constexpr,               # fused add: s = x + r, RO = s
+):
+    """One ROWS x BLOCK_N tile per program: load (and add), fp32 mean square, scale, store y, rstd (and s)."""
+    pid = tl.program_id(0)
+    rows = (pid * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    mask = row_ok[:, None] & (cols < N)[None, :]
+    s = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        s += tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(RO + rows[:, None] * stride_ro + cols[None, :], s.to(RO.dtype.element_ty), mask=mask)
+    rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=1) / N + eps)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = s * rstd[:, None] * w[None, :]
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(RSTD + rows, rstd, mask=row_ok)
+
+
+@triton.jit
+def rmsnorm_bwd_kernel(
+    DY, S, W, RSTD, DRO, DS, DW_PART,    # upstream grad, saved input (x or x + r), weight, rstd,
+                                         # grad of the new residual, grad of s (out), dw partials (out)
+    stride_dy, stride_s, stride_dro, stride_ds,
+    n_rows,
+    N: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr,                  # rows per step (a ROWS x BLOCK_N tile)
+    HAS_DRES: tl.constexpr,              # add the gradient flowing into the new residual
+    STAGES: tl.constexpr = 1,            # software-pipeline depth of the row loop (loads of the next tile early)
+):
+    """A program walks row tiles pid, pid + programs, ... (one pass over s and dy per row) and writes
+    its fp32 partial sum of dy * xhat to DW_PART[pid, :]."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for blk in tl.range(pid, tl.cdiv(n_rows, ROWS), nprog, num_stages=STAGES):
+        rows = (blk * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        row_ok = rows < n_rows
+        mask = row_ok[:, None] & col_ok[None, :]
+        s = tl.load(S + rows[:, None] * stride_s + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
+        xhat = s * rstd[:, None]
+        g = dy * w[None, :]
+        c = tl.sum(g * xhat, axis=1) / N
+        ds = (g - xhat * c[:, None]) * rstd[:, None]
+        if HAS_DRES:
+            ds += tl.load(DRO + rows[:, None] * stride_dro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(DS + rows[:, None] * stride_ds + cols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
+        dw += tl.sum(dy * xhat, axis=0)
+    tl.store(DW_PART + pid.to(tl.int64) * N + cols, dw, mask=col_ok)
+
+
+@triton.jit
+def sum_partials_kernel(
+    DW_PART, DW,                         # (programs, N) fp32 partials in, (N,) in the weight's dtype out
+    n_parts,
+    N: tl.constexpr,
+    BLOCK_C: tl.constexpr,               # columns per program
+):
+    """dw[c] = sum over p of DW_PART[p, c], in fp32 and in order p = 0, 1, ... (deterministic)."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = cols < N
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for p in range(0, n_parts):
+        acc += tl.load(DW_PART + p * N + cols, mask=ok, other=0.0)
+    tl.store(DW + cols, acc.to(DW.dtype.element_ty), mask=ok)

@@ -1,0 +1,81 @@
+"""The fast and thorough timing harnesses on CPU: the stopping rule, the switch, and the side-by-side
+agreement experiment's smoke mode (2 tiny shapes)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
+from rmsnorm_lab.sweep import SweepConfig, run_sweep
+from rmsnorm_lab.timing import HARNESSES, STOP, Runner, StopRule, _enough, median_rel_ci, time_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_median_ci_shrinks_with_samples_and_ignores_outliers():
+    assert median_rel_ci([1.0, 1.0]) == math.inf
+    tight = [100.0 + 0.1 * (i % 7) for i in range(40)]
+    assert median_rel_ci(tight) < 0.005
+    spiky = tight[:-4] + [1e4] * 4               # 10% outliers leave the median's interval alone
+    assert median_rel_ci(spiky) < 0.005
+    wide = [100.0 * (1 + (i % 10) / 10) for i in range(10)]
+    assert median_rel_ci(wide) > 0.1
+
+
+def test_stop_rule_minimum_precision_and_budget():
+    rule = StopRule(rel_ci=0.01, min_samples=5, max_samples=50, batch=5)
+    t0 = time.perf_counter()
+    assert not _enough([1.0] * 4, rule, t0, 1e9)                      # under the minimum
+    assert _enough([1.0] * 5, rule, t0, 1e9)                          # precise enough
+    noisy = [float(i % 10 + 1) for i in range(20)]
+    assert not _enough(noisy, rule, t0, 1e9)                          # not yet: keep sampling
+    assert _enough(noisy, rule, t0 - 10, 1.0)                         # the budget is spent
+    assert _enough(noisy * 3, rule, t0, 1e9)                          # max_samples
+    for mode, r in STOP.items():
+        assert r.min_samples >= 5 and r.max_samples > r.min_samples, mode
+
+
+@pytest.mark.parametrize("harness", HARNESSES)
+@pytest.mark.parametrize("mode", ["cold", "eager"])
+def test_both_harnesses_time_on_cpu(harness, mode):
+    x = torch.randn(4, 64)
+    w = torch.randn(64)
+    t = time_runner(Runner(hf_rmsnorm, x, w, None, 1e-6, False), mode, "cpu", budget_ms=5, harness=harness)
+    assert t.mode == mode and t.n >= 5 and 0 < t.p20_us <= t.median_us <= t.p80_us
+
+
+def test_harness_is_validated():
+    runner = Runner(hf_rmsnorm, torch.randn(2, 8), torch.randn(8), None, 1e-6, False)
+    with pytest.raises(ValueError, match="harness"):
+        time_runner(runner, "cold", "cpu", harness="quick")
+    with pytest.raises(ValueError, match="harness: expected one of fast, thorough.*'fast'"):
+        SweepConfig(harness="fats", device="cpu").validate()
+    with pytest.raises(TypeError, match="prewarm"):
+        SweepConfig(prewarm=True, device="cpu").validate()
+    assert SweepConfig().harness == "fast"
+
+
+def test_sweep_records_its_phases():
+    df = run_sweep(hidden=[32], batch=[1], seq=[2], dtypes=["float32"], residual=[False], impls=["torch"],
+                   device="cpu", modes=["cold"], budget_ms=2, progress=False)
+    phases = df.attrs["env"]["phases"]
+    assert {"copy_bandwidth", "check:torch", "time_cold:torch", "copy_ceiling"} <= set(phases)
+    assert all(v >= 0 for v in phases.values())
+
+
+def test_harness_agreement_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("harness_agreement", ROOT / "experiments" / "harness_agreement.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "harness_agreement.csv")))
+    assert len(rows) == 2 * 2                     # 2 shapes x (cold, eager), torch
+    assert all(r["status"] == "ok" and float(r["ratio"]) > 0 and int(r["new_n"]) >= 10 for r in rows)
+    out = capsys.readouterr().out
+    assert "max |ratio-1|" in out and "cold:" in out and "eager:" in out

@@ -1,0 +1,256 @@
+"""Training: our forward + backward kernels, the RMSNorm module, torch.compile, the backward bench.
+
+On CPU the kernels run under TRITON_INTERPRET=1 (set by conftest.py) on small shapes; the
+GPU-only checks (CUDA-graph capture, Inductor on CUDA, dw over 65536 tokens) run with
+``TRITON_INTERPRET=0 pytest tests/test_training.py`` on a CUDA machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rmsnorm_lab import backward as B
+from rmsnorm_lab.module import RMSNorm, torch_rmsnorm
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERP = os.environ.get("TRITON_INTERPRET") == "1"
+GPU = torch.cuda.is_available() and not INTERP
+DEV = "cuda" if GPU else "cpu"
+needs_kernels = pytest.mark.skipif(not (GPU or INTERP), reason="needs CUDA or TRITON_INTERPRET=1")
+needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU with compiled kernels (TRITON_INTERPRET=0)")
+# fp32 and fp16 tight; bf16 admits one ulp per element (the interpreter truncates fp32 -> bf16)
+TIGHT = {"float32": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
+
+
+def _ours():
+    return B.SUBJECTS["triton"].load()
+
+
+def _grads_vs_ref(tokens, hidden, dtype, residual, weight_dtype=None, use="bwd"):
+    x, w, r, dy, d_res = B.make_grad_inputs(tokens, hidden, dtype, residual, DEV, seed=3,
+                                            weight_dtype=weight_dtype)
+    row = B.check_grads(_ours(), x, w, r, 1e-6, dy, d_res, dtype, use=use)
+    return row
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_grads_match_float64(dtype, residual):
+    """dx, dw (and the residual's gradient) against float64 autograd; hidden not a power of two."""
+    row = _grads_vs_ref(19, 200, dtype, residual)
+    assert row["status"] == "ok", row
+    keys = ["err_dx", "err_dw"] + (["err_dr"] if residual else [])
+    assert all(row[k] <= TIGHT[dtype] for k in keys), row
+
+
+@needs_kernels
+@pytest.mark.parametrize("residual", [False, True])
+def test_fp32_weight_with_fp16_x(residual):
+    """A float32 weight with float16 activations: out and dx in fp16, dw in fp32, all close to float64."""
+    row = _grads_vs_ref(9, 72, "float16", residual, weight_dtype="float32", use="fwd_bwd")
+    assert row["status"] == "ok", row
+    assert row["err_dx"] <= TIGHT["float16"] and row["err_dw"] <= TIGHT["float16"], row
+
+
+@needs_kernels
+def test_dw_is_deterministic():
+    """Two backward runs give bitwise equal dw (per-program partials, ordered sum, no atomics)."""
+    from rmsnorm_lab.kernels.training import rmsnorm_bwd, rmsnorm_fwd
+    x, w, _, dy, _ = B.make_grad_inputs(64 if INTERP else 65536, 96 if INTERP else 4096, "float32", False, DEV)
+    _, rstd = rmsnorm_fwd(x, w, 1e-6)
+    a = rmsnorm_bwd(dy, x, w, rstd, None)
+    b = rmsnorm_bwd(dy, x, w, rstd, None)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+
+
+@needs_kernels
+def test_ops_refuse_bad_input_naming_the_argument():
+    from rmsnorm_lab.kernels.training import rmsnorm
+    x = torch.randn(2, 8, device=DEV)
+    with pytest.raises(ValueError, match="weight"):
+        rmsnorm(x, torch.ones(4, device=DEV))
+    with pytest.raises(TypeError, match="residual"):
+        rmsnorm(x, torch.ones(8, device=DEV), x.half())
+    with pytest.raises(TypeError, match="x"):
+        rmsnorm(x.double(), torch.ones(8, device=DEV))
+    with pytest.raises(ValueError, match="eps"):
+        rmsnorm(x, torch.ones(8, device=DEV), eps=-1.0)
+
+
+def test_module_surface_and_backend_choice(monkeypatch):
+    m = RMSNorm(16, eps=1e-5, dtype=torch.float32)
+    assert m.weight.shape == (16,) and bool((m.weight == 1).all())
+    with pytest.raises(ValueError, match="backend"):
+        RMSNorm(16, backend="cuda")
+    with pytest.raises(ValueError, match="hidden_size"):
+        RMSNorm(0)
+    x, r = torch.randn(3, 16), torch.randn(3, 16)
+    t = RMSNorm(16, backend="torch")
+    out = t(x)
+    out2, new_r = t(x, r)
+    assert out.shape == x.shape and t.backend_in_use == "torch"
+    torch.testing.assert_close(new_r, x + r)
+    # auto on CPU without the interpreter: the torch path, said once
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    a = RMSNorm(16)
+    with pytest.warns(UserWarning, match="torch path"):
+        a(x)
+    assert a.backend_in_use == "torch"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a(x)                                   # no second warning
+
+
+class Block(nn.Module):
+    """A small HF-style decoder block: norm -> attention stub -> residual add + norm -> MLP -> residual."""
+
+    def __init__(self, hidden, norm):
+        super().__init__()
+        self.input_norm, self.post_norm = norm(hidden), norm(hidden)
+        self.attn = nn.Linear(hidden, hidden, bias=False)
+        self.up = nn.Linear(hidden, 2 * hidden, bias=False)
+        self.down = nn.Linear(2 * hidden, hidden, bias=False)
+
+    def forward(self, x):
+        h = self.attn(self.input_norm(x))
+        h, res = self.post_norm(h, x)          # vLLM style: (norm(h + x), h + x)
+        return self.down(nn.functional.silu(self.up(h))) + res
+
+
+def _blocks(hidden=40, backend="auto"):
+    torch.manual_seed(0)
+    ours = Block(hidden, lambda h: RMSNorm(h, backend=backend)).to(DEV)
+    ref = Block(hidden, lambda h: RMSNorm(h, backend="torch")).to(DEV)
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():                      # random norm weights: ones would hide weight bugs
+        for m in (ours, ref):
+            g = torch.Generator().manual_seed(1)
+            m.input_norm.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
+            m.post_norm.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
+    return ours, ref
+
+
+@needs_kernels
+def test_module_in_decoder_block_matches_torch_layer():
+    """Loss and every parameter's gradient of a block with our module equal those with the torch layer."""
+    ours, ref = _blocks()
+    x = torch.randn(2, 5, 40, device=DEV)
+    losses = []
+    for m in (ours, ref):
+        loss = m(x).pow(2).mean()
+        loss.backward()
+        losses.append(loss)
+    assert ours.input_norm.backend_in_use in ("triton", "triton-interpreter")
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for (n, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@needs_kernels
+def test_compile_fullgraph_no_graph_break():
+    """torch.compile(fullgraph=True) traces the block with our module as single custom-op nodes."""
+    torch._dynamo.reset()
+    ours, ref = _blocks()
+    x = torch.randn(2, 5, 40, device=DEV)
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager" if DEV == "cpu" else "inductor")
+    loss = compiled(x).pow(2).mean()
+    loss.backward()                           # fullgraph=True raises on any graph break
+    ref_loss = ref(x).pow(2).mean()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    explained = torch._dynamo.explain(ours)(x)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_backward_subjects_say_why_not():
+    rows = B.support_matrix("cpu")
+    by = {(r["impl"], r["dtype"]): r for r in rows}
+    assert by[("flashinfer", "bfloat16")]["reason"].startswith("forward only")
+    assert by[("vllm", "bfloat16")]["reason"].startswith("forward only")
+    assert all(r["ok"] or r["reason"] for r in rows)
+    assert by[("huggingface", "float32")]["ok"]
+    with pytest.raises(ValueError, match="unknown"):
+        B.subjects("nope")
+
+
+def test_bytes_model():
+    t, h = 1024, 4096
+    assert B.bwd_bytes(t, h, 2, False) == 3 * t * h * 2 + 2 * h * 2 + 4 * t
+    assert B.bwd_bytes(t, h, 2, True) - B.bwd_bytes(t, h, 2, False) == t * h * 2
+    assert B.pass_bytes("fwd+bwd", t, h, 2, False) == B.bwd_bytes(t, h, 2, False) + 2 * t * h * 2 + h * 2 + 4 * t
+    with pytest.raises(ValueError, match="pass"):
+        B.pass_bytes("fwd", t, h, 2, False)
+
+
+def test_torch_path_matches_float64():
+    x, w, r, dy, d_res = B.make_grad_inputs(7, 50, "float32", True, "cpu")
+    ops = B.autograd_ops(torch_rmsnorm)
+    row = B.check_grads(ops, x, w, r, 1e-6, dy, d_res, "float32")
+    assert row["status"] == "ok", row
+
+
+@needs_kernels
+def test_backward_bench_smoke(tmp_path):
+    """experiments/backward_bench.py in its tiny mode: every row checked ok, the CSV tidy."""
+    import csv
+    out = tmp_path / "bwd.csv"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "backward_bench.py"), "--smoke",
+                        "--budget-ms", "2", "--modes", "cold", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert rows and rows[0].keys() >= {"impl", "pass", "mode", "us_median", "err_dx", "err_dw", "status"}
+    ran = [r for r in rows if r["status"] != "skip"]
+    assert {r["impl"] for r in ran} == {"huggingface", "torch", "triton"}
+    assert all(r["status"] == "ok" for r in ran), [r for r in ran if r["status"] != "ok"]
+    assert "ours / best peer" in p.stdout
+
+
+# ---------------------------------------------------------------- GPU only
+
+@needs_gpu
+def test_cuda_graph_capture_of_module_fwd_bwd():
+    """A training step's forward + backward through our module captured in a CUDA graph and replayed."""
+    norm = RMSNorm(4096, dtype=torch.bfloat16, device="cuda")
+    x = torch.randn(512, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    r = torch.randn_like(x)
+    dy = torch.randn_like(x)
+
+    def step():
+        out, new_r = norm(x, r)
+        gx, gw = torch.autograd.grad((out, new_r), (x, norm.weight), (dy, dy))
+        return out, gx, gw
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            want = step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        got = step()
+    g.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@needs_gpu
+def test_inductor_fullgraph_on_cuda():
+    test_compile_fullgraph_no_graph_break()
+
+
+@needs_gpu
+@pytest.mark.parametrize("residual", [False, True])
+def test_dw_over_65536_tokens(residual):
+    row = _grads_vs_ref(65536, 4096, "bfloat16", residual)
+    assert row["status"] == "ok", row
+    assert row["err_dw"] <= 3e-3, row
