@@ -171,7 +171,7 @@ def check_device_name(name: str, value) -> str:
         raise TypeError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r} ({type(value).__name__})")
     d = value.strip().lower()
     kind, _, idx = d.partition(":")
-    if d != "auto" and (kind not in ("cpu", "cuda") or (idx and (kind != "cuda" or not idx.isdigit()))):
+    if d != "auto" and (kind not in ("cpu", "cuda") or (":" in d and not idx.isdigit())):
         raise ValueError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
     return d
 
