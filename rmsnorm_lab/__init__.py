@@ -27,7 +27,7 @@ _LAZY = {
     "get_impl": "impls",
     "list_impls": "impls",
     "load_results": "results",
-    "triton_rmsnorm": "kernels.triton_rmsnorm",
+    "triton_rmsnorm": "kernels.rmsnorm",
     "probe_support": "probe",
     "RMSNorm": "module",
 }

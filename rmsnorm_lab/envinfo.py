@@ -60,24 +60,9 @@ def source_hash() -> str:
 
 
 def launch_table_info(gpu_name: str | None = None) -> dict:
-    """Which launch table our Triton kernel reads on this GPU (RMSNORM_LAB_LAUNCH_TABLE, the device's
-    own under kernels/tables/, or the default one), its hash, the GPU it was tuned on, and whether
-    that is this GPU (own)."""
-    import hashlib
-    import json
-
-    from .kernels.triton_rmsnorm import table_path
-    path = table_path(gpu_name)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return {"path": str(path), "sha256": None, "error": str(e)}
-    try:
-        tuned_on = json.loads(data).get("device")
-    except ValueError:
-        tuned_on = None
-    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()[:12], "tuned_on": tuned_on,
-            "own": bool(gpu_name) and tuned_on == gpu_name}
+    """Which launch table our Triton kernel reads on this GPU (see kernels.tables.table_info)."""
+    from .kernels.tables import table_info
+    return table_info(gpu_name)
 
 
 def collect(device: str, copy_gbps: float | None = None, command: str | None = None) -> dict:

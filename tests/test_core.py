@@ -26,7 +26,10 @@ from rmsnorm_lab.cases import Case, bytes_moved
 from rmsnorm_lab.impls import ORDER, get_impl, list_impls, registry, resolve_names
 from rmsnorm_lab.impls.base import Impl
 from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
-from rmsnorm_lab.kernels import triton_rmsnorm as tk
+from rmsnorm_lab.kernels import tables as kt
+from rmsnorm_lab.kernels.config import LaunchConfig
+from rmsnorm_lab.kernels.launch import config_fn, needs_int64
+from rmsnorm_lab.kernels.rmsnorm import triton_rmsnorm
 from rmsnorm_lab.reference import TOLERANCE, reference, rel_error
 from rmsnorm_lab.results import COLUMNS
 from rmsnorm_lab.timing import Runner, _quantiles, time_runner
@@ -165,7 +168,7 @@ def test_triton_kernel_matches_reference(dtype, residual):
                           ((5, 300), (1, 2, 0, 1, 64, 32))]:   # a register cap: ignored by the interpreter
         x, w, r = _inputs(shape, dtype, residual, seed=shape[-1])
         x0, r0 = x.clone(), None if r is None else r.clone()
-        got = tk.triton_rmsnorm(x, w, r, config=config)
+        got = triton_rmsnorm(x, w, r, config=config)
         _assert_matches_reference(got, x, w, r, what=(shape, config))
         assert torch.equal(x, x0) and (r is None or torch.equal(r, r0))   # out of place by default
 
@@ -198,12 +201,12 @@ def test_triton_writes_every_element(shape, config, dtype):
     x, w, r = _inputs(shape, dtype, True, seed=3)
     dt = getattr(torch, dtype)
     out = torch.full(shape, float("nan"), dtype=dt)
-    got = tk.triton_rmsnorm(x, w, out=out, config=config)
+    got = triton_rmsnorm(x, w, out=out, config=config)
     assert got is out and not torch.isnan(out).any(), "out: some elements were never written"
     _assert_matches_reference(out, x, w, None)
     out = torch.full(shape, float("nan"), dtype=dt)
     res_out = torch.full(shape, float("nan"), dtype=dt)
-    o, ro = tk.triton_rmsnorm(x, w, r, out=out, residual_out=res_out, config=config)
+    o, ro = triton_rmsnorm(x, w, r, out=out, residual_out=res_out, config=config)
     assert o is out and ro is res_out
     assert not torch.isnan(out).any() and not torch.isnan(res_out).any(), "an element was never written"
     _assert_matches_reference((out, res_out), x, w, r)
@@ -238,7 +241,7 @@ def test_triton_registry_fused_inplace_on_cpu(dtype):
 
 def test_triton_registry_residual_is_x():
     """residual aliasing x (a caller's `h = norm(h, w, h)`): x must end up holding x + x, and out
-    must be the normalized sum (fast_rmsnorm's contract: out is then a new tensor)."""
+    must be the normalized sum (the registry's contract: out is then a new tensor)."""
     fn = get_impl("triton").load()
     x, w, _ = _inputs((3, 24), "float32", False)
     x0 = x.clone()
@@ -505,136 +508,173 @@ def _pow2(n):
     return n > 0 and n & (n - 1) == 0
 
 
-TABLE_FILES = [tk.TABLE_PATH] + sorted(tk.TABLES_DIR.glob("*.json"))
+TABLE_FILES = sorted(kt.TABLES_DIR.glob("*.json"))
 
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=lambda p: p.name)
-def test_launch_table_entries_parse(path, monkeypatch):
-    """Every committed table (the default one and each device's own) parses, and the device it names reads it."""
+def test_launch_table_entries_parse(path):
+    """Every committed table (the default one and each device's own) parses in the one schema (named
+    LaunchConfig fields, only those that differ from the defaults), and the device it names reads it."""
     from rmsnorm_lab.device import slug
-    monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE", raising=False)
-    tk.set_table(None)
-    try:
-        raw = json.loads(path.read_text())
-        device = raw["device"]
-        assert path == tk.TABLE_PATH or slug(device) == path.stem, (path, device)
-        assert tk.table_path(device) == path
-        table = tk.load_table(device)
-        assert sorted(table) == sorted(raw["configs"]) and len(table) > 0
-        for key, cfg in raw["configs"].items():
-            parts = key.split(":")
-            assert len(parts) == 3 and all(p.isdigit() for p in parts), key
-            hidden, bucket, res = map(int, parts)
-            assert hidden > 0 and _pow2(bucket) and res in (0, 1), key
-            assert isinstance(cfg, list) and 3 <= len(cfg) <= 6 and all(type(v) is int for v in cfg), (key, cfg)
-            norm = tk.normalize_config(cfg)
-            rows, warps, per_sm, flags, chunk = norm[:5]
-            cap = norm[5:]
-            assert not cap or (cap[0] % 8 == 0 and 24 <= cap[0] <= 248), (key, cfg)
-            assert _pow2(rows), (key, cfg)
-            assert _pow2(warps) and warps <= 32, (key, cfg)
-            assert per_sm >= 0 and 0 <= flags < 128 and not (flags & 1 and flags & 8), (key, cfg)
-            assert not (flags & 16 and (chunk or flags & 8)), (key, cfg)
-            two_pass = bool(chunk or flags & 16)
-            assert not (flags & 32 and not two_pass) and not (flags & 64 and two_pass), (key, cfg)
-            assert table[key] == (rows, warps, per_sm, flags, chunk) + cap
-            assert tk.pick_config(hidden, bucket, 2, bool(res), device) == (rows, warps, per_sm, flags, chunk) + cap
-    finally:
-        tk.set_table(None)
+    kt.use_table(None)
+    raw = json.loads(path.read_text())
+    device = raw["device"]
+    assert path == kt.DEFAULT_TABLE or slug(device) == path.stem, (path, device)
+    assert kt.table_path(device) == path
+    table = kt.load_table(device)
+    assert sorted(table) == sorted(raw["configs"]) and len(table) > 0
+    defaults = LaunchConfig().to_dict()
+    for key, entry in raw["configs"].items():
+        parts = key.split(":")
+        assert len(parts) == 3 and all(p.isdigit() for p in parts), key
+        hidden, bucket, res = map(int, parts)
+        assert hidden > 0 and _pow2(bucket) and res in (0, 1), key
+        assert isinstance(entry, dict) and all(entry[k] != defaults[k] for k in entry), (key, entry)
+        cfg = table[key]
+        assert isinstance(cfg, LaunchConfig) and cfg.to_dict(compact=True) == entry
+        assert LaunchConfig.from_legacy(cfg.legacy()) == cfg                 # the old positional form round-trips
+        assert cfg.pdl and cfg.lean                                          # A/B variants stay in the defaults
+        assert kt.pick(hidden, bucket, 2, bool(res), device) == cfg
+    assert {"device", "date", "triton", "torch", "how", "schema"} <= set(raw)   # provenance kept
 
 
 def test_a_gpu_reads_its_own_table_else_the_default(monkeypatch, tmp_path):
     from rmsnorm_lab import envinfo
     own = tmp_path / "nvidia-h200.json"
-    own.write_text(json.dumps({"device": "NVIDIA H200", "configs": {"64:8:0": [2, 1, 0]}}))
-    monkeypatch.setattr(tk, "TABLES_DIR", tmp_path)
-    monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE", raising=False)
-    tk.set_table(None)
+    own.write_text(json.dumps({"device": "NVIDIA H200", "configs": {"64:8:0": {"rows": 2, "warps": 1}}}))
+    monkeypatch.setattr(kt, "TABLES_DIR", tmp_path)
+    kt.use_table(None)
     try:
-        assert tk.table_path("NVIDIA H200") == own
-        assert tk.table_path("NVIDIA H100 80GB HBM3") == tk.TABLE_PATH
-        assert tk.table_path("NVIDIA A100-SXM4-80GB") == tk.TABLE_PATH     # no table of its own: the default
-        assert tk.table_path(None) == tk.TABLE_PATH                      # CPU tensors (the interpreter)
-        assert tk.pick_config(64, 8, 2, False, "NVIDIA H200") == (2, 1, 0, 0, 0)
-        assert tk.pick_config(64, 16, 2, False, "NVIDIA H200") == tk.heuristic_config(64, 16, 2, False)
-        assert tk.pick_config(4096, 128, 2, False, "NVIDIA H200") == tk.heuristic_config(4096, 128, 2, False)
-        assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
-        info = envinfo.launch_table_info("NVIDIA H200")
-        assert info["path"] == str(own) and info["own"] is True and info["tuned_on"] == "NVIDIA H200"
-        info = envinfo.launch_table_info("NVIDIA A100-SXM4-80GB")
-        assert info["path"] == str(tk.TABLE_PATH) and info["own"] is False
-        assert info["tuned_on"] == "NVIDIA H100 80GB HBM3"
-        assert envinfo.launch_table_info(None)["own"] is False
-        tk.set_table({"64:8:0": [4, 2, 0]})                              # set_table: every device
-        assert tk.pick_config(64, 8, 2, False, "NVIDIA H200") == tk.pick_config(64, 8, 2, False) == (4, 2, 0, 0, 0)
-        tk.set_table(None)
-        monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(tmp_path / "x.json"))   # the override wins
-        assert tk.table_path("NVIDIA H200") == tmp_path / "x.json"
-        assert tk.load_table("NVIDIA H200") == {}
+        assert kt.table_path("NVIDIA H200") == own
+        assert kt.table_path("NVIDIA H100 80GB HBM3") == kt.DEFAULT_TABLE
+        assert kt.table_path("NVIDIA A100-SXM4-80GB") == kt.DEFAULT_TABLE    # no table of its own: the default
+        assert kt.table_path(None) == kt.DEFAULT_TABLE                       # CPU tensors (the interpreter)
+        assert kt.table_path("NVIDIA H200", tmp_path / "x.json") == tmp_path / "x.json"
+        assert kt.pick(64, 8, 2, False, "NVIDIA H200") == LaunchConfig(rows=2, warps=1)
+        assert kt.pick(64, 16, 2, False, "NVIDIA H200") == kt.heuristic(64, 16, 2, False)
+        assert kt.pick(4096, 128, 2, False, "NVIDIA H200") == kt.heuristic(4096, 128, 2, False)
+        assert kt.pick(4096, 128, 2, False) == kt.load_table()["4096:128:0"]
+        for info in (envinfo.launch_table_info("NVIDIA H200"), kt.table_info("NVIDIA H200")):
+            assert info["path"] == str(own) and info["own"] is True and info["tuned_on"] == "NVIDIA H200"
+        info = kt.table_info("NVIDIA A100-SXM4-80GB")
+        assert info["path"] == str(kt.DEFAULT_TABLE) and info["own"] is False
+        assert info["tuned_on"] == "NVIDIA H100 80GB HBM3" and len(info["sha256"]) == 12
+        assert kt.table_info(None)["own"] is False
+        kt.use_table({"64:8:0": [4, 2, 0]})                                  # use_table: every device
+        assert kt.pick(64, 8, 2, False, "NVIDIA H200") == kt.pick(64, 8, 2, False) == LaunchConfig(rows=4, warps=2)
+        assert kt.table_info("NVIDIA H200")["override"] is True
+        kt.use_table(None)
+        with pytest.raises(ValueError, match="no such file"):
+            kt.use_table(tmp_path / "x.json")
+        over = tmp_path / "over.json"                                        # an overlay: its keys, then the GPU's
+        over.write_text(json.dumps({"overlay": True, "device": "NVIDIA H200",
+                                    "configs": {"64:16:0": {"rows": 8, "warps": 1}}}))
+        kt.use_table(over)
+        assert kt.pick(64, 16, 2, False, "NVIDIA H200") == LaunchConfig(rows=8, warps=1)
+        assert kt.pick(64, 8, 2, False, "NVIDIA H200") == LaunchConfig(rows=2, warps=1)
+        info = kt.table_info("NVIDIA H200")
+        assert info["path"] == str(own) and info["overlay"]["path"] == str(over)
     finally:
-        tk.set_table(None)
+        kt.use_table(None)
+
+
+def test_triton_entry_prewarm_jobs_and_provenance():
+    """Our entry's compile-ahead jobs: each (hidden, residual, dtype, config the table picks) once, picklable;
+    a table miss takes the heuristic with the dtype's element size. Its provenance says which table runs."""
+    import pickle
+    entry = get_impl("triton")
+    assert entry.role == "ours" and entry.packages == ("triton",) and entry.color
+    cases = [Case(1, t, h, "float16", res) for h in (2048, 4096) for t in (1, 16, 4096) for res in (False, True)]
+    jobs = entry.prewarm_jobs(cases + cases[:3], "cuda")
+    assert len(jobs) == len(set(jobs)) and all(j[0] == "triton" for j in jobs)
+    for c in cases:
+        assert ("triton", c.hidden, c.residual, "float16", kt.pick(c.hidden, c.tokens, 2, c.residual)) in jobs
+    f32 = Case(1, 600, 4000, "float32", False)
+    assert entry.prewarm_jobs([f32], "cuda") == [("triton", 4000, False, "float32", kt.pick(4000, 600, 4, False))]
+    assert kt.pick(4000, 600, 4, False) != kt.pick(4000, 600, 2, False)
+    assert entry.prewarm_jobs(cases, "cpu") == []
+    pickle.dumps(jobs)
+    prov = entry.provenance()
+    assert "triton" in prov["versions"] and prov["launch_table"]["path"] == str(kt.DEFAULT_TABLE)
 
 
 def test_tokens_bucket():
-    assert [tk.tokens_bucket(t) for t in (0, 1, 2, 3, 4, 5, 64, 65, 1000, 1024, 1025)] == \
+    assert [kt.tokens_bucket(t) for t in (0, 1, 2, 3, 4, 5, 64, 65, 1000, 1024, 1025)] == \
         [1, 1, 2, 4, 4, 8, 64, 128, 1024, 1024, 2048]
 
 
 def test_heuristic_config():
+    from rmsnorm_lab.kernels.config import next_pow2
     for hidden in (1, 7, 33, 64, 100, 512, 1000, 1024, 1025, 4096, 5000, 8192, 16384):
         for tokens in (1, 7, 263, 264, 600, 4096, 70000):
             for itemsize in (2, 4):
                 for res in (False, True):
-                    rows, warps, per_sm, flags, chunk = tk.heuristic_config(hidden, tokens, itemsize, res)
-                    block_n = tk._next_pow2(hidden)
-                    assert _pow2(rows) and rows <= 16 and per_sm == 0 and flags == 0 and chunk == 0
-                    assert _pow2(warps) and warps <= 16
+                    cfg = kt.heuristic(hidden, tokens, itemsize, res)
+                    block_n = next_pow2(hidden)
+                    assert cfg == LaunchConfig(rows=cfg.rows, warps=cfg.warps)      # no flags, no chunk
+                    assert _pow2(cfg.rows) and cfg.rows <= 16 and _pow2(cfg.warps) and cfg.warps <= 16
                     if block_n > 1024 or tokens < 528:
-                        assert rows == 1, (hidden, tokens, rows)
+                        assert cfg.rows == 1, (hidden, tokens, cfg)
                     else:
-                        assert rows * block_n <= 2048
-    assert tk.heuristic_config(64, 70000, 2, False)[0] == 16      # small rows: many per block
+                        assert cfg.rows * block_n <= 2048
+    assert kt.heuristic(64, 70000, 2, False).rows == 16      # small rows: many per block
 
 
-def test_pick_config_table_then_heuristic(monkeypatch, tmp_path):
+def test_pick_config_table_then_heuristic(tmp_path):
     custom = tmp_path / "table.json"
-    custom.write_text(json.dumps({"configs": {"64:8:0": [2, 1, 0], "64:8:1": [4, 2, 0], "64:32:0": [1, 2, 0, 5],
-                                              "64:64:0": [1, 2, 0, 1, 32]}}))
-    monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(custom))
-    tk.set_table(None)
+    custom.write_text(json.dumps({"configs": {"64:8:0": {"rows": 2, "warps": 1}, "64:8:1": {"rows": 4, "warps": 2},
+                                              "64:32:0": {"warps": 2, "evict_loads": True, "evict_stores": True},
+                                              "64:64:0": {"warps": 2, "evict_loads": True, "chunk": 32}}}))
+    kt.use_table(custom)
     try:
-        assert tk.pick_config(64, 8, 2, False) == (2, 1, 0, 0, 0)     # 3-field entries: flags 0, chunk 0
-        assert tk.pick_config(64, 5, 4, True) == (4, 2, 0, 0, 0)     # 5 tokens fall in bucket 8
-        assert tk.pick_config(64, 32, 2, False) == (1, 2, 0, 5, 0)
-        assert tk.pick_config(64, 64, 2, False) == (1, 2, 0, 1, 32)
-        assert tk.pick_config(64, 9, 2, False) == tk.heuristic_config(64, 9, 2, False)
-        assert tk.pick_config(100, 8, 2, False) == tk.heuristic_config(100, 8, 2, False)
+        assert kt.pick(64, 8, 2, False) == LaunchConfig(rows=2, warps=1)
+        assert kt.pick(64, 5, 4, True) == LaunchConfig(rows=4, warps=2)      # 5 tokens fall in bucket 8
+        assert kt.pick(64, 32, 2, False).legacy() == (1, 2, 0, 5, 0)
+        assert kt.pick(64, 64, 2, False).legacy() == (1, 2, 0, 1, 32)
+        assert kt.pick(64, 9, 2, False) == kt.heuristic(64, 9, 2, False)
+        assert kt.pick(100, 8, 2, False) == kt.heuristic(100, 8, 2, False)
         x, w, r = _inputs((8, 64), "float32", True)
-        _assert_matches_reference(tk.triton_rmsnorm(x, w, r), x, w, r)   # a launch with the table's config
-        monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(tmp_path / "missing.json"))
-        tk.set_table(None)
-        assert tk.load_table() == {}
-        assert tk.pick_config(4096, 128, 2, False) == tk.heuristic_config(4096, 128, 2, False)
+        _assert_matches_reference(triton_rmsnorm(x, w, r), x, w, r)   # a launch with the table's config
+        assert kt.load_table(path=tmp_path / "missing.json") == {}    # a missing file is an empty table
+        assert kt.pick(4096, 128, 2, False, table={}) == kt.heuristic(4096, 128, 2, False)
     finally:
-        monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE")
-        tk.set_table(None)
-    assert tk.pick_config(4096, 128, 2, False) == tk.load_table()["4096:128:0"]
+        kt.use_table(None)
+    assert kt.pick(4096, 128, 2, False) == kt.load_table()["4096:128:0"]
 
 
 @pytest.mark.parametrize("bad", [(1, 2), (3, 4, 0), (2, 3, 0), (1, 4, -1), (1, 4, 0, 32), (1, 4, 0, 9), (1, 4, 0, 0, 24),
                                  (1, 4, 0, 16, 32), (1, 4, 0, 25), (1, 4, 0, 24),
                                  (1, 4, 0, 128), (1, 4, 0, 32, 0), (1, 4, 0, 80), (1, 4, 0, 64, 32),
                                  (1, 4, 0, 0, 8), (1, 4, 0, 0, 0, 20), (1, 4, 0, 0, 0, 33), (1, 4, 0, 0, 0, 256),
-                                 (1, 4, 0, 0, 0, 32, 0)])
-def test_normalize_config_rejects_bad(bad):
-    with pytest.raises(ValueError, match="config"):
-        tk.normalize_config(bad)
+                                 (1, 4, 0, 0, 0, 32, 0), ("a", 4, 0)])
+def test_legacy_config_rejects_bad(bad):
+    with pytest.raises(ValueError, match="LaunchConfig"):
+        LaunchConfig.from_legacy(bad)
 
 
-def test_normalize_config_register_cap():
-    assert tk.normalize_config((1, 4, 0, 1, 2048, 32)) == (1, 4, 0, 1, 2048, 32)
-    assert tk.normalize_config([1, 4, 0, 1, 2048, 0]) == (1, 4, 0, 1, 2048)     # no cap: 5 fields
-    assert tk.normalize_config((1, 4, 0)) == (1, 4, 0, 0, 0)
+@pytest.mark.parametrize("kw,field", [({"rows": 3}, "rows"), ({"warps": 64}, "warps"), ({"per_sm": -1}, "per_sm"),
+                                      ({"chunk": 8}, "chunk"), ({"maxnreg": 20}, "maxnreg"),
+                                      ({"evict_loads": True, "evict_last": True}, "evict_last"),
+                                      ({"reread": True, "chunk": 32}, "reread"), ({"sum_first": True}, "sum_first"),
+                                      ({"late_ro": True, "reread": True}, "late_ro"), ({"rows": 1.0}, "rows"),
+                                      ({"pdl": 1}, "pdl")])
+def test_launch_config_names_the_bad_field(kw, field):
+    with pytest.raises(ValueError, match=f"LaunchConfig.{field}"):
+        LaunchConfig(**kw)
+    with pytest.raises(ValueError, match="unknown field"):
+        LaunchConfig.from_dict({"flags": 3})
+
+
+def test_launch_config_forms():
+    c = LaunchConfig.from_legacy((1, 4, 0, 1, 2048, 32))
+    assert c == LaunchConfig(evict_loads=True, chunk=2048, maxnreg=32) and c.legacy() == (1, 4, 0, 1, 2048, 32)
+    assert LaunchConfig.from_legacy([1, 4, 0, 1, 2048, 0]).legacy() == (1, 4, 0, 1, 2048)     # no cap: 5 fields
+    assert LaunchConfig.from_legacy((1, 4, 0)) == LaunchConfig()
+    assert LaunchConfig.from_dict(c.to_dict()) == c == LaunchConfig.from_dict(c.to_dict(compact=True))
+    assert c.to_dict(compact=True) == {"chunk": 2048, "evict_loads": True, "maxnreg": 32}
+    assert c.replace(lean=False, pdl=False).legacy() == c.legacy()       # A/B variants are fields
+    with pytest.raises(Exception):
+        c.rows = 2                                                       # frozen
 
 
 def test_occupancy_and_register_cap():
@@ -676,17 +716,17 @@ def test_torch_compile_many_shapes():
     assert all(s > 0 for s in fn.compile_seconds.values())
 
 
-@pytest.mark.parametrize("lean", ["1", "0"])
+@pytest.mark.parametrize("lean", [True, False])
 @pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (2, 1, 2, 1, 16), (1, 4, 0, 2), (2, 2, 0, 17),
                                     (1, 2, 0, 32, 32), (2, 1, 2, 33, 16), (2, 2, 0, 48), (1, 4, 0, 64), (2, 1, 2, 68)])
-def test_triton_in_place_fused_add_every_path(config, lean, monkeypatch):
+def test_triton_in_place_fused_add_every_path(config, lean):
     """out written into x and x + r into r (the registry's in-place call), one-pass and two-pass kernels,
     the new residual stored in pass 1 (flag 32) or late (flag 64); the v8 launch (lean: no grid-stride
     loop where each block has a program, int32 offsets, rsqrt) and the v7 one."""
-    monkeypatch.setenv("RMSNORM_LAB_LEAN", lean)
+    config = LaunchConfig.from_legacy(config).replace(lean=lean)
     x, w, r = _inputs((5, 100), "float32", True, seed=11)
     x0, r0 = x.clone(), r.clone()
-    o, ro = tk.triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
+    o, ro = triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
     assert o is x and ro is r
     _assert_matches_reference((o, ro), x0, w, r0)
 
@@ -698,7 +738,7 @@ def test_triton_residual_is_x(config):
     x, w, _ = _inputs((5, 100), "float32", False, seed=12)
     x0 = x.clone()
     out = torch.empty_like(x)
-    o, ro = tk.triton_rmsnorm(x, w, x, out=out, residual_out=x, config=config)
+    o, ro = triton_rmsnorm(x, w, x, out=out, residual_out=x, config=config)
     assert ro is x
     _assert_matches_reference((o, ro), x0, w, x0)
 
@@ -706,37 +746,35 @@ def test_triton_residual_is_x(config):
 def test_int64_offsets_only_where_int32_could_overflow():
     """The lean launch keeps int32 row offsets up to the largest target shape (65536 x 16384) and
     switches to int64 where an offset, masked lanes and padded rows included, can reach 2**31."""
-    assert not tk.needs_int64(65536, 16384, 16384)
-    assert not tk.needs_int64(1, 2**31 - 2**14 - 1, 2**14)
-    assert tk.needs_int64(1, 2**31 - 2**14, 2**14)
-    assert tk.needs_int64(131072, 16384, 16384)
-    assert tk.needs_int64(65536 + 16, 32768, 32768)
+    assert not needs_int64(65536, 16384, 16384)
+    assert not needs_int64(1, 2**31 - 2**14 - 1, 2**14)
+    assert needs_int64(1, 2**31 - 2**14, 2**14)
+    assert needs_int64(131072, 16384, 16384)
+    assert needs_int64(65536 + 16, 32768, 32768)
 
 
 def test_config_fn_in_place_and_out_of_place():
     """The tuner's and diagnostics' launcher: fixed config, table pick, or a callable; in place or not."""
     x, w, r = _inputs((6, 100), "float32", True, seed=5)
     for cfg in [(2, 2, 0, 1, 32), None, lambda n, t, isz, res: (1, 2, 0, 0, 0)]:
-        out = tk.config_fn(cfg, inplace=False)(x, w, r)
+        out = config_fn(cfg, inplace=False)(x, w, r)
         _assert_matches_reference(out, x, w, r)
         xi, ri = x.clone(), r.clone()
-        o, ro = tk.config_fn(cfg)(xi, w, ri)
+        o, ro = config_fn(cfg)(xi, w, ri)
         assert o is xi and ro is ri
         _assert_matches_reference((o, ro), x, w, r)
-        _assert_matches_reference(tk.config_fn(cfg)(x, w), x, w, None)
+        _assert_matches_reference(config_fn(cfg)(x, w), x, w, None)
 
 
-def test_bad_launch_table_entry_is_a_clear_error(monkeypatch, tmp_path):
+def test_bad_launch_table_entry_is_a_clear_error(tmp_path):
     bad = tmp_path / "table.json"
-    bad.write_text(json.dumps({"configs": {"64:8:0": [3, 1, 0]}}))
-    monkeypatch.setenv("RMSNORM_LAB_LAUNCH_TABLE", str(bad))
-    tk.set_table(None)
-    try:
-        with pytest.raises(ValueError, match="config: rows and warps must be powers of two"):
-            tk.load_table()
-    finally:
-        monkeypatch.delenv("RMSNORM_LAB_LAUNCH_TABLE")
-        tk.set_table(None)
+    bad.write_text(json.dumps({"configs": {"64:8:0": {"rows": 3}}}))
+    with pytest.raises(ValueError, match="entry '64:8:0': LaunchConfig.rows: expected a power of two"):
+        kt.use_table(bad)
+    bad.write_text(json.dumps({"configs": {"64:8": {"rows": 2}}}))
+    with pytest.raises(ValueError, match="entry '64:8'"):
+        kt.load_table(path=bad)
+    kt.use_table(None)
 
 
 def test_written_reading_counts_ties_for_first(monkeypatch):

@@ -140,34 +140,29 @@ def test_public_api_matches_reference_and_never_mutates(api, p):
 
 @st.composite
 def configs(draw):
-    """Launch configs of the lab kernel: rows, warps, programs per SM, flags, chunk (0 = one pass)."""
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
+    """Launch configs of the lab kernel (LaunchConfig): rows, warps, programs per SM, every valid flag set,
+    chunk (0 = one pass), the v8 (lean) or v7 code path."""
+    from rmsnorm_lab.kernels.config import LaunchConfig
 
-    def valid(cfg):
+    def valid(legacy):
         try:
-            return tk.normalize_config(cfg) == cfg
+            LaunchConfig.from_legacy(legacy)
+            return True
         except ValueError:
             return False
     chunk = draw(st.sampled_from([0, 16, 32, 64]))
     flags = draw(st.sampled_from([f for f in range(128) if valid((1, 1, 0, f, chunk))]))
-    return (draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([0, 1, 2])),
-            flags, chunk)
+    legacy = (draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([0, 1, 2])),
+              flags, chunk)
+    return LaunchConfig.from_legacy(legacy).replace(lean=draw(st.booleans()))
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(p=problems(), cfg=configs(), inplace=st.booleans(), lean=st.sampled_from(["1", "0"]))
-def test_every_kernel_config_matches_reference(p, cfg, inplace, lean):
+@given(p=problems(), cfg=configs(), inplace=st.booleans())
+def test_every_kernel_config_matches_reference(p, cfg, inplace):
     """Each body (one pass / two pass), flag set and grid-stride split, in place or not, with the v8
     launch (no loop where each block has a program, int32 offsets, rsqrt) or the v7 one, vs float64."""
-    import os
-    from unittest import mock
-
-    from rmsnorm_lab.kernels import triton_rmsnorm as tk
-    with mock.patch.dict(os.environ, {"RMSNORM_LAB_LEAN": lean}):
-        _check_config(tk, p, cfg, inplace)
-
-
-def _check_config(tk, p, cfg, inplace):
+    from rmsnorm_lab.kernels.launch import config_fn
     x, w, r, eps = p
     x, r = x.contiguous(), None if r is None else r.contiguous()
     if x.dtype == torch.float64:
@@ -175,7 +170,7 @@ def _check_config(tk, p, cfg, inplace):
     dtype = str(x.dtype).removeprefix("torch.")
     ref = reference(x, w, r, eps)
     xc, rc = x.clone(), None if r is None else r.clone()
-    got = tk.config_fn(cfg, inplace=inplace)(xc, w, rc, eps)
+    got = config_fn(cfg, inplace=inplace)(xc, w, rc, eps)
     outs = got if isinstance(got, tuple) else (got,)
     refs = ref if r is not None else (ref,)
     for o, rf in zip(outs, refs):

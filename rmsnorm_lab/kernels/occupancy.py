@@ -1,7 +1,7 @@
 """How many programs of our kernel fit on one SM, and the register cap that lets one more fit (v9).
 
-Pure arithmetic (no GPU, no imports): the launch table's optional 6th field caps registers where
-the grid has more programs than fit at once (see scripts/gpu_retune.py --cap-twins).
+Pure arithmetic (no GPU, no imports): a LaunchConfig's maxnreg caps registers where
+the grid has more programs than fit at once (see ``python -m rmsnorm_lab tune --cap-twins``).
 """
 
 

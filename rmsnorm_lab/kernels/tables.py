@@ -1,0 +1,189 @@
+"""Launch tables: which LaunchConfig our kernel uses for a shape on a GPU.
+
+A table file (JSON) holds provenance fields (device, versions, date, how it was searched) and
+``configs``: {"<hidden>:<tokens bucket>:<residual 0|1>": {named LaunchConfig fields that differ
+from the defaults}}. ``tables/default.json`` was tuned on an H100; ``tables/<gpu slug>.json`` is a
+GPU's own (e.g. ``nvidia-h200.json``). A table with ``"overlay": true`` (what ``tune`` writes for
+your shapes) holds only some keys: lookups try it first, then the GPU's table, then the heuristic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .config import LaunchConfig, as_config, next_pow2
+
+TABLES_DIR = Path(__file__).with_name("tables")
+DEFAULT_TABLE = TABLES_DIR / "default.json"
+
+
+def tokens_bucket(tokens: int) -> int:
+    """The power-of-two bucket a token count falls in (the table's key)."""
+    return next_pow2(max(int(tokens), 1))
+
+
+def table_key(hidden: int, tokens: int, residual: bool) -> str:
+    return f"{int(hidden)}:{tokens_bucket(tokens)}:{int(bool(residual))}"
+
+
+def parse_configs(raw: dict, where: str = "table") -> dict:
+    """{key: LaunchConfig} from a table's ``configs`` (named fields); a bad entry is a ValueError naming it."""
+    out = {}
+    for k, v in raw.items():
+        try:
+            parts = [int(p) for p in k.split(":")]
+            if len(parts) != 3 or parts[2] not in (0, 1):
+                raise ValueError("key: expected '<hidden>:<tokens bucket>:<0|1>'")
+            out[k] = as_config(v)
+        except ValueError as e:
+            raise ValueError(f"{where}: entry {k!r}: {e}") from None
+    return out
+
+
+class TableStore:
+    """The tables read in this process (cached by path) and the process-wide override (use_table)."""
+
+    def __init__(self):
+        self._cache: dict = {}
+        self._override: dict | None = None     # {"path", "configs", "meta"} set by use_table
+
+    def reset(self) -> None:
+        self._cache.clear()
+        self._override = None
+
+    def read(self, path: Path) -> dict:
+        """{"meta": provenance fields, "configs": {key: LaunchConfig}} of a file (missing: empty)."""
+        path = Path(path)
+        key = str(path)
+        if key not in self._cache:
+            try:
+                meta = json.loads(path.read_text())
+            except FileNotFoundError:
+                meta = {}
+            except ValueError as e:
+                raise ValueError(f"table {path}: not valid JSON: {e}") from None
+            configs = parse_configs(meta.get("configs", {}), f"table {path}")
+            self._cache[key] = {"meta": {k: v for k, v in meta.items() if k != "configs"}, "configs": configs}
+        return self._cache[key]
+
+    def use(self, table) -> None:
+        if table is None:
+            self._override = None
+        elif isinstance(table, dict):
+            raw = table.get("configs", table) if "configs" in table else table
+            meta = {k: v for k, v in table.items() if k != "configs"} if "configs" in table else {}
+            self._override = {"path": None, "meta": meta, "configs": parse_configs(raw, "use_table")}
+        else:
+            path = Path(table)
+            if not path.is_file():
+                raise ValueError(f"table: no such file: {path}")
+            got = self.read(path)
+            self._override = {"path": path, **got}
+        if table is None:
+            self._cache.clear()      # the files are read again on next use
+
+    @property
+    def override(self):
+        return self._override
+
+
+STORE = TableStore()
+
+
+def use_table(table) -> None:
+    """Use ``table`` (a path, a dict of configs or a whole table dict, or None: back to the files) in this
+    process for every GPU. A table marked ``"overlay": true`` is looked up first, then the GPU's own.
+    The registry's cached plans are dropped, so the next calls launch with the new table's picks."""
+    STORE.use(table)
+    from .launch import LAUNCHER
+    LAUNCHER.plans.clear()
+
+
+def table_path(gpu_name: str | None = None, path=None) -> Path:
+    """The file a GPU reads: ``path`` if given, else the GPU's own (tables/<slug of its name>.json, e.g.
+    'NVIDIA H200' -> tables/nvidia-h200.json), else tables/default.json (also for CPU tensors: gpu_name None)."""
+    if path is not None:
+        return Path(path)
+    if gpu_name:
+        from ..device import slug
+        own = TABLES_DIR / f"{slug(gpu_name)}.json"
+        if own.is_file():
+            return own
+    return DEFAULT_TABLE
+
+
+def load_table(gpu_name: str | None = None, path=None) -> dict:
+    """{key: LaunchConfig} a GPU reads: the use_table override (merged over the GPU's own table when it is an
+    overlay), else the file of table_path; a missing file is an empty table."""
+    ov = STORE.override
+    if ov is not None and path is None:
+        if ov["meta"].get("overlay"):
+            return {**STORE.read(table_path(gpu_name))["configs"], **ov["configs"]}
+        return ov["configs"]
+    return STORE.read(table_path(gpu_name, path))["configs"]
+
+
+def heuristic(hidden: int, tokens: int, itemsize: int, residual: bool) -> LaunchConfig:
+    """The config for a shape no table holds: one row per program (several below 1024 columns, keeping two
+    or more blocks per SM), ~16 bytes of each tensor per thread and load, up to 16 warps."""
+    block_n = next_pow2(hidden)
+    rows = 1
+    if block_n <= 1024:
+        rows = max(1, min(16, 2048 // block_n, next_pow2(max(1, tokens // 264))))
+    elems = block_n * rows
+    per_thread = max(1, 16 // itemsize) * 2
+    warps = max(1, min(16, elems // (32 * per_thread)))
+    warps = next_pow2(warps) if warps & (warps - 1) else warps
+    return LaunchConfig(rows=rows, warps=warps)
+
+
+def pick(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
+         table: dict | None = None) -> LaunchConfig:
+    """The launch config: the entry of ``table`` (or of the table gpu_name reads), else the heuristic."""
+    cfg = (load_table(gpu_name) if table is None else table).get(table_key(hidden, tokens, residual))
+    return cfg if cfg is not None else heuristic(hidden, tokens, itemsize, residual)
+
+
+def table_info(gpu_name: str | None = None) -> dict:
+    """Which table runs on this GPU: path, sha256 (12 hex), the GPU it was tuned on, whether that is this GPU
+    (own), and the overlay set with use_table if any."""
+    ov = STORE.override
+    if ov is not None and not ov["meta"].get("overlay"):
+        info = _file_info(ov["path"], gpu_name) if ov["path"] else {
+            "path": None, "sha256": _digest(json.dumps({k: v.to_dict(True) for k, v in ov["configs"].items()},
+                                                       sort_keys=True).encode()),
+            "tuned_on": ov["meta"].get("device"), "own": bool(gpu_name) and ov["meta"].get("device") == gpu_name}
+        return {**info, "override": True}
+    info = _file_info(table_path(gpu_name), gpu_name)
+    if ov is not None:
+        info["overlay"] = _file_info(ov["path"], gpu_name) if ov["path"] else {"path": None,
+                                                                               "keys": sorted(ov["configs"])}
+    return info
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _file_info(path: Path, gpu_name) -> dict:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return {"path": str(path), "sha256": None, "error": str(e)}
+    try:
+        tuned_on = json.loads(data).get("device")
+    except ValueError:
+        tuned_on = None
+    return {"path": str(path), "sha256": _digest(data), "tuned_on": tuned_on,
+            "own": bool(gpu_name) and tuned_on == gpu_name}
+
+
+def dump_table(meta: dict) -> str:
+    """A table as JSON text: provenance fields, then ``configs`` one entry a line (LaunchConfigs or dicts)."""
+    head = {k: v for k, v in meta.items() if k != "configs"}
+    configs = {k: (v.to_dict(compact=True) if isinstance(v, LaunchConfig) else as_config(v).to_dict(compact=True))
+               for k, v in meta.get("configs", {}).items()}
+    body = json.dumps(head, indent=1)[:-2] + ",\n" if head else "{\n"
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in configs.items()]
+    return body + ' "configs": {' + ("\n" + ",\n".join(lines) + "\n " if lines else "") + "}\n}\n"
