@@ -1,58 +1,86 @@
-"""``python -m rmsnorm_lab``: the seed's flags, a correctness check, then the sweep.
+"""``python -m rmsnorm_lab [COMMAND] ...``: the lab's one command line.
 
-Default grid (the seed's): hidden 4096 and 6144, batch 1/4/16/64, seq 64..1024,
-bf16, with and without residual. Size flags given on the command line narrow
-the sweep to those sizes (the seed silently ignored them there).
+Commands:
+  run      (the default) the seed's flags: a correctness check, then the sweep
+  report   run the notebooks into a report folder (rmsnorm_lab.report)
+  probe    the support matrix: odd shapes, dtypes and layouts (rmsnorm_lab.probe)
+  tune     search the launch table of our kernel on this GPU (rmsnorm_lab.tune)
+  list     list implementations and whether they run here (also: run --list)
+
+``python -m rmsnorm_lab COMMAND --help`` describes each. Every error is one
+line on stderr with exit status 2.
+
+The run's default grid is the seed's (hidden 4096 and 6144, batch 1/4/16/64,
+seq 64..1024, bf16, with and without residual) on a GPU; on CPU it is
+``device.CPU_GRID`` (hidden 1024 4096, batch 1, seq 4 16), since our Triton
+kernel runs there through the Triton interpreter. Size flags narrow the sweep
+to those sizes. A results directory holds one configuration: the same command
+again resumes it; another configuration needs another --save-path.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+PROG = "python -m rmsnorm_lab"
+COMMANDS = {           # name -> (module whose main(argv) runs it, what it does)
+    "report": ("rmsnorm_lab.report", "run the notebooks into a report folder"),
+    "probe": ("rmsnorm_lab.probe", "the support matrix (each implementation in a child process)"),
+    "tune": ("rmsnorm_lab.tune", "search the launch table of our kernel on this GPU"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):               # one line, exit status 2, no traceback
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def _seed(text: str) -> int:
+def _arg(checker, what: str, parse=int):
+    """An argparse type: parse the text, then validate it with one of rmsnorm_lab.validate's checkers."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            return checker("value", value)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
+    convert.__name__ = what                 # argparse names the type in some messages
+    return convert
+
+
+def _dtype(text: str) -> str:
+    from .validate import SWEEP_DTYPES, dtype_name
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+        return dtype_name(text, SWEEP_DTYPES)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("dtype: ")) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m rmsnorm_lab", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-size", type=_pos_int, nargs="+", default=None,
-                   help="batch sizes (default: correctness 4; sweep 1 4 16 64)")
-    p.add_argument("--seq-len", type=_pos_int, nargs="+", default=None,
-                   help="sequence lengths (default: correctness 128; sweep 64 128 256 512 1024)")
-    p.add_argument("--hidden-size", type=_pos_int, nargs="+", default=None,
-                   help="hidden sizes (default: correctness 4096; sweep 4096 6144)")
+    from .validate import SWEEP_DTYPES, accepted_dtypes, check_nonneg_int, check_positive_int
+
+    pos_int = _arg(check_positive_int, "a positive integer")
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=pos_int, nargs="+", default=None,
+                   help="batch sizes (default: correctness 4; sweep 1 4 16 64, on CPU 1)")
+    p.add_argument("--seq-len", type=pos_int, nargs="+", default=None,
+                   help="sequence lengths (default: correctness 128; sweep 64 128 256 512 1024, on CPU 4 16)")
+    p.add_argument("--hidden-size", type=pos_int, nargs="+", default=None,
+                   help="hidden sizes (default: correctness 4096; sweep 4096 6144, on CPU 1024 4096)")
     p.add_argument("--use-residual", action="store_true",
                    help="correctness check with fused residual add (the sweep always covers both unless --residual)")
     p.add_argument("--residual", choices=["both", "with", "without"], default="both",
                    help="which residual variants the sweep measures (default: both)")
-    p.add_argument("--save-path", default="./configs/rmsnorm/", help="results directory (default: %(default)s)")
+    p.add_argument("--save-path", default="./configs/rmsnorm/",
+                   help="results directory, one configuration each (default: %(default)s)")
     p.add_argument("--impls", default="all", help="comma-separated implementation names, or 'all'")
-    p.add_argument("--dtype", nargs="+", default=["bfloat16"], help="float32 / float16 / bfloat16 (default: bfloat16)")
+    p.add_argument("--dtype", type=_dtype, nargs="+", default=["bfloat16"], metavar="DTYPE",
+                   help=f"{accepted_dtypes(SWEEP_DTYPES)} (default: bfloat16)")
     p.add_argument("--timing", nargs="+", default=None, choices=["cold", "graph", "eager"],
-                   help="timing modes (default: cold graph on CUDA, cold eager on CPU)")
+                   help="timing modes (default: cold graph on CUDA, cold eager on CPU; graph needs CUDA)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="a small grid: hidden 4096, batch 1 16, seq 128 1024")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check before the sweep")
@@ -60,57 +88,146 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cold timing: skip the copy of each shape's bytes timed the same way (pct_copy_same)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--list", action="store_true", help="list implementations and whether they run here, then exit")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed for inputs (default: 0)")
+    p.add_argument("--seed", type=_arg(check_nonneg_int, "a non-negative integer"), default=0,
+                   help="random seed for inputs (default: 0)")
     return p
 
 
+def _one_line_error(prog: str, e: BaseException) -> int:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"{prog}: error: {' '.join(str(msg).split()) or type(e).__name__}", file=sys.stderr)
+    return 2
+
+
+_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[0] if argv and not argv[0].startswith("-") else "run"
+    if cmd == "run" and argv[:1] == ["run"]:
+        argv = argv[1:]
+    elif cmd != "run":
+        argv = argv[1:]
+    if cmd == "list":
+        return _list_main(argv)
+    if cmd in COMMANDS:
+        return _dispatch(cmd, argv)
+    if cmd != "run":
+        choices = ["run", "list", *COMMANDS]
+        from .validate import suggest
+        print(f"{PROG}: error: unknown command {cmd!r}; expected one of {', '.join(choices)}"
+              f"{suggest(cmd, choices)}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except KeyboardInterrupt:
         print("interrupted: every finished point is in the results CSV; run again to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        msg = " ".join(str(msg).split()) or type(e).__name__          # one line
-        print(f"python -m rmsnorm_lab: error: {msg}", file=sys.stderr)
+    except _ERRORS as e:
+        return _one_line_error(PROG, e)
+
+
+def _dispatch(cmd: str, argv: list) -> int:
+    """Run a command's module lazily (its imports cost nothing until it is asked for)."""
+    module, _ = COMMANDS[cmd]
+    prog = f"{PROG} {cmd}"
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        print(f"{prog}: error: {module} is not part of this installation of rmsnorm_lab", file=sys.stderr)
         return 2
+    try:
+        return mod.main(argv) or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except _ERRORS as e:
+        return _one_line_error(prog, e)
+
+
+def _list_main(argv: list) -> int:
+    p = _Parser(prog=f"{PROG} list", description="List implementations and whether they run on the device.")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    args = p.parse_args(argv)
+    try:
+        from .device import resolve_device, use_triton_interpreter_on_cpu
+        device = resolve_device(args.device)
+        _note(use_triton_interpreter_on_cpu(device))
+        _print_list(device)
+        return 0
+    except _ERRORS as e:
+        return _one_line_error(p.prog, e)
+
+
+def _print_list(device: str) -> None:
+    from .impls import list_impls
+    for r in list_impls(device):
+        print(f"{r['impl']:16s} {'yes' if r['available'] else 'no ':3s} {r['reason']}")
+
+
+def _note(text) -> None:
+    from .device import say_once
+    say_once(text)
+
+
+def check_runnable(impls, device: str) -> None:
+    """RuntimeError naming --impls when none of ``impls`` can run on ``device`` (nothing would be measured)."""
+    from .impls import list_impls
+    rows = {r["impl"]: r for r in list_impls(device)}
+    if not any(rows[n]["available"] for n in impls if n in rows):
+        why = "; ".join(f"{n}: {rows[n]['reason']}" for n in impls if n in rows)
+        raise RuntimeError(f"--impls: nothing can run on {device} ({why})")
 
 
 def _run(args) -> int:
-    from .device import resolve_device
-    from .impls import list_impls, resolve_names
-    from .results import check_writable
-    from .validate import dtype_name
+    from dataclasses import asdict
+
+    from .device import CPU_GRID, device_name, resolve_device, use_triton_interpreter_on_cpu
+    from .impls import resolve_names
+    from .results import check_same_run, check_writable, run_identity
+    from .validate import check_modes
 
     device = resolve_device(args.device)
+    _note(use_triton_interpreter_on_cpu(device))     # before anything imports our kernel
     impls = resolve_names(args.impls)
-    dtypes = [dtype_name(d) for d in args.dtype]
     if args.list:
-        for r in list_impls(device):
-            print(f"{r['impl']:16s} {'yes' if r['available'] else 'no ':3s} {r['reason']}")
+        _print_list(device)
         return 0
+    modes = check_modes(args.timing, device, "--timing")
+    check_runnable(impls, device)
     save = check_writable(args.save_path)
     from .seed import calculate_diff
     from .sweep import SweepConfig, run_sweep
 
-    if not args.no_check:
-        calculate_diff((args.batch_size or [4])[0], (args.seq_len or [128])[0], (args.hidden_size or [4096])[0],
-                       args.use_residual, dtypes[0], device, impls, args.seed)
     hidden = args.hidden_size or ([4096] if args.quick else None)
     batch = args.batch_size or ([1, 16] if args.quick else None)
     seq = args.seq_len or ([128, 1024] if args.quick else None)
+    on_cpu = not device.startswith("cuda")
+    if on_cpu and not (hidden and batch and seq):
+        hidden, batch, seq = hidden or CPU_GRID["hidden"], batch or CPU_GRID["batch"], seq or CPU_GRID["seq"]
+        _note(f"CPU grid: hidden {' '.join(map(str, hidden))}, batch {' '.join(map(str, batch))}, "
+              f"seq {' '.join(map(str, seq))} (the seed's GPU grid takes hours on CPU; "
+              f"--hidden-size/--batch-size/--seq-len choose others)")
     residual = {"both": [False, True], "with": [True], "without": [False]}[args.residual]
-    cfg = SweepConfig(impls=impls, dtypes=dtypes, modes=args.timing, device=device, save_path=str(save),
+    cfg = SweepConfig(impls=impls, dtypes=args.dtype, modes=modes, device=device, save_path=str(save),
                       residual=residual, seed=args.seed, copy_ceiling=not args.no_copy_ceiling,
-                      command="python -m rmsnorm_lab " + " ".join(sys.argv[1:]))
+                      command=f"{PROG} " + " ".join(sys.argv[1:]))
     if hidden:
         cfg.hidden = hidden
     if batch:
         cfg.batch = batch
     if seq:
         cfg.seq = seq
+    cfg.validate()
+    check_same_run(save, run_identity(asdict(cfg), device_name(device)), "--save-path")
+
+    if not args.no_check:
+        calculate_diff((args.batch_size or [4])[0], (args.seq_len or [128])[0], (args.hidden_size or [4096])[0],
+                       args.use_residual, args.dtype[0], device, impls, args.seed)
     df = run_sweep(cfg)
     _print_summary(df)
     if not args.no_plots:

@@ -1,17 +1,27 @@
 """Picking the device, and what the device can do."""
 from __future__ import annotations
 
+import os
+import sys
+
+# The sweep's default grid on a machine without a GPU. Our Triton kernel runs there
+# through the Triton interpreter, thousands of times slower than on a GPU: the seed's
+# grid (hidden 4096/6144, batch 1..64, seq 64..1024) would take hours, this one minutes.
+CPU_GRID = {"hidden": [1024, 4096], "batch": [1], "seq": [4, 16]}
+
 
 def resolve_device(device: str | None = None) -> str:
     """'auto'/None -> 'cuda' when torch sees a GPU, else 'cpu'; validates explicit names."""
     import torch
 
+    from .validate import check_device_name
+
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    d = str(device).strip().lower()
+    d = check_device_name("device", str(device) if isinstance(device, torch.device) else device)
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     kind = d.split(":")[0]
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"device: {device!r} requested but torch sees no CUDA GPU "
@@ -29,7 +39,57 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     import platform
-    return f"CPU ({platform.machine()}, {platform.processor() or 'unknown'})"
+    return f"CPU ({platform.machine() or 'unknown'}, {cpu_model()})"
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name: /proc/cpuinfo (Linux), then platform.processor(), then 'unknown'."""
+    import platform
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("model name", "hardware", "cpu model", "processor") \
+                        and value.strip() and not value.strip().isdigit():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+_said: set[str] = set()
+
+
+def say_once(text: str | None) -> None:
+    """Print ``note: text`` once per process (the CLI and the API entry points share what they said)."""
+    if text and text not in _said:
+        _said.add(text)
+        print(f"note: {text}", flush=True)
+
+
+def use_triton_interpreter_on_cpu(device: str) -> str | None:
+    """On a device without CUDA, run our Triton kernel through the Triton interpreter.
+
+    Sets TRITON_INTERPRET=1 unless it is set already (an explicit 0 is kept) and
+    returns a line saying so, or why not; None on CUDA. Triton reads the variable
+    when a kernel is defined, so call this before anything imports our kernel:
+    the CLI, the API entry points and the notebooks do.
+    """
+    if str(device).startswith("cuda"):
+        return None
+    value = os.environ.get("TRITON_INTERPRET")
+    if value is None:
+        loaded = [m for m, mod in list(sys.modules.items())
+                  if m.startswith("rmsnorm_lab.kernels.") and getattr(mod, "triton", None) is not None]
+        if loaded:
+            return ("our Triton kernel was imported before TRITON_INTERPRET=1 was set, so it cannot run on "
+                    "CPU in this process; set TRITON_INTERPRET=1 before importing rmsnorm_lab's kernel")
+        os.environ["TRITON_INTERPRET"] = "1"
+        value = "1"
+    if value == "1":
+        return ("no GPU: our Triton kernel runs on CPU through the Triton interpreter (TRITON_INTERPRET=1); "
+                "its times are the interpreter's, not a GPU's")
+    return f"TRITON_INTERPRET={value}: our Triton kernel needs CUDA and is skipped on {device}"
 
 
 def slug(text: str) -> str:

@@ -21,10 +21,20 @@ def want_progress(progress: bool) -> bool:
 
 
 def quiet_logs() -> None:
-    """torch.compile's recompilation warnings (expected: one graph per shape) out of the cell output."""
+    """Keep library noise out of the cell output: torch.compile's recompilation warnings (expected:
+    one graph per shape), and tqdm's "IProgress not found" warning, which ``import tqdm.auto`` (done
+    by peers' packages when they load) prints in a kernel without ipywidgets; progress bars then
+    fall back to text, so the warning says nothing about the results."""
     import logging
+    import warnings
     for name in ("torch._dynamo", "torch._inductor"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import tqdm.auto  # noqa: F401 - imported once here, silently; later imports are cached
+    except ImportError:
+        pass
 
 
 def md(text: str):

@@ -1,13 +1,14 @@
 """Notebook parameters: one schema, clear errors for a wrong type or value.
 
 Every notebook calls ``validate_params({...})`` right after its ``parameters``
-cell, so a papermill parameter of the wrong type (``-p hidden_sizes 4096``
+cell. The checks are rmsnorm_lab.validate's (the API's and the CLI's), reworded
+to name the parameter, so a papermill parameter of the wrong type (``-p hidden_sizes 4096``
 passes the *string* "4096") fails at once with a message naming the
 parameter, the value given and what is expected.
 """
 from __future__ import annotations
 
-import math
+from . import validate as V
 
 _LIST_HINT = ("; pass lists with papermill -y 'NAME: [...]' or -f preset.yaml "
               "(papermill -p passes a string)")
@@ -21,61 +22,34 @@ def _fail(exc, name, value, expected, hint=""):
               + hint.replace("NAME", name))
 
 
-def _int_list(name, v, example="[4096, 6144]"):
-    expected = f"a list of positive integers, e.g. {example}"
-    if isinstance(v, tuple):
-        v = list(v)
-    if not isinstance(v, list):
-        _fail(TypeError, name, v, expected, _LIST_HINT)
-    if not v:
-        _fail(ValueError, name, v, expected)
-    out = []
-    for x in v:
-        if isinstance(x, bool) or not isinstance(x, int):
-            if isinstance(x, float) and x.is_integer():
-                x = int(x)
-            else:
-                _fail(TypeError, name, v, expected)
-        if x <= 0:
-            _fail(ValueError, name, v, expected)
-        out.append(x)
-    return out
+def _via(check, expected, list_hint=False):
+    """A parameter checker from one of rmsnorm_lab.validate's: its TypeError / ValueError,
+    reworded to name the parameter, the value given and what is expected."""
+    def checker(name, v):
+        if isinstance(v, tuple):
+            v = list(v)
+        try:
+            return check(name, v)
+        except (TypeError, ValueError) as e:
+            _fail(type(e), name, v, expected, _LIST_HINT if list_hint and isinstance(v, str) else "")
+    return checker
 
 
-def _bool_list(name, v):
-    expected = "a list of booleans, e.g. [false, true]"
-    if isinstance(v, bool):
-        return [v]
-    if isinstance(v, tuple):
-        v = list(v)
-    if not isinstance(v, list) or not v or not all(isinstance(x, bool) for x in v):
-        _fail(TypeError if not isinstance(v, list) or v else ValueError, name, v, expected,
-              _LIST_HINT if isinstance(v, str) else "")
-    return list(dict.fromkeys(v))
+def _int_list(example="[4096, 6144]"):
+    return _via(V.check_int_list, f"a list of positive integers, e.g. {example}", list_hint=True)
 
 
 def _dtype(name, v):
-    from .validate import FLOAT_DTYPES, dtype_name
-
-    expected = "one of float32, float16, bfloat16 (or fp32/fp16/bf16)"
     if not isinstance(v, str):
-        _fail(TypeError, name, v, expected)
-    try:
-        d = dtype_name(v)
-    except (TypeError, ValueError):
-        _fail(ValueError, name, v, expected)
-    if d not in FLOAT_DTYPES[:3]:
-        _fail(ValueError, name, v, expected)
-    return d
+        _fail(TypeError, name, v, f"one of {V.accepted_dtypes(V.SWEEP_DTYPES)}")
+    return _via(lambda n, x: V.dtype_name(x, V.SWEEP_DTYPES), f"one of {V.accepted_dtypes(V.SWEEP_DTYPES)}")(name, v)
 
 
 def _dtype_list(name, v):
-    expected = "a list of dtype names, e.g. [float32, float16, bfloat16]"
-    if isinstance(v, tuple):
-        v = list(v)
-    if not isinstance(v, list) or not v:
-        _fail(TypeError if not isinstance(v, list) else ValueError, name, v, expected, _LIST_HINT)
-    return list(dict.fromkeys(_dtype(name, x) for x in v))
+    expected = f"a list of dtype names from {V.accepted_dtypes(V.SWEEP_DTYPES)}, e.g. [float32, bfloat16]"
+    if not isinstance(v, list):
+        _fail(TypeError, name, v, expected, _LIST_HINT)
+    return _via(lambda n, x: V.check_dtypes(x, n), expected)(name, v)
 
 
 def _impls(name, v):
@@ -101,13 +75,9 @@ def _modes(name, v):
     expected = f"[] (the device's default) or a list of timing modes from {list(MODES)}"
     if v == "auto" or v == [] or v == ["auto"]:
         return "auto"
-    if isinstance(v, tuple):
-        v = list(v)
-    if not isinstance(v, list) or not v:
-        _fail(TypeError if not isinstance(v, list) else ValueError, name, v, expected, _LIST_HINT)
-    if any(m not in MODES for m in v):
-        _fail(ValueError, name, v, expected)
-    return list(dict.fromkeys(v))
+    if not isinstance(v, (list, tuple)):
+        _fail(TypeError, name, v, expected, _LIST_HINT)
+    return _via(lambda n, x: V.check_modes(x, "cuda", n), expected)(name, v)   # the device: validate_params
 
 
 def _mode(name, v):
@@ -136,36 +106,12 @@ def _str_list(name, v):
     return v
 
 
-def _device(name, v):
-    expected = "'auto', 'cpu', 'cuda' or 'cuda:N'"
-    if not isinstance(v, str):
-        _fail(TypeError, name, v, expected)
-    kind = v.strip().lower().split(":")[0]
-    if v.strip().lower() != "auto" and kind not in ("cpu", "cuda"):
-        _fail(ValueError, name, v, expected)
-    return v.strip().lower()
-
-
-def _bool(name, v):
-    if not isinstance(v, bool):
-        _fail(TypeError, name, v, "true or false (a boolean)")
-    return v
-
-
-def _nonneg_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(TypeError, name, v, "a non-negative integer")
-    if v < 0:
-        _fail(ValueError, name, v, "a non-negative integer")
-    return v
-
-
-def _pos_float(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _fail(TypeError, name, v, "a positive number")
-    if not math.isfinite(v) or v <= 0:
-        _fail(ValueError, name, v, "a positive finite number")
-    return float(v)
+_device = _via(V.check_device_name, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+_bool = _via(V.check_bool, "true or false (a boolean)")
+_bool_list = _via(V.check_bool_list, "a list of booleans, e.g. [false, true]", list_hint=True)
+_nonneg_int = _via(V.check_nonneg_int, "a non-negative integer")
+_pos_float = _via(V.check_positive_float, "a positive number (finite, > 0)")
+_eps = _via(lambda n, x: V.check_eps(x), "a positive finite number, e.g. 1e-6")
 
 
 # name -> (checker, what it is). Names are shared across notebooks where the meaning is the same.
@@ -173,19 +119,19 @@ SCHEMA = {
     "device": (_device, "where to run"),
     "impls": (_impls, "implementations"),
     "seed": (_nonneg_int, "random seed of the inputs"),
-    "eps": (_pos_float, "RMSNorm epsilon"),
+    "eps": (_eps, "RMSNorm epsilon"),
     "save_dir": (_str, "results directory ('' = default)"),
     # 01_correctness
     "check_dtypes": (_dtype_list, "dtypes checked"),
-    "check_hidden_sizes": (lambda n, v: _int_list(n, v, "[64, 100, 1000]"), "hidden sizes checked"),
-    "check_batch_sizes": (lambda n, v: _int_list(n, v, "[2]"), "batch sizes checked"),
-    "check_seq_lens": (lambda n, v: _int_list(n, v, "[3]"), "sequence lengths checked"),
+    "check_hidden_sizes": (_int_list("[64, 100, 1000]"), "hidden sizes checked"),
+    "check_batch_sizes": (_int_list("[2]"), "batch sizes checked"),
+    "check_seq_lens": (_int_list("[3]"), "sequence lengths checked"),
     "residual": (_bool_list, "residual variants"),
     # 02_performance_sweep
     "dtype": (_dtype, "dtype of the sweep"),
-    "hidden_sizes": (_int_list, "hidden sizes of the sweep"),
-    "batch_sizes": (lambda n, v: _int_list(n, v, "[1, 4, 16, 64]"), "batch sizes of the sweep"),
-    "seq_lens": (lambda n, v: _int_list(n, v, "[64, 128, 256]"), "sequence lengths of the sweep"),
+    "hidden_sizes": (_int_list(), "hidden sizes of the sweep"),
+    "batch_sizes": (_int_list("[1, 4, 16, 64]"), "batch sizes of the sweep"),
+    "seq_lens": (_int_list("[64, 128, 256]"), "sequence lengths of the sweep"),
     "modes": (_modes, "timing modes"),
     "budget_ms": (_pos_float, "timing budget per point and mode"),
     "check": (_bool, "correctness check before timing"),
@@ -212,4 +158,9 @@ def validate_params(params: dict) -> dict:
             raise ValueError(f"parameter {name!r}: unknown parameter (got {value!r}); "
                              f"expected one of {sorted(SCHEMA)}")
         out[name] = SCHEMA[name][0](name, value)
+    if isinstance(out.get("modes"), list) and out.get("device") == "cpu":   # ('auto': the sweep checks)
+        try:
+            V.check_modes(out["modes"], "cpu", "modes")
+        except ValueError as e:
+            raise ValueError(f"parameter 'modes': {str(e).removeprefix('modes: ')}") from None
     return out

@@ -38,11 +38,24 @@ def presets_dir() -> Path:
     return PACKAGE_DIR / "presets"
 
 
-def default_results_dir(device: str | None = None) -> Path:
-    """Scratch results of interactive runs: <repo>/configs/rmsnorm/notebook-<device slug> (git-ignored)."""
+def default_results_dir(device: str | None = None, config=None) -> Path:
+    """Scratch results of interactive runs: <repo>/configs/rmsnorm/notebook-<device slug> (git-ignored).
+
+    With ``config`` (a SweepConfig) the folder name ends in a short hash of what defines the run,
+    so runs of other parameters get folders of their own instead of being refused.
+    """
     from .device import device_name, resolve_device, slug
 
-    return repo_root() / "configs" / "rmsnorm" / f"notebook-{slug(device_name(resolve_device(device)))}"
+    name = f"notebook-{slug(device_name(resolve_device(device)))}"
+    if config is not None:
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        from .results import run_identity
+        run = json.dumps(run_identity(asdict(config), None), sort_keys=True, default=str)
+        name += "-" + hashlib.sha256(run.encode()).hexdigest()[:8]
+    return repo_root() / "configs" / "rmsnorm" / name
 
 
 def resolve(path) -> Path:

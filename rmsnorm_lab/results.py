@@ -2,6 +2,9 @@
 
 A run killed at any moment leaves a readable ``results.csv`` holding every
 finished point; running again with the same directory skips those points.
+``env.json`` records what defines the run (``run``: grid, dtypes, residual
+variants, implementations, modes, device, seed, eps); a run of another
+configuration refuses that directory instead of mixing its points in.
 """
 from __future__ import annotations
 
@@ -21,12 +24,22 @@ COLUMNS = [
 KEY = ("impl", "gpu_name", "dtype", "hidden", "batch", "seq", "residual", "mode")
 CSV_NAME = "results.csv"
 META_NAME = "env.json"
+# the SweepConfig fields that define which points a run measures and how (not budget, progress, paths)
+RUN_FIELDS = ("hidden", "batch", "seq", "tokens", "dtypes", "residual", "impls", "modes", "device", "seed", "eps")
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives: 0666 less the umask (e.g. 0644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())             # mkstemp creates 0600
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
@@ -53,6 +66,68 @@ def check_writable(save_dir) -> Path:
     except OSError as e:
         raise PermissionError(f"save_path: cannot write to {str(p)!r}: {e.strerror or e}") from None
     return p
+
+
+def run_identity(config: dict, gpu_name: str | None) -> dict:
+    """What defines a run: the RUN_FIELDS of a validated SweepConfig (``asdict``) and the device's name.
+
+    Lists are sorted, so the same grid given in another order is the same run.
+    """
+    run = {}
+    for k in RUN_FIELDS:
+        v = config.get(k)
+        run[k] = sorted(v, key=lambda x: (type(x).__name__, x)) if isinstance(v, (list, tuple)) else v
+    run["gpu_name"] = gpu_name
+    return run
+
+
+def stored_run(save_dir) -> dict | None:
+    """The run identity recorded in a results directory's env.json (older files: from its config), or None."""
+    meta = Path(save_dir) / META_NAME
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data.get("run"), dict):
+        return data["run"]
+    if isinstance(data.get("config"), dict):
+        return run_identity(data["config"], data.get("gpu_name"))
+    return None
+
+
+def check_same_run(save_dir, run: dict, name: str = "save_path") -> None:
+    """ValueError naming ``name`` when ``save_dir`` holds results of another configuration.
+
+    A directory without results, or with results of this very configuration (a
+    resumed run), passes. Results without a recorded configuration are refused too.
+    """
+    d = Path(save_dir)
+    if not _has_rows(d / CSV_NAME):
+        return
+    old = stored_run(d)
+    if old is None:
+        raise ValueError(f"{name}: {str(d)!r} holds a {CSV_NAME} without a recorded configuration; "
+                         f"its points would mix with this run's: give another {name} or remove it")
+    new = json.loads(json.dumps(run, default=str))         # the form env.json holds
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        shown = "; ".join(f"{k} {_short(old.get(k))} there, {_short(new.get(k))} now" for k in diff[:4])
+        raise ValueError(f"{name}: {str(d)!r} holds results of another configuration ({shown}); "
+                         f"mixing them would give tables and plots of two runs under one env.json: "
+                         f"give another {name}, or remove it")
+
+
+def _short(v) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _has_rows(csv_path: Path) -> bool:
+    try:
+        with open(csv_path, newline="") as f:
+            return sum(1 for _ in f) > 1
+    except OSError:
+        return False
 
 
 def _key(row: dict) -> tuple:
@@ -99,6 +174,12 @@ class ResultStore:
         _atomic_write(self.csv, buf.getvalue())
 
     def write_meta(self, meta: dict) -> None:
+        """Write env.json. With a ``config`` (a SweepConfig as dict) it records the run identity first,
+        refusing (ValueError naming save_path) a directory holding another configuration's results."""
+        if isinstance(meta.get("config"), dict):
+            run = run_identity(meta["config"], meta.get("gpu_name"))
+            check_same_run(self.dir, run)
+            meta = {**meta, "run": run}
         _atomic_write(self.dir / META_NAME, json.dumps(meta, indent=2, default=str) + "\n")
 
 

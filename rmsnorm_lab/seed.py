@@ -77,10 +77,15 @@ def calculate_diff(batch_size: int, seq_len: int, hidden_size: int, use_residual
     from .check import check_all
     from .device import resolve_device
 
+    from .device import say_once, use_triton_interpreter_on_cpu
+
     use_residual = check_bool("use_residual", use_residual)
     seed = check_seed(seed)
     eps = check_eps(eps)
     dev = resolve_device(device)
+    note = use_triton_interpreter_on_cpu(dev)
+    if verbose:
+        say_once(note)
     cases = make_cases([hidden_size], [batch_size], [seq_len], [dtype], [bool(use_residual)])
     df = check_all(cases, impls, dev, seed, eps)
     if verbose:
@@ -95,7 +100,11 @@ def calculate_diff(batch_size: int, seq_len: int, hidden_size: int, use_residual
 
 
 class Benchmark:
-    """What ``get_benchmark`` returns: ``.run(print_data=True, save_path=DIR)`` like the seed's perf_report."""
+    """What ``get_benchmark`` returns: ``.run(print_data=True, save_path=DIR)`` like the seed's perf_report.
+
+    Without a GPU, sizes not given come from ``device.CPU_GRID`` (minutes, not
+    hours, with our kernel in the Triton interpreter); the run says so.
+    """
 
     def __init__(self, use_residual: bool, **sweep_kwargs):
         self.use_residual = bool(use_residual)
@@ -108,9 +117,19 @@ class Benchmark:
         from .plots import plot_metric
         from .sweep import SweepConfig, run_sweep, summarize
 
+        from .device import CPU_GRID, resolve_device, say_once, use_triton_interpreter_on_cpu
+
         kw = {**self.kwargs, "residual": [self.use_residual]}
         if save_path:
             kw["save_path"] = save_path
+        dev = resolve_device(kw.get("device", "auto"))
+        say_once(use_triton_interpreter_on_cpu(dev))
+        sizes = ("hidden", "batch", "seq") if kw.get("tokens") is None else ("hidden",)
+        missing = [k for k in sizes if k not in kw]
+        if not dev.startswith("cuda") and missing:
+            kw.update({k: CPU_GRID[k] for k in missing})
+            say_once("CPU grid: " + ", ".join(f"{k} {kw[k]}" for k in sizes)
+                     + " (the seed's GPU grid takes hours on CPU; pass hidden=/batch=/seq= for others)")
         df = run_sweep(SweepConfig(**kw))
         for mode in sorted(set(df.loc[df["status"] == "ok", "mode"])):
             table = summarize(df[df["residual"] == self.use_residual], mode)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from .cases import SEED_BATCH, SEED_HIDDEN, SEED_SEQ, Case, make_cases, make_inputs, tokens_to_batch_seq
 from .check import check_impl
 from .impls import get_impl, resolve_names
-from .timing import HARNESSES, MODES, Runner, time_runner
-from .validate import check_bool, check_eps, check_int_list, check_seed, dtype_name, suggest
+from .timing import HARNESSES, Runner, time_runner
+from .validate import (check_bool, check_bool_list, check_dtypes, check_eps, check_int_list, check_modes,
+                       check_path, check_positive_float, check_seed, suggest)
 
 
 @dataclass
@@ -45,51 +45,33 @@ class SweepConfig:
     command: str | None = None
 
     def validate(self) -> "SweepConfig":
-        from .device import resolve_device
+        from .device import resolve_device, use_triton_interpreter_on_cpu
         self.hidden = check_int_list("hidden_size", self.hidden)
         if self.tokens is not None:
             self.tokens = check_int_list("tokens", self.tokens)
         else:
             self.batch = check_int_list("batch_size", self.batch)
             self.seq = check_int_list("seq_len", self.seq)
-        if isinstance(self.dtypes, str):
-            self.dtypes = [self.dtypes]
-        self.dtypes = [dtype_name(d) for d in self.dtypes]
-        if isinstance(self.residual, bool):
-            self.residual = [self.residual]
-        for r in self.residual:
-            if not isinstance(r, bool):
-                raise TypeError(f"residual: expected booleans, got {r!r} ({type(r).__name__})")
+        self.dtypes = check_dtypes(self.dtypes)
+        self.residual = check_bool_list("residual", self.residual)
         self.impls = resolve_names(self.impls)
         self.device = resolve_device(self.device)
-        if self.modes is None:
-            self.modes = ["cold", "graph"] if self.device.startswith("cuda") else ["cold", "eager"]
-        if isinstance(self.modes, str):
-            self.modes = [m for m in self.modes.replace(",", " ").split() if m]
-        for m in self.modes:
-            if m not in MODES:
-                raise ValueError(f"modes: unknown timing mode {m!r}; expected one of {', '.join(MODES)}")
+        use_triton_interpreter_on_cpu(self.device)
+        self.modes = check_modes(self.modes, self.device)
         self.eps = check_eps(self.eps)
         self.seed = check_seed(self.seed)
         self.check = check_bool("check", self.check)
         self.copy_ceiling = check_bool("copy_ceiling", self.copy_ceiling)
         if self.progress is not None:
             self.progress = check_bool("progress", self.progress)
-        if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)):
-            raise TypeError(f"budget_ms: expected a positive number of milliseconds, got {self.budget_ms!r} "
-                            f"({type(self.budget_ms).__name__})")
-        if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
-            raise ValueError(f"budget_ms: expected a positive finite number of milliseconds, got {self.budget_ms!r}")
+        self.budget_ms = check_positive_float("budget_ms", self.budget_ms, "milliseconds")
         if self.harness not in HARNESSES:
             raise ValueError(f"harness: expected one of {', '.join(HARNESSES)}, got {self.harness!r}"
                              f"{suggest(str(self.harness), list(HARNESSES))}")
         if isinstance(self.prewarm, bool) or not isinstance(self.prewarm, int) or self.prewarm < -1:
             raise TypeError(f"prewarm: expected a number of worker processes (-1: auto, 0: off), "
                             f"got {self.prewarm!r}")
-        if self.save_path is not None:
-            if not isinstance(self.save_path, (str, os.PathLike)):
-                raise TypeError(f"save_path: expected a directory path (str) or None, got {self.save_path!r} "
-                                f"({type(self.save_path).__name__})")
+        if check_path("save_path", self.save_path) is not None:
             from .results import check_writable
             self.save_path = str(check_writable(self.save_path))
         return self
@@ -107,15 +89,8 @@ class SweepConfig:
 
 
 def _progress(total, enabled):
-    if enabled is None:
-        enabled = "ipykernel" in sys.modules or sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-        return tqdm(total=total, desc="sweep", unit="pt", leave=False)
-    except Exception:  # noqa: BLE001 - a progress bar is never worth failing for
-        return None
+    from .progress import progress
+    return progress(total, enabled)
 
 
 def _is_oom(e: BaseException) -> bool:

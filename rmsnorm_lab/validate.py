@@ -26,6 +26,8 @@ class UnsupportedDtypeError(UnsupportedError, TypeError):
     """An implementation does not take this dtype (e.g. float64); also a TypeError."""
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# what sweeps, the CLI and the notebooks take: all four (implementations without float64 skip it with a reason)
+SWEEP_DTYPES = FLOAT_DTYPES
 DTYPE_ALIASES = {
     "fp32": "float32", "float": "float32", "f32": "float32",
     "fp16": "float16", "half": "float16", "f16": "float16",
@@ -34,21 +36,69 @@ DTYPE_ALIASES = {
 }
 
 
-def dtype_name(dtype) -> str:
-    """Canonical name ('bfloat16', ...) of a dtype given as a string or torch.dtype."""
+def accepted_dtypes(allowed=FLOAT_DTYPES) -> str:
+    """'float32, float16, bfloat16 (or fp32, float, ...)': exactly the names ``dtype_name`` takes."""
+    aliases = [a for a, c in DTYPE_ALIASES.items() if c in allowed]
+    return ", ".join(allowed) + (f" (or {', '.join(aliases)})" if aliases else "")
+
+
+def dtype_name(dtype, allowed=FLOAT_DTYPES) -> str:
+    """Canonical name ('bfloat16', ...) of a dtype given as a string or torch.dtype.
+
+    ``allowed``: the canonical names accepted (``SWEEP_DTYPES`` for sweeps: no
+    float64). A "did you mean" hint only names accepted dtypes.
+    """
     if isinstance(dtype, str):
         key = dtype.strip().lower().removeprefix("torch.")
         key = DTYPE_ALIASES.get(key, key)
-        if key not in FLOAT_DTYPES:
-            hint = difflib.get_close_matches(key, list(FLOAT_DTYPES) + list(DTYPE_ALIASES), n=2)
-            raise ValueError(f"dtype: unknown dtype {dtype!r}; expected one of "
-                             f"{', '.join(FLOAT_DTYPES[:3])} (or fp32/fp16/bf16)"
-                             + (f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""))
+        if key in FLOAT_DTYPES and key not in allowed:
+            what = "a sweep dtype" if tuple(allowed) == SWEEP_DTYPES else "accepted here"
+            raise ValueError(f"dtype: {dtype!r} is not {what}; expected one of {accepted_dtypes(allowed)}")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=2, cutoff=0.6)
+            raise ValueError(f"dtype: unknown dtype {dtype!r}; expected one of {accepted_dtypes(allowed)}"
+                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
         return key
     name = str(dtype).removeprefix("torch.")
-    if name not in FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected a floating dtype ({', '.join(FLOAT_DTYPES)}), got {dtype}")
+    if name not in allowed:
+        raise TypeError(f"dtype: expected a floating dtype ({', '.join(allowed)}), got {dtype}")
     return name
+
+
+def check_dtypes(values, name: str = "dtypes") -> list[str]:
+    """A sweep's dtypes (one name or a list) as canonical names, duplicates dropped."""
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        values = [values]
+    out = list(dict.fromkeys(dtype_name(v, SWEEP_DTYPES) for v in values))
+    if not out:
+        raise ValueError(f"{name}: expected at least one dtype of {accepted_dtypes(SWEEP_DTYPES)}, got none")
+    return out
+
+
+def check_modes(modes, device: str, name: str = "modes") -> list[str]:
+    """Timing modes for ``device`` (a resolved device name).
+
+    None -> the device's default (cold + graph on CUDA, cold + eager on CPU); a
+    string may hold several names. ValueError for an unknown mode, and for
+    ``graph`` alone on a device without CUDA (nothing could be measured; next to
+    other modes its rows are skips with the reason).
+    """
+    from .timing import MODES
+
+    if modes is None:
+        return ["cold", "graph"] if str(device).startswith("cuda") else ["cold", "eager"]
+    if isinstance(modes, str):
+        modes = [m for m in modes.replace(",", " ").split() if m]
+    modes = list(dict.fromkeys(modes))
+    if not modes:
+        raise ValueError(f"{name}: expected at least one timing mode of {', '.join(MODES)}, got none")
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"{name}: unknown timing mode {m!r}; expected one of {', '.join(MODES)}")
+    if modes == ["graph"] and not str(device).startswith("cuda"):    # with other modes: graph rows are skips
+        raise ValueError(f"{name}: graph timing needs CUDA (CUDA graphs), device is {device}; "
+                         f"nothing would be measured: use cold or eager there")
+    return modes
 
 
 def torch_dtype(dtype):
@@ -78,12 +128,62 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
+def check_nonneg_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a non-negative integer, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {value}")
+    return int(value)
+
+
 def check_seed(seed, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{name}: expected a non-negative integer, got {seed!r} ({type(seed).__name__})")
-    if seed < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {seed}")
-    return int(seed)
+    return check_nonneg_int(name, seed)
+
+
+def check_positive_float(name: str, value, unit: str = "") -> float:
+    """A positive finite number (int or float) as float; TypeError / ValueError naming ``name``."""
+    of = f" of {unit}" if unit else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive number{of}, got {value!r} ({type(value).__name__})")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite number{of}, got {value!r}")
+    return float(value)
+
+
+def check_bool_list(name: str, values) -> list[bool]:
+    """One boolean or a list of them (e.g. the residual variants), duplicates dropped."""
+    if isinstance(values, bool):
+        values = [values]
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a list of booleans, got {values!r} ({type(values).__name__})")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: expected at least one boolean, got an empty list")
+    for v in values:
+        if not isinstance(v, bool):
+            raise TypeError(f"{name}: expected booleans, got {v!r} ({type(v).__name__})")
+    return list(dict.fromkeys(values))
+
+
+def check_device_name(name: str, value) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (lower-cased); whether that device exists is device.resolve_device's."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r} ({type(value).__name__})")
+    d = value.strip().lower()
+    kind, _, idx = d.partition(":")
+    if d != "auto" and (kind not in ("cpu", "cuda") or (":" in d and not idx.isdigit())):
+        raise ValueError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    return d
+
+
+def check_path(name: str, value, allow_none: bool = True) -> str | None:
+    import os
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a directory path (str){' or None' if allow_none else ''}, "
+                        f"got {value!r} ({type(value).__name__})")
+    return os.fspath(value)
 
 
 def check_bool(name: str, value) -> bool:
@@ -103,12 +203,14 @@ def check_int_list(name: str, values) -> list[int]:
     return out
 
 
-def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"):
+def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x", mixed_dtypes: bool = False):
     """Validate RMSNorm inputs; returns eps as float. Raises TypeError / ValueError.
 
     ``x``: a floating tensor (..., hidden) with hidden >= 1 (zero tokens are fine:
     callers return an empty result); ``weight``: (hidden,), same dtype and device;
-    ``residual``: None or the same shape, dtype and device as ``x``. Non-contiguous
+    ``residual``: None or the same shape, dtype and device as ``x``. With
+    ``mixed_dtypes=True`` (a caller that computes in float32 whatever the input
+    dtypes) ``weight`` and ``residual`` may have any floating dtype. Non-contiguous
     tensors are accepted (implementations copy them, see ``contiguous_rows``).
     NaN / Inf values are accepted and propagate as in the float64 reference.
     """
@@ -127,7 +229,9 @@ def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"
     if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
         raise ValueError(f"weight: expected shape ({x.shape[-1]},) to match {name}'s hidden size, "
                          f"got {tuple(weight.shape)}")
-    if weight.dtype != x.dtype:
+    if mixed_dtypes:
+        _check_float("weight", weight)
+    elif weight.dtype != x.dtype:
         raise TypeError(f"weight: expected dtype {x.dtype} (same as {name}), got {weight.dtype}")
     if weight.device != x.device:
         raise ValueError(f"weight: expected device {x.device} (same as {name}), got {weight.device}"
@@ -137,12 +241,19 @@ def check_inputs(x, weight, residual=None, eps: float = 1e-6, *, name: str = "x"
             raise TypeError(f"residual: expected a torch.Tensor or None, got {type(residual).__name__}")
         if residual.shape != x.shape:
             raise ValueError(f"residual: expected shape {tuple(x.shape)} (same as {name}), got {tuple(residual.shape)}")
-        if residual.dtype != x.dtype:
+        if mixed_dtypes:
+            _check_float("residual", residual)
+        elif residual.dtype != x.dtype:
             raise TypeError(f"residual: expected dtype {x.dtype} (same as {name}), got {residual.dtype}")
         if residual.device != x.device:
             raise ValueError(f"residual: expected device {x.device} (same as {name}), got {residual.device}"
                              + _two_gpus(x.device, residual.device))
     return check_eps(eps)
+
+
+def _check_float(what, t) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{what}: expected a floating-point tensor (float32, float16, bfloat16), got {t.dtype}")
 
 
 def _two_gpus(a, b) -> str:

@@ -51,6 +51,17 @@ def test_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 cell ids (a cell without one makes nbformat warn and papermill invent one)."""
+    import re
+    nb = _load(path)
+    ids = [c.get("id") for c in nb["cells"]]
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5), path.name
+    assert all(isinstance(i, str) and re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids), (path.name, ids)
+    assert len(set(ids)) == len(ids), (path.name, ids)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_kernelspec_python3(path):
     assert _load(path)["metadata"]["kernelspec"]["name"] == "python3"
 
