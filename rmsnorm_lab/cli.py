@@ -31,9 +31,7 @@ COMMANDS = {           # name -> (module whose main(argv) runs it, what it does)
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):               # one line, exit status 2, no traceback
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+from .validate import OneLineParser as _Parser  # noqa: E402
 
 
 def _arg(checker, what: str, parse=int):
@@ -93,10 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line_error(prog: str, e: BaseException) -> int:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"{prog}: error: {' '.join(str(msg).split()) or type(e).__name__}", file=sys.stderr)
-    return 2
+from .validate import exit_with_error as _one_line_error  # noqa: E402
 
 
 _ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)

@@ -14,7 +14,6 @@ From the command line: ``python -m rmsnorm_lab.probe --impls all --save-path DIR
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -131,7 +130,7 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     import pandas as pd
 
     from .check import skip_check
-    from .device import resolve_device
+    from .device import resolve_device, use_triton_interpreter_on_cpu
     from .impls import get_impl
     from .isolate import import_extra, run_isolated
 
@@ -143,6 +142,7 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     names = _resolve_impls(impls)
     case_list = _resolve_cases(cases)
     device = resolve_device(device)
+    use_triton_interpreter_on_cpu(device)
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
         raise TypeError(f"timeout_s: expected a positive number of seconds, got {timeout_s!r} "
                         f"({type(timeout_s).__name__})")
@@ -217,9 +217,7 @@ def support_matrix(df):
 
 # ---------------------------------------------------------------- command line
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):               # one line, exit status 2, no traceback
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from .validate import OneLineParser as _Parser  # noqa: E402
 
 
 def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:

@@ -25,9 +25,7 @@ from pathlib import Path
 NOTEBOOKS = ["01_correctness", "02_performance_sweep", "03_compare_runs"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):               # one line, exit status 2, no traceback
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from .validate import OneLineParser as _Parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,9 +324,8 @@ def main(argv=None) -> int:
         return 130
     except (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
             RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"python -m rmsnorm_lab.report: error: {msg}", file=sys.stderr)
-        return 1
+        from .validate import exit_with_error
+        return exit_with_error("python -m rmsnorm_lab report", e)
     files = sorted(p.name for p in run_dir.iterdir() if p.is_file())
     print(f"report: {run_dir}\n  " + "\n  ".join(files))
     return 0

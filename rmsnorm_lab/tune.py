@@ -672,7 +672,8 @@ def registers_main(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m rmsnorm_lab tune", description=__doc__.split("\n\n")[0])
+    from .validate import OneLineParser
+    ap = OneLineParser(prog="python -m rmsnorm_lab tune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="folder for table.json, retune.csv, peers.csv")
     ap.add_argument("--hidden", "--hidden-size", dest="hidden", type=int, nargs="+", default=HIDDEN)
     ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)

@@ -297,3 +297,25 @@ def contiguous_rows(t, what: str, impl: str = ""):
 def suggest(name: str, choices) -> str:
     hint = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
     return f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
+
+
+# ---------------------------------------------------------------- command lines
+
+import argparse as _argparse  # noqa: E402  (kept beside the two helpers every command line uses)
+
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)
+
+
+class OneLineParser(_argparse.ArgumentParser):
+    """argparse whose errors are one line and exit status 2 (no usage block, no traceback)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def exit_with_error(prog: str, e: BaseException) -> int:
+    """Print ``e`` as one line naming the command and return the exit status of a user error (2)."""
+    import sys
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"{prog}: error: {' '.join(str(msg).split()) or type(e).__name__}", file=sys.stderr)
+    return 2
