@@ -2,7 +2,8 @@
 
 ``run_isolated(name, cases, device, ...)`` starts ``python -m rmsnorm_lab.isolate SPEC OUT``: the
 child loads the implementation once, runs ``check.check_impl`` on each case and writes one JSON
-event per line (``ready``, then ``start`` / ``done`` per case). The parent reads them as they come.
+event per line (``ready``, then ``start`` / ``done`` per case; ``wait`` before a large case's
+lock). The parent reads them as they come.
 When the child aborts, segfaults, runs past ``timeout_s`` on a case (or ``LOAD_TIMEOUT_FACTOR``
 times that while loading) or reports a CUDA fault, the case it was running becomes a ``crash``
 row (signal or exit status and its last words on stderr) and a fresh child runs the rest.

@@ -3,8 +3,10 @@
 ``probe_support()`` runs every (implementation, input case) through the one checker
 (``check.check_impl``) in a child process (``rmsnorm_lab.isolate``), so a peer that faults the
 GPU (illegal or misaligned address) or aborts its process is recorded as ``crash`` with its
-message and the probe goes on. The cases an entry says it cannot take (``Impl.supports``) are
-run anyway: the matrix shows what happens, and the ``declared`` column what the entry says.
+message and the probe goes on. The children of several implementations run at once (``jobs``);
+the rows come out in implementation order, then case order, whatever finished first. The cases
+an entry says it cannot take (``Impl.supports``) are run anyway: the matrix shows what happens,
+and the ``declared`` column what the entry says.
 
 Statuses are ``check.STATUSES``: ok, wrong, error (it raised: type and text), crash, skip.
 The rules for mixed dtypes, non-finite values and an all-zero row with eps = 0 are the

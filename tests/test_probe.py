@@ -72,7 +72,8 @@ def test_parallel_children_give_the_same_rows(crashy, capsys):
     two = L.probe_support(names, cases=cases, device="cpu", timeout_s=60, imports=crashy, jobs=2, progress=True)
     cols = [c for c in one.columns if c not in ("seconds", "message")]
     pd.testing.assert_frame_equal(one[cols], two[cols])
-    assert list(two["impl"]) == ["crashy"] * 3 + ["huggingface"] * 3 and list(two["case"]) == ["h2", "h127", "h3+res"] * 2
+    assert list(two["impl"]) == ["crashy"] * 3 + ["huggingface"] * 3
+    assert list(two["case"]) == ["h2", "h127", "h3+res"] * 2
     assert list(two["status"]) == ["ok", "crash", "ok", "ok", "ok", "ok"]
     assert "SIGABRT" in two["message"][1]
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("probe ")]
@@ -125,6 +126,19 @@ def test_large_case_lock_serializes_processes(tmp_path):
     t0 = time.time()
     _hold_lock(lock, log, 0)
     assert time.time() - t0 < 5
+
+
+def test_waiting_for_the_large_case_lock_does_not_time_out(tmp_path):
+    """A child that reported ``wait`` (blocked on the lock) is not killed by its case's time-out."""
+    from rmsnorm_lab.isolate import _watch
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"i": 0, "event": "wait"}\n')
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    assert _watch(proc, out, 0.1, lambda i, row: None) == (0, 0, "")
+    out.write_text('{"event": "ready"}\n{"i": 0, "event": "start"}\n')
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    rc, current, timed_out = _watch(proc, out, 0.3, lambda i, row: None)
+    assert current == 0 and timed_out == "timed out after 0.3 s"
 
 
 def test_test_impl_lives_in_tests_only():
