@@ -228,7 +228,9 @@ def _place(vals, case: Case, dtype, device, misaligned: bool):
 
 def make_inputs(case: Case, device="cpu", seed: int = 0):
     """(x, weight, residual) as the case says: random x, random weight (never ones), the residual if
-    the case has one (x itself when ``residual_is_x``). The sweep's cases get contiguous inputs."""
+    the case has one (x itself when ``residual_is_x``). The sweep's cases get contiguous inputs.
+    The values are drawn on the CPU (the same ones for the same seed on every machine), on CUDA by
+    a CUDA generator seeded with ``seed`` (other values than the CPU's, no host copy)."""
     import torch
 
     dt = getattr(torch, case.dtype)
@@ -244,10 +246,12 @@ def make_inputs(case: Case, device="cpu", seed: int = 0):
         w = (1.0 + 0.5 * torch.randn(n, generator=g, dtype=torch.float32)).to(
             device=device, dtype=getattr(torch, case.w_dtype))
         return x, w, r
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    xv = torch.randn(shape, generator=g, dtype=torch.float32)
-    wv = 1.0 + 0.5 * torch.randn(n, generator=g, dtype=torch.float32)
-    rv = torch.randn(shape, generator=g, dtype=torch.float32) if case.residual and not case.residual_is_x else None
+    gdev = device if str(device).startswith("cuda") else "cpu"
+    g = torch.Generator(device=gdev).manual_seed(seed)
+    xv = torch.randn(shape, generator=g, dtype=torch.float32, device=gdev)
+    wv = 1.0 + 0.5 * torch.randn(n, generator=g, dtype=torch.float32, device=gdev)
+    rv = torch.randn(shape, generator=g, dtype=torch.float32, device=gdev) \
+        if case.residual and not case.residual_is_x else None
     if case.zero_row:
         xv.view(-1, n)[0] = 0
         if rv is not None:

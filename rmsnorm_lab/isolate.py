@@ -2,19 +2,27 @@
 
 ``run_isolated(name, cases, device, ...)`` starts ``python -m rmsnorm_lab.isolate SPEC OUT``: the
 child loads the implementation once, runs ``check.check_impl`` on each case and writes one JSON
-event per line (``ready``, then ``start`` / ``done`` per case). The parent reads them as they come.
+event per line (``ready``, then ``start`` / ``done`` per case; ``wait`` before a large case's
+lock). The parent reads them as they come.
 When the child aborts, segfaults, runs past ``timeout_s`` on a case (or ``LOAD_TIMEOUT_FACTOR``
 times that while loading) or reports a CUDA fault, the case it was running becomes a ``crash``
 row (signal or exit status and its last words on stderr) and a fresh child runs the rest.
 
 ``imports``: extra modules (dotted names, or paths of .py files) the child imports before it looks
 the implementation up; the entries of their ``IMPLS`` lists join the registry (``import_extra``).
+
+``large_lock``: the path of a lock file shared by children that run at the same time. A child holds
+it (``exclusive``) while it builds, runs and frees a ``Case.large`` input on CUDA, so two such inputs
+(GiBs each) are never in GPU memory at once; the lock goes with the child if it dies. While a child
+waits for it, its case's time-out does not run (the holder's own time-out bounds the wait).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -51,6 +59,26 @@ def import_extra(spec: str):
     return mod
 
 
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive ``fcntl.flock`` on the file ``path`` (created if missing) for the body; other
+    processes block until it is released. The kernel releases it when the holder dies. ``path``
+    None, or no ``fcntl`` on this platform: no lock."""
+    try:
+        import fcntl
+    except ImportError:             # not a POSIX system: run unlocked
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------- the child
 
 def _child_main(spec_path: str, out_path: str) -> int:
@@ -81,20 +109,24 @@ def _child_main(spec_path: str, out_path: str) -> int:
     emit({"event": "ready"})
     for i, cd in spec["cases"]:
         case = Case.from_dict(cd)
-        emit({"i": i, "event": "start"})
-        t0 = time.perf_counter()
-        row = check_impl(spec["impl"], case, device, spec["seed"], spec["eps"],
-                         known_limits=spec.get("known_limits", True))
-        fatal = row.pop("fatal", False)
-        emit({"i": i, "event": "done", **row, "seconds": round(time.perf_counter() - t0, 3)})
-        if fatal:
-            return FATAL_EXIT           # the GPU context is unusable: the parent starts a fresh child
-        if device.startswith("cuda") and case.large:
-            import gc
+        big = device.startswith("cuda") and case.large
+        if big:
+            emit({"i": i, "event": "wait"})
+        with exclusive(spec.get("large_lock") if big else None):
+            emit({"i": i, "event": "start"})
+            t0 = time.perf_counter()
+            row = check_impl(spec["impl"], case, device, spec["seed"], spec["eps"],
+                             known_limits=spec.get("known_limits", True))
+            fatal = row.pop("fatal", False)
+            emit({"i": i, "event": "done", **row, "seconds": round(time.perf_counter() - t0, 3)})
+            if fatal:
+                return FATAL_EXIT       # the GPU context is unusable: the parent starts a fresh child
+            if big:                     # free the inputs before the next child may build its own
+                import gc
 
-            import torch
-            gc.collect()
-            torch.cuda.empty_cache()
+                import torch
+                gc.collect()
+                torch.cuda.empty_cache()
     return 0
 
 
@@ -146,6 +178,8 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
             if kind in ("ready", "start"):
                 current = ev.get("i")
                 phase_t0, limit = time.monotonic(), timeout_s
+            elif kind == "wait":            # waiting for the large-input lock: no time-out
+                current, limit = ev.get("i"), math.inf
             elif kind == "done":
                 on_done(ev.pop("i"), ev)
                 current = None
@@ -159,10 +193,11 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
 
 
 def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: int = 0, eps: float = 1e-6,
-                 imports=(), known_limits: bool = True, log=None) -> dict:
+                 imports=(), known_limits: bool = True, log=None, large_lock=None) -> dict:
     """index -> check row (``check.check_impl``'s, plus ``seconds``) for each case of ``cases`` (a
     list of ``Case``), each run in a child process; a fresh child after each crash. ``log(i, row)``
-    is called as each row arrives."""
+    is called as each row arrives. ``large_lock``: a lock file path shared with the children of
+    other implementations running at the same time (see the module's docstring)."""
     results: dict = {}
     remaining = list(range(len(cases)))
     env = _child_env()
@@ -181,6 +216,7 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
             err_path = Path(td) / f"err{attempt}.txt"
             spec_path.write_text(json.dumps({"impl": name, "device": device, "seed": seed, "eps": eps,
                                              "imports": list(imports), "known_limits": known_limits,
+                                             "large_lock": None if large_lock is None else os.fspath(large_lock),
                                              "cases": [[i, cases[i].to_dict()] for i in remaining]}))
             out_path.touch()
             with open(err_path, "w") as errf:

@@ -3,8 +3,10 @@
 ``probe_support()`` runs every (implementation, input case) through the one checker
 (``check.check_impl``) in a child process (``rmsnorm_lab.isolate``), so a peer that faults the
 GPU (illegal or misaligned address) or aborts its process is recorded as ``crash`` with its
-message and the probe goes on. The cases an entry says it cannot take (``Impl.supports``) are
-run anyway: the matrix shows what happens, and the ``declared`` column what the entry says.
+message and the probe goes on. The children of several implementations run at once (``jobs``);
+the rows come out in implementation order, then case order, whatever finished first. The cases
+an entry says it cannot take (``Impl.supports``) are run anyway: the matrix shows what happens,
+and the ``declared`` column what the entry says.
 
 Statuses are ``check.STATUSES``: ok, wrong, error (it raised: type and text), crash, skip.
 The rules for mixed dtypes, non-finite values and an all-zero row with eps = 0 are the
@@ -17,6 +19,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .cases import Case
@@ -115,8 +120,26 @@ def _resolve_cases(cases) -> list[Case]:
     return out
 
 
+def default_jobs(device: str) -> int:
+    """How many implementations' children run at once by default: up to 4 on CUDA (half the CPU
+    cores: each child imports torch and compiles), 1 on the CPU (its cases compete for the cores)."""
+    if not str(device).startswith("cuda"):
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _check_jobs(jobs, device: str) -> int:
+    if jobs is None:
+        return default_jobs(device)
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise TypeError(f"jobs: expected a positive int or None, got {jobs!r} ({type(jobs).__name__})")
+    if jobs < 1:
+        raise ValueError(f"jobs: expected a positive int or None, got {jobs!r}")
+    return jobs
+
+
 def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120, save_path=None,
-                  seed: int = 0, eps: float = 1e-6, progress: bool = False, imports=()):
+                  seed: int = 0, eps: float = 1e-6, progress: bool = False, imports=(), jobs=None):
     """The support matrix: each (implementation, case) checked in a child process.
 
     impls: 'all', a name, or a list of names. cases: None for ``default_cases()``, or a list of
@@ -124,7 +147,9 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     'cuda:N'. timeout_s: per case (loading a peer gets 5x). save_path: a directory
     (``support_matrix.csv`` inside it) or a ``.csv`` file, written atomically. imports: extra
     modules (dotted names or .py paths) imported here and in each child first, e.g. one that
-    registers an implementation. Returns a tidy DataFrame, one row per (impl, case), with
+    registers an implementation. jobs: how many implementations' children run at once (None:
+    ``default_jobs(device)``); the rows do not depend on it, and the 2**31+ element cases still
+    run one at a time across children (a lock file). Returns a tidy DataFrame, one row per (impl, case), with
     ``status`` in ``check.STATUSES`` and ``message`` its reason; ``support_matrix(df)`` pivots it.
     """
     import pandas as pd
@@ -152,12 +177,22 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     eps = check_eps(eps)
     target = _save_target(save_path) if save_path is not None else None
 
-    rows = []
-    for name in names:
-        def log(i, row, name=name):
+    jobs = _check_jobs(jobs, device)
+    print_lock = threading.Lock()
+
+    def probe_one(name, todo, lock_path):
+        def log(j, row):
             if progress:
-                print(f"probe {name:22s} {case_list[i].label:24s} {row.get('status')}", file=sys.stderr,
-                      flush=True)
+                line = f"probe {name:22s} {case_list[todo[j]].label:24s} {row.get('status')}\n"
+                with print_lock:             # one whole line at a time from every thread
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+        got = run_isolated(name, [case_list[i] for i in todo], device, float(timeout_s), seed, eps,
+                           imports=imports, known_limits=False, log=log, large_lock=lock_path)
+        return {todo[j]: row for j, row in got.items()}
+
+    results, work = {}, []
+    for name in names:
         impl = get_impl(name)
         res, todo = {}, []
         for i, case in enumerate(case_list):
@@ -166,10 +201,23 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
                 res[i] = {"status": "skip", "reason": reason, "declared": declared}
             else:
                 todo.append(i)
+        results[name] = res
         if todo:
-            got = run_isolated(name, [case_list[i] for i in todo], device, float(timeout_s), seed, eps,
-                               imports=imports, known_limits=False, log=lambda j, row: log(todo[j], row))
-            res.update({todo[j]: row for j, row in got.items()})
+            work.append((name, todo))
+    with tempfile.TemporaryDirectory(prefix="rmsnorm-probe-") as td:
+        lock_path = os.path.join(td, "large.lock")
+        if jobs == 1 or len(work) <= 1:
+            for name, todo in work:
+                results[name].update(probe_one(name, todo, lock_path))
+        else:
+            with ThreadPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+                futures = {name: pool.submit(probe_one, name, todo, lock_path) for name, todo in work}
+                for name, fut in futures.items():
+                    results[name].update(fut.result())
+
+    rows = []
+    for name in names:
+        res = results[name]
         for i, case in enumerate(case_list):
             r = res.get(i, {})
             errs = [v for v in (r.get("err_out", math.nan), r.get("err_residual", math.nan)) if not math.isnan(v)]
@@ -231,6 +279,8 @@ def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per case (default: %(default)s)")
     p.add_argument("--save-path", default=None, help="directory (support_matrix.csv) or .csv file")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="implementations probed at once (default: up to 4 on CUDA, 1 on the CPU)")
     p.add_argument("--list-cases", action="store_true", help="list the default cases, then exit")
     args = p.parse_args(argv)
     if args.list_cases:
@@ -238,7 +288,8 @@ def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:
             print(f"{c.name:24s} {c.describe()}{' (CUDA only)' if c.large else ''}")
         return 0
     try:
-        df = probe_support(args.impls, args.cases, args.device, args.timeout, args.save_path, progress=True)
+        df = probe_support(args.impls, args.cases, args.device, args.timeout, args.save_path, progress=True,
+                           jobs=args.jobs)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr)

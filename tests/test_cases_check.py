@@ -66,6 +66,54 @@ def test_make_inputs_lay_out_what_the_case_says():
     assert "another device than the weight" in skip_reason(Case(1, 4, 40, weight_device="cpu"), "cpu")
 
 
+def _cpu_draw(case, seed):
+    """The CPU draw as make_inputs has always made it: x, weight, residual in this order from one generator."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    xv = torch.randn(case.shape, generator=g, dtype=torch.float32)
+    wv = 1.0 + 0.5 * torch.randn(case.hidden, generator=g, dtype=torch.float32)
+    rv = torch.randn(case.shape, generator=g, dtype=torch.float32) if case.residual and not case.residual_is_x \
+        else None
+    if case.zero_row:
+        xv.view(-1, case.hidden)[0] = 0
+    return xv, wv, rv
+
+
+@pytest.mark.parametrize("kw", [{}, {"dtype": "float32", "residual": True}, {"residual": True, "dtype": "float16"},
+                                {"layout": "transposed", "ndim": 2}, {"residual": True, "misaligned": "residual"},
+                                {"weight_broadcast": True}, {"residual": True, "residual_is_x": True},
+                                {"weight_dtype": "float32", "zero_row": True}])
+def test_make_inputs_on_cpu_keep_their_values(kw):
+    case = Case(2, 3, 40, **kw)
+    for seed in (0, 7):
+        xv, wv, rv = _cpu_draw(case, seed)
+        x, w, r = make_inputs(case, "cpu", seed)
+        dt = getattr(torch, case.dtype)
+        assert torch.equal(x, xv.to(dt)) and x.dtype == dt
+        wt = wv.to(getattr(torch, case.w_dtype))
+        assert torch.equal(w, wt[:1].expand(40) if case.weight_broadcast else wt) and w.dtype == wt.dtype
+        assert not torch.equal(w, torch.ones_like(w))          # weights are random, never ones
+        if rv is not None:
+            assert torch.equal(r, rv.to(dt))
+        elif case.residual:
+            assert r is x
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_make_inputs_on_cuda_draw_on_the_device():
+    for kw in ({"residual": True}, {"layout": "strided_rows", "ndim": 2}, {"layout": "transposed", "ndim": 2},
+               {"misaligned": "x"}, {"misaligned": "weight"}, {"weight_broadcast": True},
+               {"residual": True, "zero_row": True}, {"weight_device": "cpu"}):
+        case = Case(2, 3, 40, **kw)
+        x, w, r = make_inputs(case, "cuda", 5)
+        x2, w2, _ = make_inputs(case, "cuda", 5)
+        assert x.is_cuda and torch.equal(x, x2) and torch.equal(w, w2)      # the same seed, the same values
+        assert w.device.type == ("cpu" if case.weight_device else "cuda")
+        assert not torch.equal(w.cpu(), torch.ones(40))
+        if case.residual:
+            assert r.is_cuda and not torch.equal(r, x)
+
+
 def test_eps_zero_zero_row_rule(fake_impl):
     """0/0 in an all-zero row with eps = 0: all NaN or all zeros are ok; other values are wrong."""
     def zero_guard(x, w, r=None, eps=1e-6):

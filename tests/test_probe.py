@@ -2,9 +2,11 @@
 wrong (the test-only ``crashy`` entry of tests/crashy_impl.py), the statuses, the CSV, the
 default cases on CPU, the CLI."""
 import csv
+import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -59,6 +61,84 @@ def test_timeout_is_a_crash_and_the_rest_runs(crashy):
     df = L.probe_support(["crashy"], cases=[_h(2), _h(129), _h(3)], device="cpu", timeout_s=3, imports=crashy)
     assert dict(zip(df["case"], df["status"])) == {"h2": "ok", "h129": "crash", "h3": "ok"}
     assert "timed out after 3 s (case 'h129')" in df.set_index("case").loc["h129", "message"]
+
+
+def test_parallel_children_give_the_same_rows(crashy, capsys):
+    """jobs=2 runs two implementations' children at once: the same rows in the same order as jobs=1,
+    and crashy's abort (h127) leaves huggingface's child, running beside it, untouched."""
+    cases = [_h(2), _h(127), _h(3, residual=True)]
+    names = ["crashy", "huggingface"]
+    one = L.probe_support(names, cases=cases, device="cpu", timeout_s=60, imports=crashy, jobs=1)
+    two = L.probe_support(names, cases=cases, device="cpu", timeout_s=60, imports=crashy, jobs=2, progress=True)
+    cols = [c for c in one.columns if c not in ("seconds", "message")]
+    pd.testing.assert_frame_equal(one[cols], two[cols])
+    assert list(two["impl"]) == ["crashy"] * 3 + ["huggingface"] * 3
+    assert list(two["case"]) == ["h2", "h127", "h3+res"] * 2
+    assert list(two["status"]) == ["ok", "crash", "ok", "ok", "ok", "ok"]
+    assert "SIGABRT" in two["message"][1]
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("probe ")]
+    assert len(lines) == 6 and all(ln.split()[1] in names for ln in lines)
+    with pytest.raises(ValueError, match="jobs"):
+        L.probe_support(names, cases=cases, device="cpu", imports=crashy, jobs=0)
+    with pytest.raises(TypeError, match="jobs"):
+        L.probe_support(names, cases=cases, device="cpu", imports=crashy, jobs="2")
+
+
+def _hold_lock(path, log, hold_s):
+    from rmsnorm_lab.isolate import exclusive
+    with exclusive(path):
+        t0 = time.time()
+        time.sleep(hold_s)
+        with open(log, "a") as f:
+            f.write(f"{t0} {time.time()}\n")
+
+
+def _die_holding(path, ready):
+    from rmsnorm_lab.isolate import exclusive
+    with exclusive(path):
+        open(ready, "w").close()
+        time.sleep(60)
+
+
+def test_large_case_lock_serializes_processes(tmp_path):
+    """The lock the children take around a 2**31+ element case: two processes never hold it at once,
+    and a holder that dies releases it."""
+    pytest.importorskip("fcntl")
+    ctx = mp.get_context("spawn")
+    lock, log = str(tmp_path / "large.lock"), str(tmp_path / "log.txt")
+    procs = [ctx.Process(target=_hold_lock, args=(lock, log, 0.5)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    (a0, a1), (b0, b1) = sorted(tuple(map(float, ln.split())) for ln in open(log).read().splitlines())
+    assert a1 <= b0, ((a0, a1), (b0, b1))
+    ready = tmp_path / "ready"
+    p = ctx.Process(target=_die_holding, args=(lock, str(ready)))
+    p.start()
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ready.exists()
+    p.kill()
+    p.join(10)
+    t0 = time.time()
+    _hold_lock(lock, log, 0)
+    assert time.time() - t0 < 5
+
+
+def test_waiting_for_the_large_case_lock_does_not_time_out(tmp_path):
+    """A child that reported ``wait`` (blocked on the lock) is not killed by its case's time-out."""
+    from rmsnorm_lab.isolate import _watch
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"i": 0, "event": "wait"}\n')
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    assert _watch(proc, out, 0.1, lambda i, row: None) == (0, 0, "")
+    out.write_text('{"event": "ready"}\n{"i": 0, "event": "start"}\n')
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    rc, current, timed_out = _watch(proc, out, 0.3, lambda i, row: None)
+    assert current == 0 and timed_out == "timed out after 0.3 s"
 
 
 def test_test_impl_lives_in_tests_only():
