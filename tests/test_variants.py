@@ -88,7 +88,9 @@ def test_fp8_per_token_reference_by_hand():
     amax = min(max(abs(3.0 / rms), abs(-4.0 / rms * 2)), 0.5)
     assert ref["scale"][0, 0].item() == pytest.approx(amax / 448.0, rel=1e-6)
     assert ref["scale"][1, 0].item() == pytest.approx(V.MIN_SCALE, rel=1e-6)   # an all-zero row
-    assert ref["y"].float()[0].tolist() == [torch.tensor(3.0 / rms / (amax / 448)).to(E4M3).float().item(), -448.0]
+    # 3 / rms / scale = 760 > 448: saturated (torch's own cast of an out-of-range value differs by version)
+    first = min(448.0, 3.0 / rms / (amax / 448))
+    assert ref["y"].float()[0].tolist() == [torch.tensor(first).to(E4M3).float().item(), -448.0]
     assert ref["y"].float()[1].tolist() == [0.0, 0.0]
 
 
