@@ -41,7 +41,6 @@ from .kernels.config import LaunchConfig, as_config, next_pow2
 
 HIDDEN = [2048, 4096, 5120, 6144, 8192, 16384]
 TOKENS = [1, 16, 64, 128, 256, 512, 1024, 2048]
-PEERS = ["flashinfer", "flashinfer_cuda", "vllm", "liger", "quack", "torch_compile"]
 EPS = 1e-6
 LIMIT = 1.02          # at or below 1.03x the fastest peer in both modes; 0.01 kept for run-to-run variation
 SELECTION = ("searched shapes (see searched): min over candidates of 10 x max(cold ratio, graph ratio, 1.02) + their "
@@ -444,7 +443,11 @@ class _Search:
             print(f"fast launches give the checked launch's bits: {fast_path_check(self.dev)}", flush=True)
         base_table = self.base_table()
         hist = history_configs(args.history)
-        peers = [p for p in args.peers.split(",") if p]
+        if args.peers == "peers":
+            from .impls import by_role
+            peers = by_role("peer")
+        else:
+            peers = [p for p in args.peers.split(",") if p]
         shapes = [(h, t, bool(res)) for res in args.residual for h in args.hidden for t in args.tokens]
         if args.shapes:
             shapes = [(int(a), int(b), bool(int(c))) for a, b, c in (k.split(":") for k in args.shapes)]
@@ -680,7 +683,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--residual", type=int, nargs="+", default=[0, 1], choices=[0, 1])
     ap.add_argument("--base", default=None, help="the table to start from (default: the one this GPU reads)")
     ap.add_argument("--history", nargs="*", default=[], help="earlier retune.csv files: their best configs are tried")
-    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated registry names ('' for none)")
+    ap.add_argument("--peers", default="peers",
+                    help="comma-separated registry names, 'peers' (every implementation whose role is peer) or '' (none)")
     ap.add_argument("--budget-ms", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=12, help="compile / warm-up processes (0: none)")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run under TRITON_INTERPRET=1 (cold only)")

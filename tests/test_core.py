@@ -1,4 +1,4 @@
-"""The core the rest stands on (issue 2's "Tests"), on CPU: the registry and its
+"""The core the rest stands on, on CPU: the registry and its
 skip reasons, every CPU-capable implementation and the Triton kernel (interpreter)
 against the float64 reference, the kernel writing every element, the in-place
 fused path, the seed's API, the CLI end to end, the bytes model, timing, and the

@@ -1,8 +1,8 @@
-"""The lab's Triton kernel compiled for a real GPU: every body and flag vs float64 (issue 4's numerics).
+"""The lab's Triton kernel compiled for a real GPU: every body and flag vs float64.
 
 Runs only on a CUDA machine with compiled kernels: ``TRITON_INTERPRET=0 pytest -m gpu tests/``
 (the CPU suite runs the same paths under the interpreter, whose bf16 rounding differs). Tolerances
-are the issue's (3e-3 in bf16; the same share of a unit roundoff in fp16), not the looser
+are the kernel's own targets (3e-3 in bf16; the same share of a unit roundoff in fp16), not the looser
 package-wide ones. Outputs are poisoned with NaN first, so a skipped element fails.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_fast_path_mixed_dtypes(xd, wd, rd):
 
 
 def test_plan_key_holds_weight_and_residual_dtypes():
-    """The issue's NaN: a bf16 plan must not serve a float32 weight (or residual) of the same shape."""
+    """A bf16 plan must not serve a float32 weight (or residual) of the same shape."""
     from rmsnorm_lab.impls import get_impl
     from rmsnorm_lab.kernels.launch import LAUNCHER
     fn = get_impl("triton").load()
