@@ -199,7 +199,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                        r["mode"], r.get("variant"), r.get("pass"))] = float(r["us_median"])
     # each pass's implementations, its baseline first (speedups are measured against it)
     names_of = {p: sorted((n for n in cfg.impls if n in points.subject_names(cfg.variant, p)),
-                          key=lambda n, p=p: n not in baselines[p]) for p in cfg.passes}
+                          key=lambda n, p=p: n not in baselines[p] and not points.is_plain(cfg.variant, p))
+                for p in cfg.passes}
     bar = _progress(len(cases) * sum(len(v) for v in names_of.values()), cfg.progress)
 
     def emit(row):
@@ -410,14 +411,16 @@ class Phases:
 
 
 def summarize(df, mode: str | None = None):
-    """Pivot of median µs: one row per shape, one column per implementation."""
+    """Pivot of median µs: one row per shape (and pass, when there are several), one column per implementation."""
     d = df[df["status"] == "ok"]
     if mode:
         d = d[d["mode"] == mode]
     if d.empty:
         return d
-    return d.pivot_table(index=["dtype", "residual", "hidden", "tokens"], columns="impl",
-                         values="us_median", aggfunc="first")
+    index = ["dtype", "residual", "hidden", "tokens"]
+    if "pass" in d and d["pass"].nunique() > 1:         # forward and backward rows of one run: kept apart
+        index = ["pass"] + index
+    return d.pivot_table(index=index, columns="impl", values="us_median", aggfunc="first")
 
 
 def fmt_us(v) -> str:
