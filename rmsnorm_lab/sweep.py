@@ -187,7 +187,9 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     if dev.startswith("cuda") and "graph" in cfg.modes and any(p != "fwd" for p in cfg.passes):
         from .backward import warm_graph_capture
         warm_graph_capture()
-    sm_count = torch.cuda.get_device_properties(dev).multi_processor_count if dev.startswith("cuda") else 0
+    sm_count = 0                           # the backward's bytes model counts one fp32 dw partial row per SM
+    if dev.startswith("cuda") and any(p != "fwd" for p in cfg.passes):
+        sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
     rows: list[dict] = []
     hf_us: dict = {}
     baselines = {p: (_baseline() if points.is_plain(cfg.variant, p) else points.baseline(cfg.variant, p))
