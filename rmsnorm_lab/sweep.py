@@ -1,5 +1,11 @@
 """The sweep: cases x implementations x timing modes -> tidy rows, saved as measured.
 
+``variant`` (plain RMSNorm by default, or gemma / qk-norm / fp8-static / fp8-per-token) and
+``passes`` (fwd by default, bwd, fwd+bwd) choose what is measured: plain fwd through the
+registry (rmsnorm_lab.impls), the others through rmsnorm_lab.points (the variants' and the
+backward's subjects, their checkers and bytes models); every point is checked, then timed
+by the same harness, into the same rows (columns ``variant`` and ``pass``).
+
 The CLI, ``get_benchmark`` and the notebooks all call ``run_sweep``, so they
 cannot disagree. A failing or unavailable implementation becomes an error or
 skip row with its reason; the sweep goes on.
