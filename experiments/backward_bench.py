@@ -63,27 +63,6 @@ def copy_gbps(device: str, budget_ms: float) -> float:
     return 2 * n / (t.median_us * 1e-6) / 1e9
 
 
-def warm_graph_capture():
-    """Capture one autograd backward before any timing: in a fresh process the first capture of an autograd
-    backward was seen to fail on an H200 ("operation failed due to a previous error during capture"), and
-    the first subject timed in graph mode would carry that failure."""
-    import torch
-    x = torch.randn(8, 64, device="cuda", requires_grad=True)
-    y = (x.float() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    try:
-        with torch.cuda.stream(s):
-            torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)
-    except Exception:  # noqa: BLE001 - only the first capture's side effect matters
-        pass
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-
-
 def cases(grid, dtypes):
     for dt in dtypes:
         for h in grid["hidden"]:
@@ -119,7 +98,7 @@ def run(argv=None) -> int:
     print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; copy {ceiling:.0f} GB/s; "
           f"modes {','.join(modes)}; dtypes {','.join(dtypes)}", flush=True)
     if device == "cuda" and "graph" in modes:
-        warm_graph_capture()
+        B.warm_graph_capture()
     rows = []
     t_start = time.perf_counter()
     for dt, hidden, tokens, res in cases(grid, dtypes):

@@ -153,6 +153,8 @@ def restrict(df, cfg):
     """Rows of a results directory that belong to this sweep's grid (the directory may hold earlier runs)."""
     keep = (df["dtype"].isin(cfg.dtypes) & df["hidden"].isin(cfg.hidden) & df["residual"].isin(cfg.residual)
             & df["impl"].isin(cfg.impls) & df["mode"].isin(cfg.modes))
+    if "variant" in df:
+        keep &= (df["variant"] == getattr(cfg, "variant", "plain")) & df["pass"].isin(getattr(cfg, "passes", ["fwd"]))
     if cfg.tokens is None:
         keep &= df["batch"].isin(cfg.batch) & df["seq"].isin(cfg.seq)
     else:

@@ -259,6 +259,27 @@ def support_matrix(device: str = "cuda", dtypes=DTYPES) -> list[dict]:
     return rows
 
 
+def warm_graph_capture():
+    """Capture one autograd backward before any timing: in a fresh process the first capture of an autograd
+    backward was seen to fail on an H200 ("operation failed due to a previous error during capture"), and
+    the first subject timed in graph mode would carry that failure."""
+    import torch
+    x = torch.randn(8, 64, device="cuda", requires_grad=True)
+    y = (x.float() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    try:
+        with torch.cuda.stream(s):
+            torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)
+    except Exception:  # noqa: BLE001 - only the first capture's side effect matters
+        pass
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+
+
 # ---------------------------------------------------------------- inputs, reference, errors
 
 def make_grad_inputs(tokens: int, hidden: int, dtype: str, residual: bool, device: str, seed: int = 0,

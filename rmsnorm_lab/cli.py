@@ -5,7 +5,8 @@ Commands:
   report   run the notebooks into a report folder (rmsnorm_lab.report)
   probe    the support matrix: odd shapes, dtypes and layouts (rmsnorm_lab.probe)
   tune     search the launch table of our kernel on this GPU (rmsnorm_lab.tune)
-  list     list implementations and whether they run here (also: run --list)
+  list     list implementations and whether they run here (also: run --list);
+           --variant V / --pass bwd: those of a norm variant or of the backward pass
 
 ``python -m rmsnorm_lab COMMAND --help`` describes each. Every error is one
 line on stderr with exit status 2.
@@ -14,7 +15,11 @@ The run's default grid is the seed's (hidden 4096 and 6144, batch 1/4/16/64,
 seq 64..1024, bf16, with and without residual) on a GPU; on CPU it is
 ``device.CPU_GRID`` (hidden 1024 4096, batch 1, seq 4 16), since our Triton
 kernel runs there through the Triton interpreter. Size flags narrow the sweep
-to those sizes. A results directory holds one configuration: the same command
+to those sizes. ``--variant`` picks the norm (plain RMSNorm, gemma, qk-norm,
+fp8-static, fp8-per-token; for qk-norm ``--hidden-size`` is the width of q and
+``--head-dim`` the head size) and ``--pass`` the forward, the backward or both
+(fwd, bwd, fwd+bwd); every point is checked against float64 before it is timed.
+A results directory holds one configuration: the same command
 again resumes it; another configuration needs another --save-path.
 """
 from __future__ import annotations
@@ -58,6 +63,7 @@ def _dtype(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .points import DEFAULT_HEAD_DIM, PASS_CHOICES, VARIANT_CHOICES
     from .validate import SWEEP_DTYPES, accepted_dtypes, check_nonneg_int, check_positive_int
 
     pos_int = _arg(check_positive_int, "a positive integer")
@@ -72,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correctness check with fused residual add (the sweep always covers both unless --residual)")
     p.add_argument("--residual", choices=["both", "with", "without"], default="both",
                    help="which residual variants the sweep measures (default: both)")
-    p.add_argument("--save-path", default="./configs/rmsnorm/",
-                   help="results directory, one configuration each (default: %(default)s)")
+    p.add_argument("--save-path", default=None,
+                   help="results directory, one configuration each (default: ./configs/rmsnorm/; another "
+                        "--variant or --pass: ./configs/rmsnorm-VARIANT[-PASS]/)")
     p.add_argument("--impls", default="all", help="comma-separated implementation names, or 'all'")
     p.add_argument("--dtype", type=_dtype, nargs="+", default=["bfloat16"], metavar="DTYPE",
                    help=f"{accepted_dtypes(SWEEP_DTYPES)} (default: bfloat16)")
@@ -86,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cold timing: skip the copy of each shape's bytes timed the same way (pct_copy_same)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--list", action="store_true", help="list implementations and whether they run here, then exit")
+    p.add_argument("--variant", choices=VARIANT_CHOICES, default="plain",
+                   help="which norm: plain RMSNorm (default), gemma's (1 + w), qk-norm (per head of q and k), "
+                        "RMSNorm fused with FP8 quantization (static scale or per-token scales)")
+    p.add_argument("--head-dim", type=pos_int, default=DEFAULT_HEAD_DIM,
+                   help="qk-norm: the head size (default: %(default)s); --hidden-size is then the width of q "
+                        "(heads x head dim)")
+    p.add_argument("--pass", dest="passes", nargs="+", choices=PASS_CHOICES, default=["fwd"], metavar="PASS",
+                   help="fwd (default), bwd (the backward alone, the forward's state ready) and / or fwd+bwd "
+                        "(a training step's forward and backward)")
     p.add_argument("--seed", type=_arg(check_nonneg_int, "a non-negative integer"), default=0,
                    help="random seed for inputs (default: 0)")
     return p
@@ -145,23 +161,58 @@ def _dispatch(cmd: str, argv: list) -> int:
 
 
 def _list_main(argv: list) -> int:
+    from .points import PASS_CHOICES, VARIANT_CHOICES
     p = _Parser(prog=f"{PROG} list", description="List implementations and whether they run on the device.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--variant", choices=VARIANT_CHOICES, default="plain", help="which norm (default: plain)")
+    p.add_argument("--pass", dest="passes", nargs="+", choices=PASS_CHOICES, default=["fwd"], metavar="PASS",
+                   help="fwd (default), bwd or fwd+bwd")
+    p.add_argument("--dtype", type=_dtype, default="bfloat16", metavar="DTYPE", help="(default: bfloat16)")
     args = p.parse_args(argv)
     try:
         from .device import resolve_device, use_triton_interpreter_on_cpu
+        from .points import check_combination
         device = resolve_device(args.device)
         _note(use_triton_interpreter_on_cpu(device))
-        _print_list(device)
+        _cli_names(check_combination, args.variant, args.passes, [args.dtype], [False, True])
+        _print_list(device, args.variant, args.passes, args.dtype)
         return 0
     except _ERRORS as e:
         return _one_line_error(p.prog, e)
 
 
-def _print_list(device: str) -> None:
-    from .impls import list_impls
-    for r in list_impls(device):
-        print(f"{r['impl']:16s} {'yes' if r['available'] else 'no ':3s} {r['reason']}")
+def _print_list(device: str, variant: str = "plain", passes=("fwd",), dtype: str = "bfloat16") -> None:
+    """Which implementations run here, and why not (per pass; per residual form where a variant has one)."""
+    from .points import is_plain, support_rows
+    for pass_ in passes:
+        if is_plain(variant, pass_):
+            from .impls import list_impls
+            if len(passes) > 1:
+                print(f"# {variant} {pass_}")
+            for r in list_impls(device):
+                print(f"{r['impl']:16s} {'yes' if r['available'] else 'no ':3s} {r['reason']}")
+            continue
+        print(f"# {variant} {pass_}" + (f" ({dtype})" if pass_ != "fwd" else ""))
+        for r in support_rows(variant, pass_, device, dtype):
+            res = "" if r["residual"] == "" else ("+residual " if r["residual"] else "          ")
+            print(f"{r['impl']:16s} {res}{'yes' if r['ok'] else 'no ':3s} {r['reason']}")
+
+
+# names the sweep's validation uses -> the flags that set them
+_FLAGS = {"variant": "--variant", "passes": "--pass", "head_dim": "--head-dim", "dtypes": "--dtype",
+          "residual": "--residual", "impls": "--impls", "hidden_size": "--hidden-size"}
+
+
+def _cli_names(fn, *a, **kw):
+    """Call a validator, its error naming the command-line flag instead of the API parameter."""
+    try:
+        return fn(*a, **kw)
+    except (ValueError, TypeError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        head, sep, rest = str(msg).partition(": ")
+        if sep and head in _FLAGS:
+            raise type(e)(f"{_FLAGS[head]}: {rest}") from None
+        raise
 
 
 def _note(text) -> None:
@@ -169,13 +220,23 @@ def _note(text) -> None:
     say_once(text)
 
 
-def check_runnable(impls, device: str) -> None:
+def check_runnable(impls, device: str, variant: str = "plain", passes=("fwd",), dtype: str = "bfloat16") -> None:
     """RuntimeError naming --impls when none of ``impls`` can run on ``device`` (nothing would be measured)."""
-    from .impls import list_impls
-    rows = {r["impl"]: r for r in list_impls(device)}
-    if not any(rows[n]["available"] for n in impls if n in rows):
-        why = "; ".join(f"{n}: {rows[n]['reason']}" for n in impls if n in rows)
-        raise RuntimeError(f"--impls: nothing can run on {device} ({why})")
+    from .points import is_plain, support_rows
+    why = []
+    for pass_ in passes:
+        if is_plain(variant, pass_):
+            from .impls import list_impls
+            rows = {r["impl"]: (r["available"], r["reason"]) for r in list_impls(device)}
+        else:
+            rows = {}
+            for r in support_rows(variant, pass_, device, dtype):
+                if r["impl"] not in rows or r["ok"]:
+                    rows[r["impl"]] = (r["ok"], r["reason"])
+        if any(rows[n][0] for n in impls if n in rows):
+            return
+        why += [f"{n}: {rows[n][1]}" for n in impls if n in rows]
+    raise RuntimeError(f"--impls: nothing can run on {device} ({'; '.join(dict.fromkeys(why))})")
 
 
 def _run(args) -> int:
@@ -183,18 +244,26 @@ def _run(args) -> int:
 
     from .device import CPU_GRID, device_name, resolve_device, use_triton_interpreter_on_cpu
     from .impls import resolve_names
+    from .points import check_combination, resolve_impls
     from .results import check_same_run, check_writable, run_identity
     from .validate import check_modes
 
     device = resolve_device(args.device)
     _note(use_triton_interpreter_on_cpu(device))     # before anything imports our kernel
-    impls = resolve_names(args.impls)
+    plain = args.variant == "plain" and args.passes == ["fwd"]
+    impls = resolve_names(args.impls) if plain else \
+        _cli_names(resolve_impls, args.impls, args.variant, args.passes)
     if args.list:
-        _print_list(device)
+        _print_list(device, args.variant, args.passes, args.dtype[0])
         return 0
     modes = check_modes(args.timing, device, "--timing")
-    check_runnable(impls, device)
-    save = check_writable(args.save_path)
+    _cli_names(check_combination, args.variant, args.passes, args.dtype, [False, True])
+    check_runnable(impls, device, args.variant, args.passes, args.dtype[0])
+    save_path = args.save_path
+    if save_path is None:
+        save_path = "./configs/rmsnorm/" if plain else \
+            "./configs/rmsnorm-" + "-".join([args.variant] + [p for p in args.passes if p != "fwd"]) + "/"
+    save = check_writable(save_path)
     from .seed import calculate_diff
     from .sweep import SweepConfig, run_sweep
 
@@ -210,6 +279,7 @@ def _run(args) -> int:
     residual = {"both": [False, True], "with": [True], "without": [False]}[args.residual]
     cfg = SweepConfig(impls=impls, dtypes=args.dtype, modes=modes, device=device, save_path=str(save),
                       residual=residual, seed=args.seed, copy_ceiling=not args.no_copy_ceiling,
+                      variant=args.variant, passes=args.passes, head_dim=args.head_dim,
                       command=f"{PROG} " + " ".join(sys.argv[1:]))
     if hidden:
         cfg.hidden = hidden
@@ -217,17 +287,21 @@ def _run(args) -> int:
         cfg.batch = batch
     if seq:
         cfg.seq = seq
-    cfg.validate()
+    _cli_names(cfg.validate)
     check_same_run(save, run_identity(asdict(cfg), device_name(device)), "--save-path")
 
-    if not args.no_check:
+    if not args.no_check and "fwd" in args.passes and args.variant == "plain":
         calculate_diff((args.batch_size or [4])[0], (args.seq_len or [128])[0], (args.hidden_size or [4096])[0],
                        args.use_residual, args.dtype[0], device, impls, args.seed)
     df = run_sweep(cfg)
     _print_summary(df)
     if not args.no_plots:
         from .plots import save_all
-        save_all(df, save)
+        if len(args.passes) == 1:
+            save_all(df, save)
+        else:
+            for pass_ in args.passes:
+                save_all(df[df["pass"] == pass_], save, f"{pass_.replace('+', '-')}-")
     print(f"results: {save / 'results.csv'} ({len(df)} rows), environment: {save / 'env.json'}")
     return 0
 

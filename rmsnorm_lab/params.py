@@ -53,9 +53,11 @@ def _dtype_list(name, v):
 
 
 def _impls(name, v):
+    from .backward import SUBJECTS
     from .impls import registry
+    from .variants import SUBJECT_NAMES
 
-    known = list(registry())
+    known = list(dict.fromkeys([*registry(), *SUBJECT_NAMES, *SUBJECTS]))   # which ones a run takes: its variant / pass
     expected = f"[all] or a list of implementation names from {known}"
     if v == "all" or v == ["all"]:
         return "all"
@@ -106,6 +108,19 @@ def _str_list(name, v):
     return v
 
 
+def _variant(name, v):
+    from .points import VARIANT_CHOICES, check_variant
+    return _via(lambda n, x: check_variant(x, n), f"one of {list(VARIANT_CHOICES)}")(name, v)
+
+
+def _pass(name, v):
+    from .points import PASS_CHOICES, check_passes
+    expected = f"one of {list(PASS_CHOICES)}"
+    if not isinstance(v, str):
+        _fail(TypeError, name, v, expected)
+    return _via(lambda n, x: check_passes(x, n)[0], expected)(name, v)
+
+
 _device = _via(V.check_device_name, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 _bool = _via(V.check_bool, "true or false (a boolean)")
 _bool_list = _via(V.check_bool_list, "a list of booleans, e.g. [false, true]", list_hint=True)
@@ -135,6 +150,9 @@ SCHEMA = {
     "modes": (_modes, "timing modes"),
     "budget_ms": (_pos_float, "timing budget per point and mode"),
     "check": (_bool, "correctness check before timing"),
+    "variant": (_variant, "which norm: plain, gemma, qk-norm, fp8-static, fp8-per-token"),
+    "pass_": (_pass, "which pass: fwd, bwd or fwd+bwd"),
+    "head_dim": (_via(V.check_positive_int, "a positive integer (qk-norm's head size)"), "qk-norm's head size"),
     "progress": (_bool, "progress bar"),
     # 03_compare_runs
     "run_dirs": (_str_list, "result directories to compare"),
@@ -142,6 +160,31 @@ SCHEMA = {
     "new_run": (_str, "the run the others are compared with"),
     "mode": (_mode, "timing mode compared"),
 }
+
+
+def _check_variant_params(out: dict) -> None:
+    """What the variant / pass parameters require of the others (each error names the parameter)."""
+    from . import points
+    if not ({"variant", "pass_", "head_dim"} & set(out)):
+        return
+    variant, passes = out.get("variant", points.PLAIN), [out.get("pass_", "fwd")]
+    checks = [("head_dim", lambda: "hidden_sizes" in out and points.check_head_dim(
+                  out.get("head_dim", points.DEFAULT_HEAD_DIM), out["hidden_sizes"], variant)),
+              ("pass_", lambda: points.check_combination(variant, passes, [out.get("dtype", "bfloat16")],
+                                                        out.get("residual", [False]))),
+              ("impls", lambda: isinstance(out.get("impls"), list) and points.resolve_impls(out["impls"], variant,
+                                                                                         passes))]
+    for name, check in checks:
+        try:
+            check()
+        except (TypeError, ValueError, KeyError) as e:
+            msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+            head, sep, rest = msg.partition(": ")
+            heads = {"passes": "pass_", "dtypes": "dtype", "residual": "residual", "head_dim": "head_dim",
+                     "impls": "impls"}
+            if sep and head in heads:
+                name, msg = heads[head], rest
+            raise (ValueError if isinstance(e, KeyError) else type(e))(f"parameter {name!r}: {msg}") from None
 
 
 def validate_params(params: dict) -> dict:
@@ -158,6 +201,7 @@ def validate_params(params: dict) -> dict:
             raise ValueError(f"parameter {name!r}: unknown parameter (got {value!r}); "
                              f"expected one of {sorted(SCHEMA)}")
         out[name] = SCHEMA[name][0](name, value)
+    _check_variant_params(out)
     if isinstance(out.get("modes"), list) and out.get("device") == "cpu":   # ('auto': the sweep checks)
         try:
             V.check_modes(out["modes"], "cpu", "modes")

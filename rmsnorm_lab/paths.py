@@ -52,8 +52,11 @@ def default_results_dir(device: str | None = None, config=None) -> Path:
         import json
         from dataclasses import asdict
 
-        from .results import run_identity
-        run = json.dumps(run_identity(asdict(config), None), sort_keys=True, default=str)
+        from .results import RUN_DEFAULTS, run_identity
+        ident = run_identity(asdict(config), None)
+        # fields at their default are left out, so a plain forward run keeps the folder it had before they existed
+        ident = {k: v for k, v in ident.items() if not (k in RUN_DEFAULTS and v == RUN_DEFAULTS[k])}
+        run = json.dumps(ident, sort_keys=True, default=str)
         name += "-" + hashlib.sha256(run.encode()).hexdigest()[:8]
     return repo_root() / "configs" / "rmsnorm" / name
 

@@ -105,14 +105,15 @@ def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title:
     return fig
 
 
-def save_all(df, out_dir) -> list[str]:
-    """latency / %-of-copy / speedup PNGs for every timing mode in the results."""
+def save_all(df, out_dir, prefix: str = "") -> list[str]:
+    """latency / %-of-copy / speedup PNGs for every timing mode in the results (file names start with
+    ``prefix``, e.g. a pass's name when one run holds several)."""
     plt = _plt()
     out = []
     for mode in sorted(set(df.loc[df["status"] == "ok", "mode"])):
         for metric, stem in (("us_median", "latency"), ("pct_copy", "bandwidth"), ("pct_copy_same", "ceiling"),
                              ("speedup_vs_hf", "speedup")):
-            p = Path(out_dir) / f"{stem}-{mode}.png"
+            p = Path(out_dir) / f"{prefix}{stem}-{mode}.png"
             fig = plot_metric(df, mode, metric, p)
             if fig is not None:
                 plt.close(fig)

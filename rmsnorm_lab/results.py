@@ -3,7 +3,7 @@
 A run killed at any moment leaves a readable ``results.csv`` holding every
 finished point; running again with the same directory skips those points.
 ``env.json`` records what defines the run (``run``: grid, dtypes, residual
-variants, implementations, modes, device, seed, eps); a run of another
+variants, implementations, modes, device, seed, eps, norm variant, passes, head size); a run of another
 configuration refuses that directory instead of mixing its points in.
 """
 from __future__ import annotations
@@ -20,12 +20,18 @@ COLUMNS = [
     "mode", "status", "error", "us_median", "us_p20", "us_p80", "n_samples", "bytes", "gbps",
     "pct_copy", "copy_gbps", "copy_same_us", "pct_copy_same", "speedup_vs_hf", "err_out", "err_residual",
     "correct", "setup_s", "note", "timestamp", "command",
+    "variant", "pass", "head_dim", "err_dw", "fp8_frac_off", "scale_err",
 ]
-KEY = ("impl", "gpu_name", "dtype", "hidden", "batch", "seq", "residual", "mode")
+KEY = ("impl", "gpu_name", "dtype", "hidden", "batch", "seq", "residual", "mode", "variant", "pass")
+# what a row without these columns (written before they existed) measured: plain RMSNorm's forward
+ROW_DEFAULTS = {"variant": "plain", "pass": "fwd"}
 CSV_NAME = "results.csv"
 META_NAME = "env.json"
 # the SweepConfig fields that define which points a run measures and how (not budget, progress, paths)
-RUN_FIELDS = ("hidden", "batch", "seq", "tokens", "dtypes", "residual", "impls", "modes", "device", "seed", "eps")
+RUN_FIELDS = ("hidden", "batch", "seq", "tokens", "dtypes", "residual", "impls", "modes", "device", "seed", "eps",
+              "variant", "passes", "head_dim")
+# the value of a run field that an env.json written before the field existed measured with
+RUN_DEFAULTS = {"variant": "plain", "passes": ["fwd"], "head_dim": 128}
 
 
 def _file_mode() -> int:
@@ -77,6 +83,8 @@ def run_identity(config: dict, gpu_name: str | None) -> dict:
     for k in RUN_FIELDS:
         v = config.get(k)
         run[k] = sorted(v, key=lambda x: (type(x).__name__, x)) if isinstance(v, (list, tuple)) else v
+    if run.get("variant", "plain") != "qk-norm":
+        run["head_dim"] = RUN_DEFAULTS["head_dim"]          # the head size matters to qk-norm only
     run["gpu_name"] = gpu_name
     return run
 
@@ -109,6 +117,8 @@ def check_same_run(save_dir, run: dict, name: str = "save_path") -> None:
         raise ValueError(f"{name}: {str(d)!r} holds a {CSV_NAME} without a recorded configuration; "
                          f"its points would mix with this run's: give another {name} or remove it")
     new = json.loads(json.dumps(run, default=str))         # the form env.json holds
+    old = {**RUN_DEFAULTS, **old}
+    new = {**RUN_DEFAULTS, **new}
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diff:
         shown = "; ".join(f"{k} {_short(old.get(k))} there, {_short(new.get(k))} now" for k in diff[:4])
@@ -130,6 +140,13 @@ def _has_rows(csv_path: Path) -> bool:
         return False
 
 
+def _with_defaults(row: dict) -> dict:
+    for k, v in ROW_DEFAULTS.items():
+        if not row.get(k):
+            row[k] = v
+    return row
+
+
 def _key(row: dict) -> tuple:
     return tuple(str(row.get(k, "")) for k in KEY)
 
@@ -149,7 +166,7 @@ class ResultStore:
         self.rows: list[dict] = []
         if self.csv.exists():
             with open(self.csv, newline="") as f:
-                self.rows = [dict(r) for r in csv.DictReader(f)]
+                self.rows = [_with_defaults(dict(r)) for r in csv.DictReader(f)]
         self._done = {_key(r) for r in self.rows if r.get("status") in ("ok", "skip")}
 
     def done(self, row_key: dict) -> bool:
@@ -191,6 +208,8 @@ def load_results(save_dir):
     if not (d / CSV_NAME).exists():
         raise FileNotFoundError(f"save_path: no {CSV_NAME} in {str(d)!r}")
     df = pd.read_csv(d / CSV_NAME)
+    for c, v in ROW_DEFAULTS.items():          # rows written before the column existed
+        df[c] = df[c].fillna(v) if c in df else v
     for c in ("residual", "correct"):
         if c in df:
             df[c] = df[c].map(lambda v: str(v).lower() == "true" if str(v) not in ("", "nan") else pd.NA)

@@ -1,5 +1,11 @@
 """The sweep: cases x implementations x timing modes -> tidy rows, saved as measured.
 
+``variant`` (plain RMSNorm by default, or gemma / qk-norm / fp8-static / fp8-per-token) and
+``passes`` (fwd by default, bwd, fwd+bwd) choose what is measured: plain fwd through the
+registry (rmsnorm_lab.impls), the others through rmsnorm_lab.points (the variants' and the
+backward's subjects, their checkers and bytes models); every point is checked, then timed
+by the same harness, into the same rows (columns ``variant`` and ``pass``).
+
 The CLI, ``get_benchmark`` and the notebooks all call ``run_sweep``, so they
 cannot disagree. A failing or unavailable implementation becomes an error or
 skip row with its reason; the sweep goes on.
@@ -12,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import points
 from .cases import SEED_BATCH, SEED_HIDDEN, SEED_SEQ, Case, make_cases, make_inputs, tokens_to_batch_seq
 from .check import check_impl
 from .impls import get_impl, resolve_names
@@ -43,6 +50,9 @@ class SweepConfig:
     prewarm: int = -1                    # worker processes that compile ahead on CUDA (-1: auto, 0: off)
     progress: bool | None = None         # None: on in a terminal or notebook, off otherwise
     command: str | None = None
+    variant: str = "plain"               # plain | gemma | qk-norm | fp8-static | fp8-per-token (rmsnorm_lab.variants)
+    passes: list | str = field(default_factory=lambda: ["fwd"])   # fwd | bwd | fwd+bwd (bwd: rmsnorm_lab.backward)
+    head_dim: int = 128                  # qk-norm: the head size; hidden is then the width of q (heads x head_dim)
 
     def validate(self) -> "SweepConfig":
         from .device import resolve_device, use_triton_interpreter_on_cpu
@@ -54,7 +64,14 @@ class SweepConfig:
             self.seq = check_int_list("seq_len", self.seq)
         self.dtypes = check_dtypes(self.dtypes)
         self.residual = check_bool_list("residual", self.residual)
-        self.impls = resolve_names(self.impls)
+        self.variant = points.check_variant(self.variant)
+        self.passes = points.check_passes(self.passes)
+        self.head_dim = points.check_head_dim(self.head_dim, self.hidden, self.variant)
+        self.residual = points.check_combination(self.variant, self.passes, self.dtypes, self.residual)
+        if self.passes == ["fwd"] and self.variant == points.PLAIN:
+            self.impls = resolve_names(self.impls)
+        else:
+            self.impls = points.resolve_impls(self.impls, self.variant, self.passes)
         self.device = resolve_device(self.device)
         use_triton_interpreter_on_cpu(self.device)
         self.modes = check_modes(self.modes, self.device)
@@ -115,6 +132,13 @@ def _baseline() -> set:
     return set(by_role("baseline"))
 
 
+def _registry_names(names) -> list:
+    """The names of ``names`` that are registry entries (the plain forward's implementations)."""
+    from .impls import registry
+    reg = registry()
+    return [n for n in names if n in reg]
+
+
 def _check_kwargs(kwargs) -> None:
     from dataclasses import fields
     names = [f.name for f in fields(SweepConfig)]
@@ -161,19 +185,31 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         store.write_meta(meta)
 
     cases = cfg.cases()
-    if dev.startswith("cuda") and cfg.prewarm != 0:
+    plain_fwd = "fwd" in cfg.passes and cfg.variant == points.PLAIN
+    if dev.startswith("cuda") and cfg.prewarm != 0 and plain_fwd:
         from .prewarm import prewarm_cases
         with phases.timed("prewarm"):
-            meta["prewarm"] = prewarm_cases(cases, cfg.impls, dev, cfg.prewarm)
+            meta["prewarm"] = prewarm_cases(cases, _registry_names(cfg.impls), dev, cfg.prewarm)
+    if dev.startswith("cuda") and "graph" in cfg.modes and any(p != "fwd" for p in cfg.passes):
+        from .backward import warm_graph_capture
+        warm_graph_capture()
+    sm_count = 0                           # the backward's bytes model counts one fp32 dw partial row per SM
+    if dev.startswith("cuda") and any(p != "fwd" for p in cfg.passes):
+        sm_count = torch.cuda.get_device_properties(dev).multi_processor_count
     rows: list[dict] = []
     hf_us: dict = {}
-    baseline = _baseline()
-    if store:   # HF timings from an earlier, resumed run
+    baselines = {p: (_baseline() if points.is_plain(cfg.variant, p) else points.baseline(cfg.variant, p))
+                 for p in cfg.passes}
+    if store:   # baseline timings from an earlier, resumed run
         for r in store.rows:
-            if r.get("impl") in baseline and r.get("status") == "ok":
+            if r.get("status") == "ok" and r.get("impl") in baselines.get(r.get("pass"), ()):
                 hf_us[(r["dtype"], str(r["hidden"]), str(r["batch"]), str(r["seq"]), str(r["residual"]),
-                       r["mode"])] = float(r["us_median"])
-    bar = _progress(len(cases) * len(cfg.impls), cfg.progress)
+                       r["mode"], r.get("variant"), r.get("pass"))] = float(r["us_median"])
+    # each pass's implementations, its baseline first (speedups are measured against it)
+    names_of = {p: sorted((n for n in cfg.impls if n in points.subject_names(cfg.variant, p)),
+                          key=lambda n, p=p: n not in baselines[p] and not points.is_plain(cfg.variant, p))
+                for p in cfg.passes}
+    bar = _progress(len(cases) * sum(len(v) for v in names_of.values()), cfg.progress)
 
     def emit(row):
         row.setdefault("timestamp", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -184,13 +220,13 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
 
     copy_us: dict = {}
 
-    def copy_same(case, mode):
-        """µs of a copy of the case's bytes in this mode (timed once per byte count and mode), or None."""
-        key = (case.bytes_moved, mode)
+    def copy_same(nbytes, mode):
+        """µs of a copy of these bytes in this mode (timed once per byte count and mode), or None."""
+        key = (nbytes, mode)
         if key not in copy_us:
             try:
                 with phases.timed("copy_ceiling"):
-                    copy_us[key] = time_runner(same_size_copy_runner(case.bytes_moved, dev), mode, dev,
+                    copy_us[key] = time_runner(same_size_copy_runner(nbytes, dev), mode, dev,
                                                budget_ms=cfg.budget_ms, harness=cfg.harness).median_us
             except Exception:  # noqa: BLE001 - a ceiling we could not time is left out, not an error row
                 copy_us[key] = None
@@ -198,101 +234,148 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                     _free(dev)
         return copy_us[key]
 
-    for ci, case in enumerate(cases):
-        base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,
-                "tokens": case.tokens, "hidden": case.hidden, "residual": case.residual,
-                "bytes": case.bytes_moved, "copy_gbps": round(copy_gbps, 1)}
-        inputs = None
-        for name in cfg.impls:
-            impl = get_impl(name)
-            todo = [m for m in cfg.modes if not (store and store.done({**base, "impl": name, "mode": m}))]
-            if bar:
-                bar.set_postfix_str(f"{name} {case.dtype} {case.hidden}x{case.tokens} res={int(case.residual)}")
-            if not todo:
-                if bar:
-                    bar.update(1)
-                continue
-            common = {**base, "impl": name, "label": impl.label}
-            s = impl.supports(case.dtype, dev)
-            if not s:
-                for m in todo:
-                    emit({**common, "mode": m, "status": "skip", "error": s.reason})
-                if bar:
-                    bar.update(1)
-                continue
+    def time_modes(common, todo, case, pass_, fn, x, w, r, inplace, nbytes, setup_s, chk):
+        """Time one checked (case, implementation) in every mode still to do; one row per mode."""
+        name = common["impl"]
+        correct = chk.get("status") == "ok" if chk else ""
+        for m in todo:
+            row = {**common, "mode": m, "setup_s": round(setup_s, 3),
+                   "err_out": chk.get("err_out", ""), "err_residual": chk.get("err_residual", ""),
+                   "correct": correct, "error": chk.get("reason", "") if chk else ""}
+            for k in ("err_dw", "fp8_frac_off", "scale_err"):
+                if k in chk:
+                    row[k] = chk[k]
             try:
-                if inputs is None:
-                    with phases.timed("inputs"):
-                        inputs = make_inputs(case, dev, cfg.seed + ci)
-                with phases.timed(f"load:{name}"):
-                    fn = impl.load()
-                t0 = time.perf_counter()
-                x, w, r = inputs
-                warm = getattr(fn, "warm", None)
-                if warm is not None:
-                    setup_s = warm(x, w, r, cfg.eps)
-                else:
-                    fn(x.clone(), w, None if r is None else r.clone(), cfg.eps)
-                    if dev.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    setup_s = time.perf_counter() - t0
-                phases.add(f"first_call:{name}", time.perf_counter() - t0)
-                with phases.timed(f"check:{name}"):
-                    chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
-            except Exception as e:  # noqa: BLE001 - becomes an error row
-                msg = f"{type(e).__name__}: {e}".strip()[:500]
-                for m in todo:
-                    emit({**common, "mode": m, "status": "error", "error": msg})
+                runner = Runner(fn, x, w, r, cfg.eps, inplace)
+                with phases.timed(f"time_{m}:{name}"):
+                    t = time_runner(runner, m, dev, budget_ms=cfg.budget_ms, harness=cfg.harness)
+                if not runner.outputs_finite():
+                    row["correct"] = False
+                    row["error"] = (row["error"] + "; " if row["error"] else "") + \
+                        "non-finite output after timing"
+                gbps = nbytes / (t.median_us * 1e-6) / 1e9
+                row.update(status="ok", us_median=round(t.median_us, 3), us_p20=round(t.p20_us, 3),
+                           us_p80=round(t.p80_us, 3), n_samples=t.n, gbps=round(gbps, 1),
+                           pct_copy=round(100 * gbps / copy_gbps, 1), note=t.note)
+                if cfg.copy_ceiling and m == "cold":
+                    cu = copy_same(nbytes, m)
+                    if cu:
+                        row.update(copy_same_us=round(cu, 3), pct_copy_same=round(100 * cu / t.median_us, 1))
+                hkey = (case.dtype, str(case.hidden), str(case.batch), str(case.seq), str(case.residual), m,
+                        cfg.variant, pass_)
+                if name in baselines[pass_]:
+                    hf_us[hkey] = t.median_us
+                if hkey in hf_us:
+                    # 4 significant digits, so a 2000x slower impl (Triton's CPU interpreter) is not 0.0
+                    row["speedup_vs_hf"] = float(f"{hf_us[hkey] / t.median_us:.4g}")
+                del runner
+            except NotImplementedError as e:
+                row.update(status="skip", error=str(e))
+            except Exception as e:  # noqa: BLE001
+                row.update(status="error", error=f"{type(e).__name__}: {e}".strip()[:500])
                 if _is_oom(e):
-                    inputs = None
                     _free(dev)
+            emit(row)
+
+    def error_rows(common, todo, e):
+        msg = f"{type(e).__name__}: {e}".strip()[:500]
+        for m in todo:
+            emit({**common, "mode": m, "status": "error", "error": msg})
+
+    for ci, case in enumerate(cases):
+        for pass_ in cfg.passes:
+            plain = points.is_plain(cfg.variant, pass_)
+            data = None if plain else points.CaseData(case, cfg.variant, pass_, dev, cfg.seed + ci, cfg.eps,
+                                                      cfg.head_dim)
+            nbytes = case.bytes_moved if plain else None
+            base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,
+                    "tokens": case.tokens, "hidden": case.hidden, "residual": case.residual,
+                    "bytes": nbytes, "copy_gbps": round(copy_gbps, 1), "variant": cfg.variant, "pass": pass_,
+                    "head_dim": cfg.head_dim if cfg.variant == "qk-norm" else ""}
+            inputs = None
+            for name in names_of[pass_]:
+                todo = [m for m in cfg.modes if not (store and store.done({**base, "impl": name, "mode": m}))]
                 if bar:
-                    bar.update(1)
-                continue
-            if chk.get("status") in ("error", "skip"):
-                for m in todo:
-                    emit({**common, "mode": m, "status": chk["status"], "error": chk["reason"]})
-                if bar:
-                    bar.update(1)
-                continue
-            correct = chk.get("status") == "ok" if chk else ""
-            for m in todo:
-                row = {**common, "mode": m, "setup_s": round(setup_s, 3),
-                       "err_out": chk.get("err_out", ""), "err_residual": chk.get("err_residual", ""),
-                       "correct": correct, "error": chk.get("reason", "") if chk else ""}
+                    bar.set_postfix_str(f"{name} {case.dtype} {case.hidden}x{case.tokens} res={int(case.residual)}"
+                                        + ("" if plain else f" {cfg.variant} {pass_}"))
+                if not todo:
+                    if bar:
+                        bar.update(1)
+                    continue
+                if not plain:
+                    common = {**base, "impl": name, "label": points.label(name, cfg.variant, pass_)}
+                    s = points.support(name, case, cfg.variant, pass_, dev)
+                    if not s:
+                        for m in todo:
+                            emit({**common, "mode": m, "status": "skip", "error": s.reason})
+                    else:
+                        try:
+                            with phases.timed(f"check:{name}"):
+                                p = points.prepare(name, data, cfg.check, sm_count)
+                            common["bytes"] = p.nbytes
+                        except NotImplementedError as e:      # failed to load: the reason it cannot run here
+                            for m in todo:
+                                emit({**common, "mode": m, "status": "skip", "error": str(e)})
+                            p = None
+                        except Exception as e:  # noqa: BLE001 - becomes an error row
+                            error_rows(common, todo, e)
+                            p = None
+                            if _is_oom(e):
+                                _free(dev)
+                        if p is not None:
+                            time_modes(common, todo, case, pass_, p.fn, p.x, p.w, p.r, p.inplace, p.nbytes,
+                                       p.setup_s, p.check)
+                            del p
+                    if bar:
+                        bar.update(1)
+                    continue
+                impl = get_impl(name)
+                common = {**base, "impl": name, "label": impl.label}
+                s = impl.supports(case.dtype, dev)
+                if not s:
+                    for m in todo:
+                        emit({**common, "mode": m, "status": "skip", "error": s.reason})
+                    if bar:
+                        bar.update(1)
+                    continue
                 try:
-                    runner = Runner(fn, x, w, r, cfg.eps, impl.inplace_residual)
-                    with phases.timed(f"time_{m}:{name}"):
-                        t = time_runner(runner, m, dev, budget_ms=cfg.budget_ms, harness=cfg.harness)
-                    if not runner.outputs_finite():
-                        row["correct"] = False
-                        row["error"] = (row["error"] + "; " if row["error"] else "") + \
-                            "non-finite output after timing"
-                    gbps = case.bytes_moved / (t.median_us * 1e-6) / 1e9
-                    row.update(status="ok", us_median=round(t.median_us, 3), us_p20=round(t.p20_us, 3),
-                               us_p80=round(t.p80_us, 3), n_samples=t.n, gbps=round(gbps, 1),
-                               pct_copy=round(100 * gbps / copy_gbps, 1), note=t.note)
-                    if cfg.copy_ceiling and m == "cold":
-                        cu = copy_same(case, m)
-                        if cu:
-                            row.update(copy_same_us=round(cu, 3), pct_copy_same=round(100 * cu / t.median_us, 1))
-                    hkey = (case.dtype, str(case.hidden), str(case.batch), str(case.seq), str(case.residual), m)
-                    if name in baseline:
-                        hf_us[hkey] = t.median_us
-                    if hkey in hf_us:
-                        # 4 significant digits, so a 2000x slower impl (Triton's CPU interpreter) is not 0.0
-                        row["speedup_vs_hf"] = float(f"{hf_us[hkey] / t.median_us:.4g}")
-                    del runner
-                except NotImplementedError as e:
-                    row.update(status="skip", error=str(e))
-                except Exception as e:  # noqa: BLE001
-                    row.update(status="error", error=f"{type(e).__name__}: {e}".strip()[:500])
+                    if inputs is None:
+                        with phases.timed("inputs"):
+                            inputs = make_inputs(case, dev, cfg.seed + ci)
+                    with phases.timed(f"load:{name}"):
+                        fn = impl.load()
+                    t0 = time.perf_counter()
+                    x, w, r = inputs
+                    warm = getattr(fn, "warm", None)
+                    if warm is not None:
+                        setup_s = warm(x, w, r, cfg.eps)
+                    else:
+                        fn(x.clone(), w, None if r is None else r.clone(), cfg.eps)
+                        if dev.startswith("cuda"):
+                            torch.cuda.synchronize()
+                        setup_s = time.perf_counter() - t0
+                    phases.add(f"first_call:{name}", time.perf_counter() - t0)
+                    with phases.timed(f"check:{name}"):
+                        chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
+                except Exception as e:  # noqa: BLE001 - becomes an error row
+                    error_rows(common, todo, e)
                     if _is_oom(e):
+                        inputs = None
                         _free(dev)
-                emit(row)
-            if bar:
-                bar.update(1)
-        inputs = None
+                    if bar:
+                        bar.update(1)
+                    continue
+                if chk.get("status") in ("error", "skip"):
+                    for m in todo:
+                        emit({**common, "mode": m, "status": chk["status"], "error": chk["reason"]})
+                    if bar:
+                        bar.update(1)
+                    continue
+                time_modes(common, todo, case, pass_, fn, x, w, r, impl.inplace_residual, case.bytes_moved,
+                           setup_s, chk)
+                if bar:
+                    bar.update(1)
+            inputs = data = None
     if bar:
         bar.close()
     meta["phases"] = phases.as_dict()
@@ -336,14 +419,16 @@ class Phases:
 
 
 def summarize(df, mode: str | None = None):
-    """Pivot of median µs: one row per shape, one column per implementation."""
+    """Pivot of median µs: one row per shape (and pass, when there are several), one column per implementation."""
     d = df[df["status"] == "ok"]
     if mode:
         d = d[d["mode"] == mode]
     if d.empty:
         return d
-    return d.pivot_table(index=["dtype", "residual", "hidden", "tokens"], columns="impl",
-                         values="us_median", aggfunc="first")
+    index = ["dtype", "residual", "hidden", "tokens"]
+    if "pass" in d and d["pass"].nunique() > 1:         # forward and backward rows of one run: kept apart
+        index = ["pass"] + index
+    return d.pivot_table(index=index, columns="impl", values="us_median", aggfunc="first")
 
 
 def fmt_us(v) -> str:

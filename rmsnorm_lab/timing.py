@@ -97,8 +97,10 @@ class Runner:
     def outputs_finite(self) -> bool:
         import torch
         out = self.last
-        outs = out if isinstance(out, tuple) else (out,)
-        return all(bool(torch.isfinite(t).all()) for t in outs if t is not None)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        # 1-byte floats (FP8 outputs) are widened first: torch has no isfinite for them
+        return all(bool(torch.isfinite(t.float() if t.is_floating_point() and t.element_size() == 1 else t).all())
+                   for t in outs if isinstance(t, torch.Tensor))
 
 
 def median_rel_ci(samples) -> float:
