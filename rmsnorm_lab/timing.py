@@ -207,7 +207,9 @@ def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     return _quantiles([s.elapsed_time(e) * 1000 for s, e in zip(starts, ends)], "cold")
 
 
-def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
+def _graph_capturer(runner):
+    """Warm ``runner`` (and a side stream) for capture; returns ``capture(n)``: a CUDA graph of n calls,
+    replayed once."""
     import torch
     for _ in range(3):
         runner.restore()
@@ -228,6 +230,12 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         g.replay()
         torch.cuda.synchronize()
         return g
+    return capture
+
+
+def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
+    import torch
+    capture = _graph_capturer(runner)
 
     # Before each timed replay the GPU spins while the host submits the replay and the end event:
     # without it, an idle GPU records the start event at once and then waits for the submission,
@@ -376,25 +384,7 @@ def _fast_cuda_cold(runner, device, budget_ms) -> Timing:
 def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     import torch
     rule = STOP["graph"]
-    for _ in range(3):
-        runner.restore()
-        runner()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):                 # warm the side stream before capture
-        for _ in range(2):
-            runner()
-    torch.cuda.current_stream().wait_stream(stream)
-
-    def capture(n):
-        runner.restore()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(n):
-                runner()
-        g.replay()
-        torch.cuda.synchronize()
-        return g
+    capture = _graph_capturer(runner)
 
     spin_cycles = 400_000                           # >= 200 us at <= 2 GHz (see _cuda_graph)
 
