@@ -212,10 +212,10 @@ def load_results(save_dir):
     d = Path(save_dir)
     if not (d / CSV_NAME).exists():
         raise FileNotFoundError(f"save_path: no {CSV_NAME} in {str(d)!r}")
-    df = pd.read_csv(d / CSV_NAME)
+    df = pd.read_csv(d / CSV_NAME, dtype={"models": str, "variant": str, "pass": str})
     for c, v in ROW_DEFAULTS.items():          # rows written before the column existed
         df[c] = df[c].fillna(v) if c in df else v
-    df["models"] = df["models"].fillna("").astype(str) if "models" in df else ""   # empty: not a run of models
+    df["models"] = df["models"].fillna("") if "models" in df else ""   # empty: not a run of models
     for c in ("residual", "correct"):
         if c in df:
             df[c] = df[c].map(lambda v: str(v).lower() == "true" if str(v) not in ("", "nan") else pd.NA)
