@@ -2,7 +2,9 @@
 
 Each hidden size is the ``hidden_size`` of the model's ``config.json`` on the Hugging Face Hub
 (the repository named in ``source``); ``qk_head_dim`` is ``head_dim`` there for the models that
-normalize q and k per head (QK-norm: Qwen3, Gemma 3), 0 for the others.
+normalize q and k per head (QK-norm: Qwen3, Gemma 3), 0 for the others. Gemma's norms scale by
+(1 + w) (``variant="gemma"`` measures that form); DeepSeek-V3 also normalizes its compressed q and kv
+(``q_lora_rank`` 1536, ``kv_lora_rank`` 512), which ``hidden_size`` does not cover.
 
 Token counts are decode (1, 3), mixed (17, 100, 333, 777) and prefill (1500 .. 40000) batches,
 not only powers of two. They are split, once and for all, into shapes a tuner may see (``tune``)
