@@ -126,16 +126,20 @@ def fastest_per_shape(df, mode: str):
     """Per shape: the fastest implementation, the runner-up and whether the win is beyond the noise.
 
     ``clear`` is True when the fastest one's p80 is below the runner-up's p20
-    (their p20-p80 bands do not overlap).
+    (their p20-p80 bands do not overlap). In a run of real models' shapes, ``models`` names the
+    models of each hidden size.
     """
     import pandas as pd
 
     d = _ok(df, mode)
+    named = _has_models(d)
     rows = []
     for key, g in d.groupby(SHAPE, sort=True):
         g = g.sort_values("us_median")
         a = g.iloc[0]
         row = dict(zip(SHAPE, key))
+        if named:
+            row["models"] = a["models"]
         row.update(fastest=a["impl"], us=a["us_median"], pct_copy=a.get("pct_copy"),
                    speedup_vs_hf=a.get("speedup_vs_hf"))
         if len(g) > 1:
@@ -147,6 +151,10 @@ def fastest_per_shape(df, mode: str):
             row.update(runner_up="", runner_up_us=float("nan"), margin_pct=float("nan"), clear=False)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _has_models(df) -> bool:
+    return "models" in df and df["models"].fillna("").astype(str).str.len().gt(0).any()
 
 
 def restrict(df, cfg):
@@ -180,6 +188,10 @@ def written_reading(df) -> str:
     notrun = df[df["status"] == "skip"].groupby("impl")["error"].first()
     lines.append(f"**Measured:** {len(ok)} points of {len(ran)} implementations ({', '.join(ran) or 'none'}) "
                  f"over {ok.groupby(SHAPE).ngroups} shapes.")
+    if _has_models(ok):
+        names = ok[["hidden", "models"]].drop_duplicates().sort_values("hidden")
+        lines.append("**Models:** " + "; ".join(f"hidden {h}: {m}" for h, m in names.itertuples(index=False)
+                                                 if str(m) not in ("", "nan")) + ".")
     if len(notrun):
         lines.append("**Not run here:** " + "; ".join(f"{i} ({r})" for i, r in notrun.items()) + ".")
     errs = df[df["status"] == "error"]

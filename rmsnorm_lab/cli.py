@@ -6,7 +6,8 @@ Commands:
   probe    the support matrix: odd shapes, dtypes and layouts (rmsnorm_lab.probe)
   tune     search the launch table of our kernel on this GPU (rmsnorm_lab.tune)
   list     list implementations and whether they run here (also: run --list);
-           --variant V / --pass bwd: those of a norm variant or of the backward pass
+           --variant V / --pass bwd: those of a norm variant or of the backward pass;
+           --models: the models' table and its token splits
 
 ``python -m rmsnorm_lab COMMAND --help`` describes each. Every error is one
 line on stderr with exit status 2.
@@ -19,6 +20,8 @@ to those sizes. ``--variant`` picks the norm (plain RMSNorm, gemma, qk-norm,
 fp8-static, fp8-per-token; for qk-norm ``--hidden-size`` is the width of q and
 ``--head-dim`` the head size) and ``--pass`` the forward, the backward or both
 (fwd, bwd, fwd+bwd); every point is checked against float64 before it is timed.
+``--tokens`` replaces batch x seq by token counts; ``--models all`` (or names) measures
+real models' hidden sizes x the token counts of ``--models-split`` (rmsnorm_lab.models).
 A results directory holds one configuration: the same command
 again resumes it; another configuration needs another --save-path.
 """
@@ -63,6 +66,7 @@ def _dtype(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import SPLITS
     from .points import DEFAULT_HEAD_DIM, PASS_CHOICES, VARIANT_CHOICES
     from .validate import SWEEP_DTYPES, accepted_dtypes, check_nonneg_int, check_positive_int
 
@@ -74,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequence lengths (default: correctness 128; sweep 64 128 256 512 1024, on CPU 4 16)")
     p.add_argument("--hidden-size", type=pos_int, nargs="+", default=None,
                    help="hidden sizes (default: correctness 4096; sweep 4096 6144, on CPU 1024 4096)")
+    p.add_argument("--tokens", type=pos_int, nargs="+", default=None,
+                   help="token counts (rows) instead of --batch-size x --seq-len")
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="real models' shapes instead of the grid: 'all' or model names (`list --models` lists "
+                        "them); their hidden sizes x the token counts of --models-split")
+    p.add_argument("--models-split", choices=SPLITS, default="validate",
+                   help="with --models: tune (the token counts a tuner may see), validate (the ones it never "
+                        "sees; default) or all")
     p.add_argument("--use-residual", action="store_true",
                    help="correctness check with fused residual add (the sweep always covers both unless --residual)")
     p.add_argument("--residual", choices=["both", "with", "without"], default="both",
@@ -168,7 +180,13 @@ def _list_main(argv: list) -> int:
     p.add_argument("--pass", dest="passes", nargs="+", choices=PASS_CHOICES, default=["fwd"], metavar="PASS",
                    help="fwd (default), bwd or fwd+bwd")
     p.add_argument("--dtype", type=_dtype, default="bfloat16", metavar="DTYPE", help="(default: bfloat16)")
+    p.add_argument("--models", action="store_true",
+                   help="the models of `run --models` (hidden sizes, QK-norm head sizes, token splits) instead")
     args = p.parse_args(argv)
+    if args.models:
+        from .models import table_lines
+        print("\n".join(table_lines()))
+        return 0
     try:
         from .device import resolve_device, use_triton_interpreter_on_cpu
         from .points import check_combination
@@ -200,7 +218,8 @@ def _print_list(device: str, variant: str = "plain", passes=("fwd",), dtype: str
 
 # names the sweep's validation uses -> the flags that set them
 _FLAGS = {"variant": "--variant", "passes": "--pass", "head_dim": "--head-dim", "dtypes": "--dtype",
-          "residual": "--residual", "impls": "--impls", "hidden_size": "--hidden-size"}
+          "residual": "--residual", "impls": "--impls", "hidden_size": "--hidden-size", "tokens": "--tokens",
+          "models": "--models", "models_split": "--models-split"}
 
 
 def _cli_names(fn, *a, **kw):
@@ -257,12 +276,24 @@ def _run(args) -> int:
         _print_list(device, args.variant, args.passes, args.dtype[0])
         return 0
     modes = check_modes(args.timing, device, "--timing")
+    models = None
+    if args.models:
+        from .models import check_models
+        models = _cli_names(check_models, args.models)
+        given = [f for f, v in (("--hidden-size", args.hidden_size), ("--batch-size", args.batch_size),
+                                ("--seq-len", args.seq_len), ("--tokens", args.tokens), ("--quick", args.quick)) if v]
+        if given:
+            raise ValueError(f"--models: the models give the hidden sizes and --models-split the token counts; "
+                             f"drop {', '.join(given)}")
+    elif args.tokens and (args.batch_size or args.seq_len):
+        raise ValueError("--tokens: token counts replace --batch-size x --seq-len; give one or the other")
     _cli_names(check_combination, args.variant, args.passes, args.dtype, [False, True])
     check_runnable(impls, device, args.variant, args.passes, args.dtype[0])
     save_path = args.save_path
     if save_path is None:
-        save_path = "./configs/rmsnorm/" if plain else \
-            "./configs/rmsnorm-" + "-".join([args.variant] + [p for p in args.passes if p != "fwd"]) + "/"
+        parts = ([] if plain else [args.variant] + [p for p in args.passes if p != "fwd"]) + \
+            ([f"models-{args.models_split}"] if models else [])
+        save_path = "./configs/rmsnorm" + "".join("-" + p for p in parts) + "/"
     save = check_writable(save_path)
     from .seed import calculate_diff
     from .sweep import SweepConfig, run_sweep
@@ -271,7 +302,10 @@ def _run(args) -> int:
     batch = args.batch_size or ([1, 16] if args.quick else None)
     seq = args.seq_len or ([128, 1024] if args.quick else None)
     on_cpu = not device.startswith("cuda")
-    if on_cpu and not (hidden and batch and seq):
+    if args.tokens and on_cpu and not hidden:
+        hidden = CPU_GRID["hidden"]
+        _note(f"CPU grid: hidden {' '.join(map(str, hidden))} (--hidden-size chooses others)")
+    elif on_cpu and not models and not (hidden and batch and seq):
         hidden, batch, seq = hidden or CPU_GRID["hidden"], batch or CPU_GRID["batch"], seq or CPU_GRID["seq"]
         _note(f"CPU grid: hidden {' '.join(map(str, hidden))}, batch {' '.join(map(str, batch))}, "
               f"seq {' '.join(map(str, seq))} (the seed's GPU grid takes hours on CPU; "
@@ -280,6 +314,7 @@ def _run(args) -> int:
     cfg = SweepConfig(impls=impls, dtypes=args.dtype, modes=modes, device=device, save_path=str(save),
                       residual=residual, seed=args.seed, copy_ceiling=not args.no_copy_ceiling,
                       variant=args.variant, passes=args.passes, head_dim=args.head_dim,
+                      models=models, models_split=args.models_split, tokens=args.tokens,
                       command=f"{PROG} " + " ".join(sys.argv[1:]))
     if hidden:
         cfg.hidden = hidden

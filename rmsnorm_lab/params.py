@@ -121,6 +121,31 @@ def _pass(name, v):
     return _via(lambda n, x: check_passes(x, n)[0], expected)(name, v)
 
 
+def _tokens(name, v):
+    if v == [] or v == ():
+        return []
+    return _int_list("[1, 17, 333] ([] : batch_sizes x seq_lens)")(name, v)
+
+
+def _models(name, v):
+    from .models import check_models
+    expected = "[] (none), [all] or a list of model names from `python -m rmsnorm_lab list --models`"
+    if v == [] or v == ():
+        return []
+    if isinstance(v, str):
+        _fail(TypeError, name, v, expected, _LIST_HINT)
+    try:
+        return check_models(list(v) if isinstance(v, tuple) else v, name)
+    except (TypeError, ValueError) as e:
+        hint = str(e).partition("; did you mean")
+        _fail(type(e), name, v, expected, "".join(hint[1:]))
+
+
+def _models_split(name, v):
+    from .models import SPLITS, check_split
+    return _via(lambda n, x: check_split(x, n), f"one of {list(SPLITS)}")(name, v)
+
+
 _device = _via(V.check_device_name, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 _bool = _via(V.check_bool, "true or false (a boolean)")
 _bool_list = _via(V.check_bool_list, "a list of booleans, e.g. [false, true]", list_hint=True)
@@ -147,6 +172,9 @@ SCHEMA = {
     "hidden_sizes": (_int_list(), "hidden sizes of the sweep"),
     "batch_sizes": (_int_list("[1, 4, 16, 64]"), "batch sizes of the sweep"),
     "seq_lens": (_int_list("[64, 128, 256]"), "sequence lengths of the sweep"),
+    "tokens": (_tokens, "token counts of the sweep instead of batch_sizes x seq_lens ([]: those)"),
+    "models": (_models, "real models whose hidden sizes replace hidden_sizes ([]: none; [all])"),
+    "models_split": (_models_split, "with models: the token counts tune | validate | all"),
     "modes": (_modes, "timing modes"),
     "budget_ms": (_pos_float, "timing budget per point and mode"),
     "check": (_bool, "correctness check before timing"),
@@ -202,6 +230,9 @@ def validate_params(params: dict) -> dict:
                              f"expected one of {sorted(SCHEMA)}")
         out[name] = SCHEMA[name][0](name, value)
     _check_variant_params(out)
+    if out.get("models") and out.get("tokens"):
+        raise ValueError(f"parameter 'tokens': got {out['tokens']!r} with models; the models' token counts come "
+                         f"from models_split: leave tokens [] (or models [] to sweep hidden_sizes x tokens)")
     if isinstance(out.get("modes"), list) and out.get("device") == "cpu":   # ('auto': the sweep checks)
         try:
             V.check_modes(out["modes"], "cpu", "modes")

@@ -1,6 +1,6 @@
 """``python -m rmsnorm_lab.report``: run the three notebooks with papermill into a report folder.
 
-    python -m rmsnorm_lab.report [--preset auto|ci|full|PATH] [--run-name NAME] [--out DIR]
+    python -m rmsnorm_lab.report [--preset auto|ci|full|targets|models|PATH] [--run-name NAME] [--out DIR]
 
 writes ``<out>/<device slug>/<run name>/``: each executed notebook (``.ipynb``),
 its HTML export (formulas drawn as images: readable offline), and the sweep's
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m rmsnorm_lab.report", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="auto",
-                   help="auto (ci without a GPU, full with one), ci, full, or a YAML parameter file (default: auto)")
+                   help="auto (ci without a GPU, full with one), ci, full, targets, models (real models' shapes), "
+                        "or a YAML parameter file (default: auto)")
     p.add_argument("--run-name", default=None, help="folder name of this run (default: <UTC date-time>-<preset>)")
     p.add_argument("--out", default=None, help="reports root (default: the repository's reports/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -196,9 +197,11 @@ class AheadPrewarm:
 
             from .prewarm import jobs_for, warm_job
             from .sweep import SweepConfig
-            cfg = SweepConfig(hidden=params["hidden_sizes"], batch=params["batch_sizes"], seq=params["seq_lens"],
-                              dtypes=[params["dtype"]], residual=params["residual"], impls=params["impls"],
-                              device=device).validate()
+            grid = {k: params[n] for k, n in (("hidden", "hidden_sizes"), ("batch", "batch_sizes"),
+                                               ("seq", "seq_lens")) if n in params}
+            cfg = SweepConfig(**grid, dtypes=[params["dtype"]], residual=params["residual"], impls=params["impls"],
+                              tokens=params.get("tokens") or None, models=params.get("models") or None,
+                              models_split=params.get("models_split", "validate"), device=device).validate()
             jobs = jobs_for(cfg.cases(), cfg.impls, cfg.device)
             if not jobs:
                 return None

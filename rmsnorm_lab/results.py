@@ -3,7 +3,8 @@
 A run killed at any moment leaves a readable ``results.csv`` holding every
 finished point; running again with the same directory skips those points.
 ``env.json`` records what defines the run (``run``: grid, dtypes, residual
-variants, implementations, modes, device, seed, eps, norm variant, passes, head size); a run of another
+variants, implementations, modes, device, seed, eps, norm variant, passes, head size, models
+and their split); a run of another
 configuration refuses that directory instead of mixing its points in.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ COLUMNS = [
     "pct_copy", "copy_gbps", "copy_same_us", "pct_copy_same", "speedup_vs_hf", "err_out", "err_residual",
     "correct", "setup_s", "note", "timestamp", "command",
     "variant", "pass", "head_dim", "err_dw", "fp8_frac_off", "scale_err",
+    "models",
 ]
 KEY = ("impl", "gpu_name", "dtype", "hidden", "batch", "seq", "residual", "mode", "variant", "pass")
 # what a row without these columns (written before they existed) measured: plain RMSNorm's forward
@@ -29,9 +31,9 @@ CSV_NAME = "results.csv"
 META_NAME = "env.json"
 # the SweepConfig fields that define which points a run measures and how (not budget, progress, paths)
 RUN_FIELDS = ("hidden", "batch", "seq", "tokens", "dtypes", "residual", "impls", "modes", "device", "seed", "eps",
-              "variant", "passes", "head_dim")
+              "variant", "passes", "head_dim", "models", "models_split")
 # the value of a run field that an env.json written before the field existed measured with
-RUN_DEFAULTS = {"variant": "plain", "passes": ["fwd"], "head_dim": 128}
+RUN_DEFAULTS = {"variant": "plain", "passes": ["fwd"], "head_dim": 128, "models": None, "models_split": "validate"}
 
 
 def _file_mode() -> int:
@@ -85,6 +87,9 @@ def run_identity(config: dict, gpu_name: str | None) -> dict:
         run[k] = sorted(v, key=lambda x: (type(x).__name__, x)) if isinstance(v, (list, tuple)) else v
     if run.get("variant", "plain") != "qk-norm":
         run["head_dim"] = RUN_DEFAULTS["head_dim"]          # the head size matters to qk-norm only
+    if not run.get("models"):
+        run["models"] = None
+        run["models_split"] = RUN_DEFAULTS["models_split"]  # the split matters to a run of models only
     run["gpu_name"] = gpu_name
     return run
 
@@ -207,9 +212,10 @@ def load_results(save_dir):
     d = Path(save_dir)
     if not (d / CSV_NAME).exists():
         raise FileNotFoundError(f"save_path: no {CSV_NAME} in {str(d)!r}")
-    df = pd.read_csv(d / CSV_NAME)
+    df = pd.read_csv(d / CSV_NAME, dtype={"models": str, "variant": str, "pass": str})
     for c, v in ROW_DEFAULTS.items():          # rows written before the column existed
         df[c] = df[c].fillna(v) if c in df else v
+    df["models"] = df["models"].fillna("") if "models" in df else ""   # empty: not a run of models
     for c in ("residual", "correct"):
         if c in df:
             df[c] = df[c].map(lambda v: str(v).lower() == "true" if str(v) not in ("", "nan") else pd.NA)

@@ -1,7 +1,9 @@
 """The sweep: cases x implementations x timing modes -> tidy rows, saved as measured.
 
 ``variant`` (plain RMSNorm by default, or gemma / qk-norm / fp8-static / fp8-per-token) and
-``passes`` (fwd by default, bwd, fwd+bwd) choose what is measured: plain fwd through the
+``passes`` (fwd by default, bwd, fwd+bwd) choose what is measured; ``models`` (names or "all",
+rmsnorm_lab.models) replaces the grid by real models' hidden sizes x the token counts of
+``models_split``, each row naming its models (column ``models``): plain fwd through the
 registry (rmsnorm_lab.impls), the others through rmsnorm_lab.points (the variants' and the
 backward's subjects, their checkers and bytes models); every point is checked, then timed
 by the same harness, into the same rows (columns ``variant`` and ``pass``).
@@ -53,9 +55,18 @@ class SweepConfig:
     variant: str = "plain"               # plain | gemma | qk-norm | fp8-static | fp8-per-token (rmsnorm_lab.variants)
     passes: list | str = field(default_factory=lambda: ["fwd"])   # fwd | bwd | fwd+bwd (bwd: rmsnorm_lab.backward)
     head_dim: int = 128                  # qk-norm: the head size; hidden is then the width of q (heads x head_dim)
+    models: list | str | None = None     # real models' shapes instead of hidden x tokens: names or "all" (rmsnorm_lab.models)
+    models_split: str = "validate"       # with models: which token counts: tune | validate | all
 
     def validate(self) -> "SweepConfig":
+        from . import models as _models
         from .device import resolve_device, use_triton_interpreter_on_cpu
+        self.models_split = _models.check_split(self.models_split)
+        if self.models in (None, "", []):
+            self.models = None
+        else:                                # the models' hidden sizes x the split's token counts
+            self.models = _models.check_models(self.models)
+            self.hidden, self.tokens = _models.shapes(self.models, self.models_split)
         self.hidden = check_int_list("hidden_size", self.hidden)
         if self.tokens is not None:
             self.tokens = check_int_list("tokens", self.tokens)
@@ -185,6 +196,10 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         store.write_meta(meta)
 
     cases = cfg.cases()
+    model_names = {}
+    if cfg.models:
+        from .models import names_by_hidden
+        model_names = names_by_hidden(cfg.models)
     plain_fwd = "fwd" in cfg.passes and cfg.variant == points.PLAIN
     if dev.startswith("cuda") and cfg.prewarm != 0 and plain_fwd:
         from .prewarm import prewarm_cases
@@ -291,7 +306,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
             base = {"device": dev, "gpu_name": gpu, "dtype": case.dtype, "batch": case.batch, "seq": case.seq,
                     "tokens": case.tokens, "hidden": case.hidden, "residual": case.residual,
                     "bytes": nbytes, "copy_gbps": round(copy_gbps, 1), "variant": cfg.variant, "pass": pass_,
-                    "head_dim": cfg.head_dim if cfg.variant == "qk-norm" else ""}
+                    "head_dim": cfg.head_dim if cfg.variant == "qk-norm" else "",
+                    "models": model_names.get(case.hidden, "")}
             inputs = None
             for name in names_of[pass_]:
                 todo = [m for m in cfg.modes if not (store and store.done({**base, "impl": name, "mode": m}))]

@@ -1,6 +1,7 @@
 """Search our kernel's launch table against the peers on this GPU, in one process.
 
     python -m rmsnorm_lab tune --out DIR [--hidden-size ...] [--tokens ...] [--residual 0 1] [--base TABLE]
+        [--models all|NAME ...]   (instead of --hidden-size/--tokens: the models' tune split, rmsnorm_lab.models)
         [--history CSV ...] [--workers N] [--shapes H:T:R ...] [--no-new] [--wide] [--cap-twins] [--overlay]
     python -m rmsnorm_lab tune --out DIR --base TABLE --repick SEARCH_DIR ...   (no GPU: picks again)
     python -m rmsnorm_lab tune --out DIR --merge SEARCH_DIR SEARCH_DIR ...       (no GPU: joins tables)
@@ -680,6 +681,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", help="folder for table.json, retune.csv, peers.csv")
     ap.add_argument("--hidden", "--hidden-size", dest="hidden", type=int, nargs="+", default=HIDDEN)
     ap.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    ap.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                    help="instead of --hidden/--tokens: these models' hidden sizes ('all' or names; "
+                         "`python -m rmsnorm_lab list --models`) x the token counts of their tune split "
+                         "(the validate split is never searched)")
     ap.add_argument("--residual", type=int, nargs="+", default=[0, 1], choices=[0, 1])
     ap.add_argument("--base", default=None, help="the table to start from (default: the one this GPU reads)")
     ap.add_argument("--history", nargs="*", default=[], help="earlier retune.csv files: their best configs are tried")
@@ -710,10 +715,21 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def use_models(ap, args):
+    """With --models: the models' hidden sizes and their tune split's token counts replace --hidden/--tokens."""
+    if args.models:
+        from .models import check_models, shapes
+        if args.hidden is not HIDDEN or args.tokens is not TOKENS:
+            ap.error("--models: the models give the hidden sizes and the tune split the token counts; "
+                     "drop --hidden/--tokens")
+        args.hidden, args.tokens = shapes(check_models(args.models, "--models"), "tune")
+    return args
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = parser()
-    args = ap.parse_args(argv)
+    args = use_models(ap, ap.parse_args(argv))
     if args.registers:
         return registers_main(args)
     if not args.out:
