@@ -313,9 +313,15 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
         log(format_timings(timings))
     import yaml
     (run_dir / "parameters.yaml").write_text(
-        f"# preset {pname}, run by: python -m rmsnorm_lab.report {' '.join(sys.argv[1:])}\n"
+        f"# preset {pname}, run by: python -m rmsnorm_lab report {' '.join(_report_args())}\n"
         + yaml.safe_dump(params, sort_keys=False))
     return run_dir
+
+
+def _report_args() -> list:
+    """This process's command-line arguments after the command name, from the front door or the module."""
+    args = sys.argv[1:]
+    return args[1:] if args[:1] == ["report"] else args
 
 
 def main(argv=None) -> int:
