@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .impls.base import Support, cuda_available, has_module
+from .impls.torch_impls import hf_rmsnorm as hf_forward   # HF LlamaRMSNorm, the registry entry's function
 
 DTYPES = ("float32", "float16", "bfloat16")
 # ||grad - ref|| / ||ref|| a correct implementation stays under, per dtype (per gradient). bf16/fp16 admit
@@ -95,20 +96,6 @@ def autograd_ops(forward: Callable) -> BwdOps:
     def fwd_bwd(x, w, r, eps, dy, d_res):
         return grads(fwd(x, w, r, eps), dy, d_res, False)
     return BwdOps(fwd, bwd, fwd_bwd)
-
-
-def hf_forward(x, w, r, eps):
-    """HuggingFace LlamaRMSNorm (+ the residual add in fp32, as the forward registry's HF entry)."""
-    import torch
-    orig = x.dtype
-    h = x.to(torch.float32)
-    new_res = None
-    if r is not None:
-        h = h + r.to(torch.float32)
-        new_res = h.to(orig)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    out = w * h.to(orig)
-    return out if r is None else (out, new_res)
 
 
 def torch_forward(x, w, r, eps):
