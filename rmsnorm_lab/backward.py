@@ -117,10 +117,9 @@ def _load_torch():
 def _load_compile():
     """torch.compile of HF's forward (dynamic=False, one graph per shape); AOTAutograd compiles the backward."""
     import torch
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 1024))
+
+    from .impls.torch_impls import lift_recompile_limits
+    lift_recompile_limits()
     return autograd_ops(torch.compile(hf_forward, dynamic=False))
 
 

@@ -415,11 +415,9 @@ def _compiled(fn):
     """torch.compile(fn, dynamic=False): one graph per shape (the best torch.compile does), recompile limits
     lifted so many shapes do not fall back to eager."""
     import torch
-    import torch._dynamo
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 4096))
+
+    from .impls.torch_impls import lift_recompile_limits
+    lift_recompile_limits()
     return torch.compile(fn, dynamic=False)
 
 

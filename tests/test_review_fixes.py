@@ -1,0 +1,33 @@
+"""Behaviours fixed in review: compile limits lifted in one place, shared SM-count cache, timing buffers,
+child processes ended when the parent is interrupted."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def test_lift_recompile_limits_raises_every_limit():
+    """torch.compile subjects (forward, variants, backward) lift the per-function and the total limits alike,
+    so a grid of many shapes never falls back to eager."""
+    import torch._dynamo
+
+    from rmsnorm_lab.impls.torch_impls import lift_recompile_limits
+    cfg = torch._dynamo.config
+    names = [n for n in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                         "accumulated_cache_size_limit") if hasattr(cfg, n)]
+    saved = {n: getattr(cfg, n) for n in names}
+    try:
+        for n in names:
+            setattr(cfg, n, 8)
+        lift_recompile_limits(5000)
+        assert all(getattr(cfg, n) == 5000 for n in names)
+        lift_recompile_limits(100)          # never lowers a limit
+        assert all(getattr(cfg, n) == 5000 for n in names)
+    finally:
+        for n, v in saved.items():
+            setattr(cfg, n, v)
+
+
+def test_backward_hf_forward_is_the_registry_function():
+    from rmsnorm_lab import backward
+    from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
+    assert backward.hf_forward is hf_rmsnorm
