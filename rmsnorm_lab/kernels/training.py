@@ -25,9 +25,9 @@ from typing import Optional
 import torch
 
 from ..validate import UnsupportedError, check_eps
+from .variants import sm_count
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_SM_COUNT: dict = {}
 
 
 # ---------------------------------------------------------------- launch policy
@@ -72,16 +72,6 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
     warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))
     return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
-
-
-def _sm_count(device: torch.device) -> int:
-    """SMs of a CUDA device (cached); a nominal 4 on CPU (the interpreter), so tests walk the loop."""
-    if device.type != "cuda":
-        return 4
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
 
 
 def interpreter_on() -> bool:
@@ -155,7 +145,7 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     if m == 0:
         dw.zero_()
         return ds.view(s.shape), dw
-    cfg = cfg or bwd_launch(n, m, _sm_count(s.device))
+    cfg = cfg or bwd_launch(n, m, sm_count(s.device))
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
     with _on_device(s):
