@@ -464,8 +464,11 @@ def _cpu_cache_bytes() -> int:
 def _fast_cpu_cold(runner, device, budget_ms) -> Timing:
     import torch
     rule = StopRule(0.02, 5, 100, 1)
-    nbytes = min(64 << 20, max(8 << 20, 2 * _cpu_cache_bytes())) if _cpu_cache_bytes() else 64 << 20
-    sweep = _FLUSH.setdefault(("fast", "cpu"), torch.empty(nbytes, dtype=torch.int8))
+    key = ("fast", "cpu")
+    if key not in _FLUSH:                  # made once: 2x the last-level cache, 8-64 MB (64 MB if unknown)
+        llc = _cpu_cache_bytes()
+        _FLUSH[key] = torch.empty(min(64 << 20, max(8 << 20, 2 * llc)) if llc else 64 << 20, dtype=torch.int8)
+    sweep = _FLUSH[key]
     _warm_up(runner, device, 2)
     t0 = time.perf_counter()
     samples: list = []

@@ -31,3 +31,22 @@ def test_backward_hf_forward_is_the_registry_function():
     from rmsnorm_lab import backward
     from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
     assert backward.hf_forward is hf_rmsnorm
+
+
+def test_fast_cpu_cold_makes_its_flush_buffer_once(monkeypatch):
+    """The CPU cold timing keeps one cache-flush buffer: later points neither allocate nor read sysfs again."""
+    from rmsnorm_lab import timing
+    monkeypatch.setattr(timing, "_FLUSH", {})
+    calls = []
+    real_empty = torch.empty
+
+    def counting_empty(*a, **kw):
+        calls.append(a)
+        return real_empty(*a, **kw)
+    x, w = torch.randn(4, 64), torch.ones(64)
+    runner = timing.Runner(lambda x, w, r, eps: x * w, x, w, None, 1e-6, False)
+    monkeypatch.setattr(torch, "empty", counting_empty)
+    for _ in range(3):
+        t = timing.time_runner(runner, "cold", "cpu", budget_ms=5.0)
+        assert t.n >= 1 and t.median_us > 0
+    assert len(calls) == 1
