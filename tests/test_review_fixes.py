@@ -50,3 +50,36 @@ def test_fast_cpu_cold_makes_its_flush_buffer_once(monkeypatch):
         t = timing.time_runner(runner, "cold", "cpu", budget_ms=5.0)
         assert t.n >= 1 and t.median_us > 0
     assert len(calls) == 1
+
+
+def test_isolated_child_is_ended_when_the_parent_stops_reading(monkeypatch):
+    """A parent interrupted while its child runs (here: the log callback raises) ends the child
+    instead of leaving it running (the next case would hang for an hour)."""
+    import os
+    import subprocess
+
+    from rmsnorm_lab import isolate
+    from rmsnorm_lab.cases import Case
+    from rmsnorm_lab.impls import registry
+
+    crashy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashy_impl.py")
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*a, **kw):
+        p = real_popen(*a, **kw)
+        started.append(p)
+        return p
+    monkeypatch.setattr(isolate.subprocess, "Popen", recording_popen)
+
+    def log(i, row):
+        raise KeyboardInterrupt
+
+    cases = [Case(1, 3, h, "float32", ndim=2, name=f"h{h}") for h in (2, 129)]
+    try:
+        isolate.import_extra(crashy)
+        with pytest.raises(KeyboardInterrupt):
+            isolate.run_isolated("crashy", cases, "cpu", timeout_s=600, imports=[crashy], log=log)
+    finally:
+        registry().pop("crashy", None)
+    assert len(started) == 1 and started[0].poll() is not None
