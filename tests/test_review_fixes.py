@@ -83,3 +83,33 @@ def test_isolated_child_is_ended_when_the_parent_stops_reading(monkeypatch):
     finally:
         registry().pop("crashy", None)
     assert len(started) == 1 and started[0].poll() is not None
+
+
+def test_checker_flags_a_changed_weight_even_for_in_place_entries():
+    """A weight written by the call is ``wrong`` (no entry documents it), for in-place entries too, and the
+    caller's weight (shared by every entry in check_all) is never changed."""
+    from rmsnorm_lab.cases import Case, make_inputs
+    from rmsnorm_lab.check import check_impl
+    from rmsnorm_lab.impls import Impl, register, registry
+    from rmsnorm_lab.impls.torch_impls import hf_rmsnorm
+
+    def scales_weight(x, w, r=None, eps=1e-6):
+        out = hf_rmsnorm(x, w, r, eps)
+        w.mul_(2)
+        return out
+    try:
+        for name, inplace in (("w_scribble", False), ("w_scribble_inplace", True)):
+            register(Impl(name, name, "test", lambda: scales_weight, devices=("cpu",), requires=("torch",),
+                          inplace_residual=inplace))
+            for res in (False, True):
+                case = Case(1, 3, 16, "float32", res)
+                inputs = make_inputs(case, "cpu", 0)
+                w0 = inputs[1].clone()
+                row = check_impl(name, case, "cpu", inputs=inputs)
+                assert row["status"] == "wrong", row
+                assert "changed an input it does not document changing" in row["reason"]
+                assert torch.equal(inputs[1], w0)
+        assert check_impl("huggingface", Case(1, 3, 16, "float32", True), "cpu")["status"] == "ok"
+    finally:
+        for name in ("w_scribble", "w_scribble_inplace"):
+            registry().pop(name, None)
