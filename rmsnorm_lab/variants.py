@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .impls.base import Support, has_module
+from .impls.vllm import ENV as VLLM_OPS_ENV   # path of vLLM's op library
 
 VARIANTS = ("gemma", "qk-norm", "fp8-static", "fp8-per-token")
 HAS_RESIDUAL = {"gemma": True, "qk-norm": False, "fp8-static": True, "fp8-per-token": True}
@@ -35,7 +36,6 @@ STATIC_SCALE = 5.0 / FP8_MAX               # the static scale the cases use: |y|
 TOLERANCE = {"bfloat16": 1.2e-2, "float16": 2e-3, "float32": 1e-5}   # relative L2, non-FP8 outputs
 FP8_FRAC_TOL = 1e-3                        # elements more than one e4m3 step off
 FP8_SCALE_TOL = 1e-2                       # per-token scale, relative
-VLLM_OPS_ENV = "RMSNORM_LAB_VLLM_OPS"      # path of vLLM's op library (as rmsnorm_lab.impls.vllm)
 ROLES = ("ours", "baseline", "unfused", "peer")   # baseline: HF-style eager torch; peers include torch.compile
 
 
@@ -356,16 +356,10 @@ def check(case: VariantCase, inputs: dict, ret, eps: float = 1e-6) -> CheckResul
 # ---------------------------------------------------------------------------------------------- torch eager
 
 def _hf_norm(x, w, r, eps):
-    """HF LlamaRMSNorm: fp32 math, x * rstd rounded to the input dtype, then times the weight;
-    residual added in fp32, the new residual is the sum rounded to the input dtype."""
-    import torch
-    h = x.to(torch.float32)
-    new_r = None
-    if r is not None:
-        h = h + r.to(torch.float32)
-        new_r = h.to(x.dtype)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return w * h.to(x.dtype), new_r
+    """HF LlamaRMSNorm (the registry's ``hf_rmsnorm``) as (y, new residual or None)."""
+    from .impls.torch_impls import hf_rmsnorm
+    got = hf_rmsnorm(x, w, r, eps)
+    return got if r is not None else (got, None)
 
 
 def torch_gemma(x, w, r, eps):
@@ -665,12 +659,13 @@ def subject_support(name: str, variant: str, residual: bool = False, device: str
     missing = [m for m in needs if not has_module(m)]
     if not has_module("torch"):
         missing.insert(0, "torch")
-    if name == "vllm" and not os.environ.get(VLLM_OPS_ENV) and not has_module("vllm"):
-        missing.append(f"vllm (or set {VLLM_OPS_ENV} to vLLM's op library)")
-    if name == "vllm" and os.environ.get(VLLM_OPS_ENV) and not os.path.exists(os.environ[VLLM_OPS_ENV]):
-        return Support.no(f"{VLLM_OPS_ENV}={os.environ[VLLM_OPS_ENV]}: no such file")
     if missing:
         return Support.no("not installed: " + ", ".join(missing))
+    if name == "vllm":
+        from .impls.vllm import _check as vllm_check     # installed, or the op library's path exists
+        s = vllm_check()
+        if not s:
+            return s
     if variant in FP8:
         s = _fp8_support()
         if not s:
