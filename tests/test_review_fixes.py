@@ -113,3 +113,12 @@ def test_checker_flags_a_changed_weight_even_for_in_place_entries():
     finally:
         for name in ("w_scribble", "w_scribble_inplace"):
             registry().pop(name, None)
+
+
+@pytest.mark.parametrize("eps, err", [("1e-6", TypeError), (0.0, ValueError), (float("nan"), ValueError),
+                                      (True, TypeError)])
+def test_variant_kernels_check_eps_as_every_other_entry(eps, err):
+    """The variant kernels refuse a bad eps with validate.check_eps's error (naming eps)."""
+    from rmsnorm_lab.kernels.variants import gemma_rmsnorm
+    with pytest.raises(err, match="^eps: "):
+        gemma_rmsnorm(torch.randn(2, 8), torch.randn(8), None, eps)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..validate import check_eps
+
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
 IO_DTYPES = ("float16", "bfloat16", "float32")
@@ -110,15 +112,6 @@ def _check_float(t, name):
         raise TypeError(f"{name}: dtype {t.dtype} not supported (expected one of {', '.join(IO_DTYPES)})")
 
 
-def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps: expected a real number, got {type(eps).__name__}")
-    eps = float(eps)
-    if not (eps > 0 and eps < float("inf")):
-        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
-    return eps
-
-
 def _rows2d(x, name):
     """x as (rows, hidden) without a copy: the last dim unit-stride, the leading dims mergeable."""
     if x.dim() < 1 or x.shape[-1] == 0:
@@ -202,7 +195,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     import torch
     _check_float(x, "x")
     _check_cpu(x)
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     x2 = _rows2d(x, "x")
     n_rows, n = x2.shape
     _check_weight(weight, n, x)
@@ -326,7 +319,7 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
     if k.dtype != q.dtype or k.device != q.device:
         raise ValueError(f"k: {k.dtype} on {k.device}, q is {q.dtype} on {q.device}")
     _check_cpu(q, "q")
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     _check_weight(q_weight, d, q, "q_weight")
     _check_weight(k_weight, d, q, "k_weight")
     q_out = _out(q_out, q, q.dtype, "q_out")
