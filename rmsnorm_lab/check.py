@@ -117,16 +117,16 @@ def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -
 
 
 def clone_layout(t):
-    """A copy of ``t`` with the same sizes, strides and storage offset (so the same alignment)."""
+    """A copy of ``t`` with the same sizes, strides and storage offset (so the same alignment); its whole
+    storage is copied, so overlapping layouts (a stride-0 broadcast) copy too."""
     import torch
 
     if t is None:
         return None
     n = t.untyped_storage().nbytes() // t.element_size()
     buf = torch.empty(n, dtype=t.dtype, device=t.device)
-    out = buf.as_strided(t.size(), t.stride(), t.storage_offset())
-    out.copy_(t)
-    return out
+    buf.copy_(t.as_strided((n,), (1,), 0))
+    return buf.as_strided(t.size(), t.stride(), t.storage_offset())
 
 
 def _unchanged(after, before) -> bool:
@@ -209,22 +209,25 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     try:
         if inputs is None:
             inputs = make_inputs(case, device, seed)
-    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the inputs
-        row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
+        x, w, r = inputs
+        n = x.shape[-1]
+        if case.large:                  # the reference on sampled rows, taken before the call
+            nrows = x.numel() // n
+            rows = torch.tensor(sorted({0, 1, nrows // 2, nrows - 2, nrows - 1}), device=x.device)
+            px = x.reshape(-1, n)[rows].clone()
+            pr = None if r is None else r.reshape(-1, n)[rows].clone()
+            xw, rw = x, r
+        else:                           # the call gets copies with the same layout
+            rows, px, pr = None, x, r
+            xw = clone_layout(x)
+            rw = xw if (r is not None and r is x) else clone_layout(r)
+        ww = clone_layout(w)            # no entry documents changing the weight
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the inputs or their copies
+        if is_cuda_fault(e, on_cuda):
+            row.update(status="crash", reason=_message(e), fatal=True)
+        else:
+            row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
         return row
-    x, w, r = inputs
-    n = x.shape[-1]
-    if case.large:                      # the reference on sampled rows, taken before the call
-        nrows = x.numel() // n
-        rows = torch.tensor(sorted({0, 1, nrows // 2, nrows - 2, nrows - 1}), device=x.device)
-        px = x.reshape(-1, n)[rows].clone()
-        pr = None if r is None else r.reshape(-1, n)[rows].clone()
-        xw, rw = x, r
-    else:
-        rows, px, pr = None, x, r
-        xw = clone_layout(x)
-        rw = xw if (r is not None and r is x) else clone_layout(r)
-    ww = clone_layout(w)                # no entry documents changing the weight
     try:
         from . import validate
         getattr(validate, "_warned_noncontig", set()).clear()    # each case reports its own warnings

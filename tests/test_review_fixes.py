@@ -122,3 +122,12 @@ def test_variant_kernels_check_eps_as_every_other_entry(eps, err):
     from rmsnorm_lab.kernels.variants import gemma_rmsnorm
     with pytest.raises(err, match="^eps: "):
         gemma_rmsnorm(torch.randn(2, 8), torch.randn(8), None, eps)
+
+
+def test_clone_layout_copies_broadcast_and_offset_views():
+    from rmsnorm_lab.check import clone_layout
+    base = torch.randn(9)
+    for t in (base[:1].expand(8), base[1:], base.view(3, 3)[:, :2]):
+        c = clone_layout(t)
+        assert torch.equal(c, t) and c.stride() == t.stride() and c.storage_offset() == t.storage_offset()
+        assert c.data_ptr() != t.data_ptr()
