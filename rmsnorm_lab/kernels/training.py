@@ -18,6 +18,7 @@ They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -90,19 +91,9 @@ def _check_device(t: torch.Tensor, name: str) -> None:
                                f"tensors), got a tensor on {t.device}")
 
 
-class _on_device:
-    """Launch on the tensor's GPU, not the current one."""
-
-    def __init__(self, t):
-        self.ctx = torch.cuda.device(t.device) if t.is_cuda else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
+def _on_device(t):
+    """Launch on the tensor's GPU, not the current one (nothing to switch for a CPU tensor)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- the launches (real tensors)
