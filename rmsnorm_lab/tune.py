@@ -217,15 +217,8 @@ def repick(dirs, base_table=None) -> dict:
 
 def provenance(device: str, argv) -> dict:
     """Where a table comes from: GPU, versions, date, the package's source hash, the command."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from .envinfo import source_hash
-
-    def ver(p):
-        try:
-            return version(p)
-        except PackageNotFoundError:
-            return None
+    from .impls.base import package_version as ver
     return {"device": device, "triton": ver("triton"), "torch": ver("torch"),
             "date": time.strftime("%Y-%m-%d", time.gmtime()), "source_sha256": source_hash(),
             "how": "python -m rmsnorm_lab tune " + " ".join(argv) + "; bf16 timings; fp16 uses the same table"}
