@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from ..validate import UnsupportedError, check_eps
+from .config import next_pow2
 from .variants import sm_count
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -47,13 +48,9 @@ TILE = 4096          # forward: elements of one tensor a program holds (rows x b
 BWD_TILE = 16384     # backward: elements of s and of dy a program holds per step (rows x block_n)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
     """Forward: a program per tile of ~TILE elements (up to 16 rows), ~8 elements per thread, 4-32 warps."""
-    block_n = _next_pow2(hidden)
+    block_n = next_pow2(hidden)
     rows = max(1, min(16, TILE // block_n))
     warps = max(4, min(32, block_n * rows // 512))
     return TrainLaunch(block_n, rows, warps, max(1, -(-n_rows // rows)))
@@ -68,7 +65,7 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
     tokens) this was the fastest, or within 5% of it, of rows 1-16 x warps 4-32 x 1-4 programs
     per SM x 1-2 pipeline stages at every shape tried.
     """
-    block_n = _next_pow2(hidden)
+    block_n = next_pow2(hidden)
     rows = max(1, min(8, BWD_TILE // block_n))
     warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..validate import check_eps
+from .config import next_pow2
 
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
@@ -26,9 +27,6 @@ IO_DTYPES = ("float16", "bfloat16", "float32")
 _SM: dict = {}
 _PDL: dict = {}
 
-
-def _next_pow2(n: int) -> int:
-    return 1 << (max(n, 1) - 1).bit_length()
 
 
 def _kernels():
@@ -79,7 +77,7 @@ def row_policy(width: int, n_rows: int, sms: int) -> Policy:
     """Rows per program from the row width (about 2048 elements a program), warps from the tile (one per
     512 elements, 16 bytes of bf16 a thread and load, 1-32), and as many programs per SM as 64 resident warps
     allow (a grid-stride loop covers the rest of the rows)."""
-    block = _next_pow2(width)
+    block = next_pow2(width)
     rows = max(1, min(16, 2048 // block))
     warps = max(1, min(32, block * rows // 512))
     per_sm = max(1, 64 // warps)
@@ -90,7 +88,7 @@ def row_policy(width: int, n_rows: int, sms: int) -> Policy:
 def head_policy(head_dim: int, n_rows: int, sms: int) -> Policy:
     """QK-norm: up to 16 heads a program (about 2048 elements), fewer while the grid would not fill
     two programs per SM; one program per block of rows."""
-    block = _next_pow2(head_dim)
+    block = next_pow2(head_dim)
     rows = max(1, min(16, 2048 // block))
     while rows > 1 and -(-n_rows // rows) < 2 * sms:
         rows //= 2
@@ -227,7 +225,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             scales if scales is not None else dummy,
             x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
             n_rows, eps,
-            N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
+            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
             QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
             SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
@@ -278,7 +276,7 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
         _kernels().quant_rows_kernel[(p.programs,)](
             y2, _bits(o2) if soft else o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
             scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
-            N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
+            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
             MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(y.device, p.warps))
     return o if quant == 1 else (o, scales)
 
@@ -336,5 +334,5 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
             q, k, q_out, k_out, q_weight, k_weight,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
-            nq, nk, hq, hk, eps, D=d, BLOCK_D=_next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
+            nq, nk, hq, hk, eps, D=d, BLOCK_D=next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
     return q_out, k_out
