@@ -131,3 +131,21 @@ def test_clone_layout_copies_broadcast_and_offset_views():
         c = clone_layout(t)
         assert torch.equal(c, t) and c.stride() == t.stride() and c.storage_offset() == t.storage_offset()
         assert c.data_ptr() != t.data_ptr()
+
+
+def test_use_table_reads_a_rewritten_file_again(tmp_path):
+    """use_table(path) takes the file as it is now, also after an earlier use_table of the same path."""
+    import json
+
+    from rmsnorm_lab.kernels import tables as kt
+    from rmsnorm_lab.kernels.config import LaunchConfig
+    p = tmp_path / "table.json"
+    try:
+        p.write_text(json.dumps({"configs": {"64:8:0": {"rows": 2}}}))
+        kt.use_table(p)
+        assert kt.pick(64, 8, 2, False) == LaunchConfig(rows=2)
+        p.write_text(json.dumps({"configs": {"64:8:0": {"rows": 4}}}))
+        kt.use_table(p)
+        assert kt.pick(64, 8, 2, False) == LaunchConfig(rows=4)
+    finally:
+        kt.use_table(None)
