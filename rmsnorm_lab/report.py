@@ -194,7 +194,7 @@ class AheadPrewarm:
         try:
             import multiprocessing as mp
 
-            from .prewarm import jobs_for, warm_job
+            from .prewarm import default_workers, jobs_for, warm_job
             from .sweep import SweepConfig
             cfg = SweepConfig(hidden=params["hidden_sizes"], batch=params["batch_sizes"], seq=params["seq_lens"],
                               dtypes=[params["dtype"]], residual=params["residual"], impls=params["impls"],
@@ -202,7 +202,7 @@ class AheadPrewarm:
             jobs = jobs_for(cfg.cases(), cfg.impls, cfg.device)
             if not jobs:
                 return None
-            workers = min(8, max(1, (os.cpu_count() or 2) // 2), len(jobs))
+            workers = min(default_workers(), len(jobs))
             pool = mp.get_context("spawn").Pool(workers)
             return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
         except Exception:  # noqa: BLE001 - the sweep compiles what is missing
