@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -633,7 +632,8 @@ def dtype_check(key: str, cfg, sms: int = 132) -> dict:
 
 def registers_main(args) -> int:
     from .kernels.tables import DEFAULT_TABLE
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    from .device import interpreter_on
+    if interpreter_on():
         print("tune --registers: unset TRITON_INTERPRET (it compiles the kernel, it does not run it)", file=sys.stderr)
         return 2
     table = _read_table_meta(args.table or DEFAULT_TABLE)["configs"]

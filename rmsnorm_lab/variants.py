@@ -638,7 +638,8 @@ def _device_support(name: str, variant: str, device: str) -> Support:
     if dev != "cpu":
         return Support.no(f"device {device!r}: runs on cuda (and the torch / Triton subjects on cpu)")
     if name in ("ours", "ours-unfused"):
-        if os.environ.get("TRITON_INTERPRET", "") != "1":
+        from .device import interpreter_on
+        if not interpreter_on():
             return Support.no("Triton on CPU tensors needs TRITON_INTERPRET=1 (set before triton is imported)")
         return Support.yes()
     if name == "torch":

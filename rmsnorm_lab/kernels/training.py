@@ -19,12 +19,12 @@ They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from ..device import interpreter_on
 from ..validate import UnsupportedError, check_eps
 from .config import next_pow2
 from .variants import sm_count
@@ -70,11 +70,6 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
     warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))
     return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
-
-
-def interpreter_on() -> bool:
-    """Whether Triton kernels run on CPU tensors here (the Triton interpreter is switched on)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _kernels():

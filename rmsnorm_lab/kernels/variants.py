@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..device import interpreter_on
 from ..validate import check_eps
 from .config import next_pow2
 
@@ -145,8 +146,7 @@ def _check_cpu(x, name="x"):
     """CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)."""
     if x.device.type == "cuda":
         return
-    import os
-    if os.environ.get("TRITON_INTERPRET", "") != "1":
+    if not interpreter_on():
         raise ValueError(f"{name}: on {x.device}; the Triton kernels need CUDA tensors "
                          f"(or TRITON_INTERPRET=1 for CPU tensors)")
 
