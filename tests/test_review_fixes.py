@@ -149,3 +149,14 @@ def test_use_table_reads_a_rewritten_file_again(tmp_path):
         assert kt.pick(64, 8, 2, False) == LaunchConfig(rows=4)
     finally:
         kt.use_table(None)
+
+
+def test_ab_inputs_never_merge_two_cases():
+    """Two cases that would share a label (same hidden x tokens, other batch x seq) are refused, or kept
+    apart by their names."""
+    from rmsnorm_lab import ab
+    from rmsnorm_lab.cases import Case
+    with pytest.raises(ValueError, match="cases: two cases have the input label '64x4 float32'"):
+        ab.inputs_for([Case(1, 4, 64, "float32"), Case(2, 2, 64, "float32")], "cpu")
+    got = ab.inputs_for([Case(1, 4, 64, "float32", name="1x4"), Case(2, 2, 64, "float32", name="2x2")], "cpu")
+    assert list(got) == ["1x4", "2x2"] and got["2x2"][0].shape == (2, 2, 64)
