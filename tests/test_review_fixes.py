@@ -160,3 +160,30 @@ def test_ab_inputs_never_merge_two_cases():
         ab.inputs_for([Case(1, 4, 64, "float32"), Case(2, 2, 64, "float32")], "cpu")
     got = ab.inputs_for([Case(1, 4, 64, "float32", name="1x4"), Case(2, 2, 64, "float32", name="2x2")], "cpu")
     assert list(got) == ["1x4", "2x2"] and got["2x2"][0].shape == (2, 2, 64)
+
+
+def test_variant_and_training_launches_read_the_launchers_device_cache(monkeypatch):
+    """SM counts and PDL support of a GPU are asked once, in kernels.launch.LAUNCHER, for every kernel of ours
+    (a GPU faked here: index 1 current)."""
+    from types import SimpleNamespace
+
+    from rmsnorm_lab.kernels import variants as kv
+    from rmsnorm_lab.kernels.launch import LAUNCHER
+    asked = []
+
+    def props(idx):
+        asked.append(idx)
+        return SimpleNamespace(multi_processor_count=100 + idx)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda idx=None: (9, 0))
+    LAUNCHER.reset()
+    try:
+        assert kv.sm_count("cuda") == 101 and kv.sm_count("cuda:1") == 101 and kv.sm_count("cuda:0") == 100
+        assert LAUNCHER.sm_count(torch.device("cuda", 1)) == 101
+        assert asked == [1, 0]
+        from rmsnorm_lab.kernels import _rmsnorm_variants
+        assert kv.pdl_ok("cuda") == (_rmsnorm_variants.gdc_wait is not None)
+        assert kv.sm_count("cpu") == 4 and kv.pdl_ok("cpu") is False
+    finally:
+        LAUNCHER.reset()

@@ -25,9 +25,6 @@ FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
 IO_DTYPES = ("float16", "bfloat16", "float32")
 
-_SM: dict = {}
-_PDL: dict = {}
-
 
 
 def _kernels():
@@ -35,28 +32,29 @@ def _kernels():
     return _rmsnorm_variants
 
 
-def sm_count(device) -> int:
-    """Streaming multiprocessors of a CUDA device (cached); 4 for CPU tensors under the interpreter."""
+def _cuda_device(device):
+    """torch.device of a CUDA device with its index (the current one when not given), else None."""
     import torch
     device = torch.device(device)
     if device.type != "cuda":
-        return 4
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM:
-        _SM[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM[idx]
+        return None
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def sm_count(device) -> int:
+    """Streaming multiprocessors of a CUDA device (the Launcher's cache); 4 for CPU tensors under the
+    interpreter."""
+    from .launch import LAUNCHER
+    cuda = _cuda_device(device)
+    return 4 if cuda is None else LAUNCHER.sm_count(cuda)
 
 
 def pdl_ok(device) -> bool:
-    """Programmatic dependent launch: a CUDA device of sm90 or newer and a Triton that has it (cached)."""
-    import torch
-    device = torch.device(device)
-    if device.type != "cuda":
-        return False
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _PDL:
-        _PDL[idx] = (_kernels().gdc_wait is not None and torch.cuda.get_device_capability(idx)[0] >= 9)
-    return _PDL[idx]
+    """Programmatic dependent launch: a CUDA device of sm90 or newer and a Triton that has it (the
+    Launcher's cache)."""
+    from .launch import LAUNCHER
+    cuda = _cuda_device(device)
+    return cuda is not None and LAUNCHER.has_pdl(cuda)
 
 
 def _launch_opts(device, warps) -> dict:
