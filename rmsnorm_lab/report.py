@@ -204,7 +204,12 @@ class AheadPrewarm:
                 return None
             workers = min(default_workers(), len(jobs))
             pool = mp.get_context("spawn").Pool(workers)
-            return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
+            try:
+                return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
+            except Exception:
+                pool.terminate()            # no workers left behind
+                pool.join()
+                raise
         except Exception:  # noqa: BLE001 - the sweep compiles what is missing
             return None
 
