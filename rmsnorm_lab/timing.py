@@ -278,6 +278,17 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
                       note=f"{calls} calls per replay")
 
 
+def _eager_sample(runner, device, calls: int) -> float:
+    """One eager sample: µs per call over ``calls`` back-to-back calls between two synchronizations."""
+    runner.restore()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        runner()
+    _sync(device)
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def _eager(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     for _ in range(3):
         runner.restore()
@@ -288,13 +299,7 @@ def _eager(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     samples = []
     rounds = int(max(5, min(25, budget_ms * 1000 / (est * calls))))
     for _ in range(rounds):
-        runner.restore()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            runner()
-        _sync(device)
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
+        samples.append(_eager_sample(runner, device, calls))
     return _quantiles(samples, "eager", note=f"{calls} back-to-back calls per sample")
 
 
@@ -437,13 +442,7 @@ def _fast_eager(runner, device, budget_ms) -> Timing:
     t0 = time.perf_counter()
     samples: list = []
     while not _enough(samples, rule, t0, budget_ms):
-        runner.restore()
-        _sync(device)
-        t1 = time.perf_counter()
-        for _ in range(calls):
-            runner()
-        _sync(device)
-        samples.append((time.perf_counter() - t1) / calls * 1e6)
+        samples.append(_eager_sample(runner, device, calls))
     return _quantiles(samples, "eager", note=f"{calls} back-to-back calls per sample")
 
 
