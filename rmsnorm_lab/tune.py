@@ -319,12 +319,12 @@ class _Search:
         return self.res_of[(h, res, c)]
 
     def prewarm(self, shapes, cands, peers):
-        from .impls import get_impl
+        from .impls import by_role
         from .prewarm import jobs_for, prewarm
         if not (self.on_gpu and self.args.workers):
             return
         jobs = jobs_for([_case(*s) for s in shapes], peers)          # torch.compile's graphs, if a peer
-        ours = get_impl("triton").name
+        ours = by_role("ours")[0]   # our kernel: its prewarm jobs are (name, hidden, residual, dtype, config)
         jobs += sorted({(ours, h, res, "bfloat16", c) for (h, t, res), cs in cands.items() for c in cs})
         pw = prewarm(jobs, self.args.workers)
         print(f"warmed {pw['jobs']} kernels / graphs with {self.args.workers} workers in {pw['seconds']:.0f}s; "
@@ -332,7 +332,7 @@ class _Search:
 
     def add_cap_twins(self, cands):
         """Each candidate's twin with a register cap that fits one more program per SM (if it does not spill)."""
-        from .impls import get_impl
+        from .impls import by_role
         from .prewarm import prewarm
         twins: dict = {}
         for (h, t, res), cs in cands.items():
@@ -341,7 +341,7 @@ class _Search:
                 tw = cap_twin(t, c, got[0], got[2], self.sms) if got else None
                 if tw is not None and tw not in cs:
                     twins.setdefault((h, t, res), []).append(tw)
-        ours = get_impl("triton").name
+        ours = by_role("ours")[0]
         jobs = sorted({(ours, h, res, "bfloat16", c) for (h, t, res), cs in twins.items() for c in cs})
         pw = prewarm(jobs, self.args.workers) if self.args.workers else {"seconds": 0, "failed": 0, "first_error": ""}
         n_tw = 0
