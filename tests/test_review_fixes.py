@@ -187,3 +187,17 @@ def test_variant_and_training_launches_read_the_launchers_device_cache(monkeypat
         assert kv.sm_count("cpu") == 4 and kv.pdl_ok("cpu") is False
     finally:
         LAUNCHER.reset()
+
+
+def test_variant_kernels_refuse_cpu_without_the_interpreter_as_the_plain_kernel(monkeypatch):
+    """CPU tensors without TRITON_INTERPRET=1: UnsupportedError naming the argument, in every kernel family."""
+    from rmsnorm_lab.kernels import variants as kv
+    from rmsnorm_lab.kernels.rmsnorm import triton_rmsnorm
+    from rmsnorm_lab.validate import UnsupportedError
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x, w = torch.randn(2, 8), torch.randn(8)
+    for call, name in ((lambda: triton_rmsnorm(x, w), "x"), (lambda: kv.gemma_rmsnorm(x, w), "x"),
+                       (lambda: kv.quantize_fp8_per_token(x), "y"),
+                       (lambda: kv.qk_rmsnorm(x.view(2, 1, 8), x.view(2, 1, 8), w, w), "q")):
+        with pytest.raises(UnsupportedError, match=f"^{name}: "):
+            call()

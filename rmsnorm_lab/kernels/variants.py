@@ -1,7 +1,8 @@
 """Launchers of the lab's RMSNorm variants (Gemma, QK-norm, FP8 static and per-token).
 
 Each function checks its arguments (a ``TypeError`` / ``ValueError`` naming the
-argument), allocates what it is not given and launches one kernel:
+argument; ``UnsupportedError`` for CPU tensors without the interpreter), allocates what it
+is not given and launches one kernel:
 
 - ``gemma_rmsnorm(x, weight, residual=None, eps)`` -> y | (y, new_residual)
 - ``rmsnorm_fp8_static(x, weight, scale, residual=None, eps)`` -> y8 | (y8, new_residual)
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..device import interpreter_on
-from ..validate import check_eps
+from ..validate import UnsupportedError, check_eps
 from .config import next_pow2
 
 FP8_MAX = 448.0
@@ -141,12 +142,13 @@ def _check_like(t, x, name):
 
 
 def _check_cpu(x, name="x"):
-    """CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)."""
+    """CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before triton is imported): UnsupportedError
+    otherwise, as the plain and the training kernels raise."""
     if x.device.type == "cuda":
         return
     if not interpreter_on():
-        raise ValueError(f"{name}: on {x.device}; the Triton kernels need CUDA tensors "
-                         f"(or TRITON_INTERPRET=1 for CPU tensors)")
+        raise UnsupportedError(f"{name}: on {x.device}; the Triton kernels need CUDA tensors "
+                               f"(or TRITON_INTERPRET=1 for CPU tensors)")
 
 
 def fp8_dtype():
