@@ -34,7 +34,8 @@ def test_backward_hf_forward_is_the_registry_function():
 
 
 def test_fast_cpu_cold_makes_its_flush_buffer_once(monkeypatch):
-    """The CPU cold timing keeps one cache-flush buffer: later points neither allocate nor read sysfs again."""
+    """The CPU cold timing (both harnesses) keeps one cache-flush buffer: later points neither allocate one
+    nor read sysfs again."""
     from rmsnorm_lab import timing
     monkeypatch.setattr(timing, "_FLUSH", {})
     calls = []
@@ -46,10 +47,11 @@ def test_fast_cpu_cold_makes_its_flush_buffer_once(monkeypatch):
     x, w = torch.randn(4, 64), torch.ones(64)
     runner = timing.Runner(lambda x, w, r, eps: x * w, x, w, None, 1e-6, False)
     monkeypatch.setattr(torch, "empty", counting_empty)
-    for _ in range(3):
-        t = timing.time_runner(runner, "cold", "cpu", budget_ms=5.0)
-        assert t.n >= 1 and t.median_us > 0
-    assert len(calls) == 1
+    for harness in timing.HARNESSES:
+        for _ in range(3):
+            t = timing.time_runner(runner, "cold", "cpu", budget_ms=5.0, harness=harness)
+            assert t.n >= 1 and t.median_us > 0
+    assert len(calls) == 2          # one buffer per harness
 
 
 def test_isolated_child_is_ended_when_the_parent_stops_reading(monkeypatch):
