@@ -59,11 +59,15 @@ def from_registry(names, device: str = "cuda", log=print) -> dict[str, Subject]:
 
 
 def inputs_for(cases, device: str, seed: int = 0) -> dict[str, tuple]:
-    """label -> (x, weight, residual or None) for each case (``rmsnorm_lab.cases.Case``), made once, seeded."""
+    """label -> (x, weight, residual or None) for each case (``rmsnorm_lab.cases.Case``), made once, seeded.
+    The label is the case's name, else ``<hidden>x<tokens>[+res] <dtype>``; two cases with one label are a
+    ValueError (name them), never one input silently standing for both."""
     from .cases import make_inputs
     out = {}
     for c in cases:
-        label = f"{c.hidden}x{c.tokens}{'+res' if c.residual else ''} {c.dtype}"
+        label = c.name or f"{c.hidden}x{c.tokens}{'+res' if c.residual else ''} {c.dtype}"
+        if label in out:
+            raise ValueError(f"cases: two cases have the input label {label!r}; give them distinct names (Case.name)")
         out[label] = tuple(make_inputs(c, device, seed))
     return out
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .impls.base import Support, cuda_available, has_module
+from .impls.torch_impls import hf_rmsnorm as hf_forward   # HF LlamaRMSNorm, the registry entry's function
 
 DTYPES = ("float32", "float16", "bfloat16")
 # ||grad - ref|| / ||ref|| a correct implementation stays under, per dtype (per gradient). bf16/fp16 admit
@@ -97,20 +98,6 @@ def autograd_ops(forward: Callable) -> BwdOps:
     return BwdOps(fwd, bwd, fwd_bwd)
 
 
-def hf_forward(x, w, r, eps):
-    """HuggingFace LlamaRMSNorm (+ the residual add in fp32, as the forward registry's HF entry)."""
-    import torch
-    orig = x.dtype
-    h = x.to(torch.float32)
-    new_res = None
-    if r is not None:
-        h = h + r.to(torch.float32)
-        new_res = h.to(orig)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    out = w * h.to(orig)
-    return out if r is None else (out, new_res)
-
-
 def torch_forward(x, w, r, eps):
     import torch.nn.functional as F
     if r is None:
@@ -130,10 +117,9 @@ def _load_torch():
 def _load_compile():
     """torch.compile of HF's forward (dynamic=False, one graph per shape); AOTAutograd compiles the backward."""
     import torch
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 1024))
+
+    from .impls.torch_impls import lift_recompile_limits
+    lift_recompile_limits()
     return autograd_ops(torch.compile(hf_forward, dynamic=False))
 
 

@@ -22,8 +22,9 @@ Rules the checker applies:
 - An all-zero row with eps = 0: RMSNorm is 0/0 there, undefined. Such a row is correct when it is
   all NaN (what the formula gives) or all zeros (the limit, what a guarded kernel returns); anything
   else there is ``wrong``. The other rows are compared as usual.
-- Large cases (more than 2**31 elements) are compared on sampled rows (first, middle, last) and are
-  not checked for changed inputs (no copy of them is kept).
+- Large cases (more than 2**31 elements) are compared on sampled rows (first, middle, last) and their
+  x and residual are not checked for changes (no copy of them is kept). The weight is checked always,
+  in-place implementations included.
 - Output and new residual in the same memory is reported when either is wrong.
 """
 from __future__ import annotations
@@ -116,16 +117,24 @@ def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -
 
 
 def clone_layout(t):
-    """A copy of ``t`` with the same sizes, strides and storage offset (so the same alignment)."""
+    """A copy of ``t`` with the same sizes, strides and storage offset (so the same alignment); its whole
+    storage is copied, so overlapping layouts (a stride-0 broadcast) copy too."""
     import torch
 
     if t is None:
         return None
     n = t.untyped_storage().nbytes() // t.element_size()
     buf = torch.empty(n, dtype=t.dtype, device=t.device)
-    out = buf.as_strided(t.size(), t.stride(), t.storage_offset())
-    out.copy_(t)
-    return out
+    buf.copy_(t.as_strided((n,), (1,), 0))
+    return buf.as_strided(t.size(), t.stride(), t.storage_offset())
+
+
+def _unchanged(after, before) -> bool:
+    """Same values (NaN where there was NaN) after the call as before it."""
+    import torch
+    if torch.equal(after, before):
+        return True
+    return after.shape == before.shape and bool(((after == before) | (after.isnan() & before.isnan())).all())
 
 
 def is_cuda_fault(e: BaseException, on_cuda: bool) -> bool:
@@ -200,21 +209,25 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     try:
         if inputs is None:
             inputs = make_inputs(case, device, seed)
-    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the inputs
-        row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
+        x, w, r = inputs
+        n = x.shape[-1]
+        if case.large:                  # the reference on sampled rows, taken before the call
+            nrows = x.numel() // n
+            rows = torch.tensor(sorted({0, 1, nrows // 2, nrows - 2, nrows - 1}), device=x.device)
+            px = x.reshape(-1, n)[rows].clone()
+            pr = None if r is None else r.reshape(-1, n)[rows].clone()
+            xw, rw = x, r
+        else:                           # the call gets copies with the same layout
+            rows, px, pr = None, x, r
+            xw = clone_layout(x)
+            rw = xw if (r is not None and r is x) else clone_layout(r)
+        ww = clone_layout(w)            # no entry documents changing the weight
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the inputs or their copies
+        if is_cuda_fault(e, on_cuda):
+            row.update(status="crash", reason=_message(e), fatal=True)
+        else:
+            row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
         return row
-    x, w, r = inputs
-    n = x.shape[-1]
-    if case.large:                      # the reference on sampled rows, taken before the call
-        nrows = x.numel() // n
-        rows = torch.tensor(sorted({0, 1, nrows // 2, nrows - 2, nrows - 1}), device=x.device)
-        px = x.reshape(-1, n)[rows].clone()
-        pr = None if r is None else r.reshape(-1, n)[rows].clone()
-        xw, rw = x, r
-    else:
-        rows, px, pr = None, x, r
-        xw = clone_layout(x)
-        rw = xw if (r is not None and r is x) else clone_layout(r)
     try:
         from . import validate
         getattr(validate, "_warned_noncontig", set()).clear()    # each case reports its own warnings
@@ -224,7 +237,7 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
         fn = impl.load()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            got = fn(xw, w, rw, eps)
+            got = fn(xw, ww, rw, eps)
             if on_cuda:
                 torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001 - a refusal or a fault becomes a row
@@ -236,11 +249,12 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     row["note"] = " | ".join(dict.fromkeys(" ".join(str(c.message).split()) for c in caught))[:300]
     try:
         res = check_outputs(px, w, pr, eps, got, tol, rows)
+        changed = not _unchanged(ww, w)
         if rows is None and not (impl.inplace_residual and r is not None):
-            if not torch.equal(xw, x) or (r is not None and r is not x and not torch.equal(rw, r)):
-                res["status"] = "wrong"
-                res["reason"] = "; ".join(filter(None, [res["reason"],
-                                                        "changed an input it does not document changing"]))
+            changed = changed or not _unchanged(xw, x) or (r is not None and r is not x and not _unchanged(rw, r))
+        if changed:
+            res["status"] = "wrong"
+            res["reason"] = "; ".join(filter(None, [res["reason"], "changed an input it does not document changing"]))
         if on_cuda:
             torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001

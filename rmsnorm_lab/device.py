@@ -10,6 +10,11 @@ import sys
 CPU_GRID = {"hidden": [1024, 4096], "batch": [1], "seq": [4, 16]}
 
 
+def interpreter_on() -> bool:
+    """Whether Triton kernels run on CPU tensors in this process (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def resolve_device(device: str | None = None) -> str:
     """'auto'/None -> 'cuda' when torch sees a GPU, else 'cpu'; validates explicit names."""
     import torch

@@ -222,7 +222,12 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
             with open(err_path, "w") as errf:
                 proc = subprocess.Popen([sys.executable, "-m", "rmsnorm_lab.isolate", str(spec_path), str(out_path)],
                                         stdin=subprocess.DEVNULL, stdout=errf, stderr=subprocess.STDOUT, env=env)
-                rc, current, timed_out = _watch(proc, out_path, timeout_s, done)
+                try:
+                    rc, current, timed_out = _watch(proc, out_path, timeout_s, done)
+                except BaseException:       # interrupted (Ctrl-C, a failing log callback): no orphan child
+                    proc.kill()
+                    proc.wait()
+                    raise
             stderr_text = err_path.read_text(errors="replace")
             left = [i for i in remaining if i not in results]
             if timed_out and current is not None:

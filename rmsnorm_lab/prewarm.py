@@ -65,13 +65,16 @@ def prewarm(jobs, workers: int = 8) -> dict:
             "first_error": errs[0] if errs else ""}
 
 
-def prewarm_cases(cases, impls, device: str, workers: int = -1) -> dict:
-    """Compile ahead for ``cases`` x ``impls`` on a CUDA ``device`` (``workers`` -1: about half the
-    CPU cores, at most 8); on any other device nothing is compiled ahead."""
+def default_workers() -> int:
+    """Worker processes a prewarm uses by default: about half the CPU cores, 1 to 8."""
     import os
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
 
+
+def prewarm_cases(cases, impls, device: str, workers: int = -1) -> dict:
+    """Compile ahead for ``cases`` x ``impls`` on a CUDA ``device`` (``workers`` -1: ``default_workers()``);
+    on any other device nothing is compiled ahead."""
     if not str(device).startswith("cuda") or workers == 0:
         return {"jobs": 0, "failed": 0, "seconds": 0.0, "first_error": ""}
     jobs = jobs_for(cases, impls, device)
-    n = workers if workers > 0 else min(8, max(1, (os.cpu_count() or 2) // 2))
-    return prewarm(jobs, n)
+    return prewarm(jobs, workers if workers > 0 else default_workers())

@@ -195,7 +195,7 @@ class AheadPrewarm:
         try:
             import multiprocessing as mp
 
-            from .prewarm import jobs_for, warm_job
+            from .prewarm import default_workers, jobs_for, warm_job
             from .sweep import SweepConfig
             grid = {k: params[n] for k, n in (("hidden", "hidden_sizes"), ("batch", "batch_sizes"),
                                                ("seq", "seq_lens")) if n in params}
@@ -205,9 +205,14 @@ class AheadPrewarm:
             jobs = jobs_for(cfg.cases(), cfg.impls, cfg.device)
             if not jobs:
                 return None
-            workers = min(8, max(1, (os.cpu_count() or 2) // 2), len(jobs))
+            workers = min(default_workers(), len(jobs))
             pool = mp.get_context("spawn").Pool(workers)
-            return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
+            try:
+                return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
+            except Exception:
+                pool.terminate()            # no workers left behind
+                pool.join()
+                raise
         except Exception:  # noqa: BLE001 - the sweep compiles what is missing
             return None
 

@@ -278,6 +278,17 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
                       note=f"{calls} calls per replay")
 
 
+def _eager_sample(runner, device, calls: int) -> float:
+    """One eager sample: µs per call over ``calls`` back-to-back calls between two synchronizations."""
+    runner.restore()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        runner()
+    _sync(device)
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def _eager(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     for _ in range(3):
         runner.restore()
@@ -288,19 +299,15 @@ def _eager(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     samples = []
     rounds = int(max(5, min(25, budget_ms * 1000 / (est * calls))))
     for _ in range(rounds):
-        runner.restore()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            runner()
-        _sync(device)
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
+        samples.append(_eager_sample(runner, device, calls))
     return _quantiles(samples, "eager", note=f"{calls} back-to-back calls per sample")
 
 
 def _cpu_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     import torch
-    sweep = _FLUSH.setdefault("cpu", torch.empty(64 * 1024 * 1024, dtype=torch.int8))
+    if "cpu" not in _FLUSH:                 # made once: 64 MB
+        _FLUSH["cpu"] = torch.empty(64 * 1024 * 1024, dtype=torch.int8)
+    sweep = _FLUSH["cpu"]
     for _ in range(2):
         runner.restore()
         runner()
@@ -437,13 +444,7 @@ def _fast_eager(runner, device, budget_ms) -> Timing:
     t0 = time.perf_counter()
     samples: list = []
     while not _enough(samples, rule, t0, budget_ms):
-        runner.restore()
-        _sync(device)
-        t1 = time.perf_counter()
-        for _ in range(calls):
-            runner()
-        _sync(device)
-        samples.append((time.perf_counter() - t1) / calls * 1e6)
+        samples.append(_eager_sample(runner, device, calls))
     return _quantiles(samples, "eager", note=f"{calls} back-to-back calls per sample")
 
 
@@ -464,8 +465,11 @@ def _cpu_cache_bytes() -> int:
 def _fast_cpu_cold(runner, device, budget_ms) -> Timing:
     import torch
     rule = StopRule(0.02, 5, 100, 1)
-    nbytes = min(64 << 20, max(8 << 20, 2 * _cpu_cache_bytes())) if _cpu_cache_bytes() else 64 << 20
-    sweep = _FLUSH.setdefault(("fast", "cpu"), torch.empty(nbytes, dtype=torch.int8))
+    key = ("fast", "cpu")
+    if key not in _FLUSH:                  # made once: 2x the last-level cache, 8-64 MB (64 MB if unknown)
+        llc = _cpu_cache_bytes()
+        _FLUSH[key] = torch.empty(min(64 << 20, max(8 << 20, 2 * llc)) if llc else 64 << 20, dtype=torch.int8)
+    sweep = _FLUSH[key]
     _warm_up(runner, device, 2)
     t0 = time.perf_counter()
     samples: list = []

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .impls.base import Support, has_module
+from .impls.vllm import ENV as VLLM_OPS_ENV   # path of vLLM's op library
+from .reference import TOLERANCE as _PLAIN_TOLERANCE
 
 VARIANTS = ("gemma", "qk-norm", "fp8-static", "fp8-per-token")
 HAS_RESIDUAL = {"gemma": True, "qk-norm": False, "fp8-static": True, "fp8-per-token": True}
@@ -32,10 +34,10 @@ FP8 = ("fp8-static", "fp8-per-token")
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)          # floor of a per-token scale (all-zero rows), as vLLM
 STATIC_SCALE = 5.0 / FP8_MAX               # the static scale the cases use: |y| above 5 saturates
-TOLERANCE = {"bfloat16": 1.2e-2, "float16": 2e-3, "float32": 1e-5}   # relative L2, non-FP8 outputs
+# relative L2 error of the non-FP8 outputs: the plain checker's tolerance of each dtype the variants take
+TOLERANCE = {d: _PLAIN_TOLERANCE[d] for d in ("bfloat16", "float16", "float32")}
 FP8_FRAC_TOL = 1e-3                        # elements more than one e4m3 step off
 FP8_SCALE_TOL = 1e-2                       # per-token scale, relative
-VLLM_OPS_ENV = "RMSNORM_LAB_VLLM_OPS"      # path of vLLM's op library (as rmsnorm_lab.impls.vllm)
 ROLES = ("ours", "baseline", "unfused", "peer")   # baseline: HF-style eager torch; peers include torch.compile
 
 
@@ -356,16 +358,10 @@ def check(case: VariantCase, inputs: dict, ret, eps: float = 1e-6) -> CheckResul
 # ---------------------------------------------------------------------------------------------- torch eager
 
 def _hf_norm(x, w, r, eps):
-    """HF LlamaRMSNorm: fp32 math, x * rstd rounded to the input dtype, then times the weight;
-    residual added in fp32, the new residual is the sum rounded to the input dtype."""
-    import torch
-    h = x.to(torch.float32)
-    new_r = None
-    if r is not None:
-        h = h + r.to(torch.float32)
-        new_r = h.to(x.dtype)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return w * h.to(x.dtype), new_r
+    """HF LlamaRMSNorm (the registry's ``hf_rmsnorm``) as (y, new residual or None)."""
+    from .impls.torch_impls import hf_rmsnorm
+    got = hf_rmsnorm(x, w, r, eps)
+    return got if r is not None else (got, None)
 
 
 def torch_gemma(x, w, r, eps):
@@ -415,11 +411,9 @@ def _compiled(fn):
     """torch.compile(fn, dynamic=False): one graph per shape (the best torch.compile does), recompile limits
     lifted so many shapes do not fall back to eager."""
     import torch
-    import torch._dynamo
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 4096))
+
+    from .impls.torch_impls import lift_recompile_limits
+    lift_recompile_limits()
     return torch.compile(fn, dynamic=False)
 
 
@@ -644,7 +638,8 @@ def _device_support(name: str, variant: str, device: str) -> Support:
     if dev != "cpu":
         return Support.no(f"device {device!r}: runs on cuda (and the torch / Triton subjects on cpu)")
     if name in ("ours", "ours-unfused"):
-        if os.environ.get("TRITON_INTERPRET", "") != "1":
+        from .device import interpreter_on
+        if not interpreter_on():
             return Support.no("Triton on CPU tensors needs TRITON_INTERPRET=1 (set before triton is imported)")
         return Support.yes()
     if name == "torch":
@@ -667,12 +662,13 @@ def subject_support(name: str, variant: str, residual: bool = False, device: str
     missing = [m for m in needs if not has_module(m)]
     if not has_module("torch"):
         missing.insert(0, "torch")
-    if name == "vllm" and not os.environ.get(VLLM_OPS_ENV) and not has_module("vllm"):
-        missing.append(f"vllm (or set {VLLM_OPS_ENV} to vLLM's op library)")
-    if name == "vllm" and os.environ.get(VLLM_OPS_ENV) and not os.path.exists(os.environ[VLLM_OPS_ENV]):
-        return Support.no(f"{VLLM_OPS_ENV}={os.environ[VLLM_OPS_ENV]}: no such file")
     if missing:
         return Support.no("not installed: " + ", ".join(missing))
+    if name == "vllm":
+        from .impls.vllm import _check as vllm_check     # installed, or the op library's path exists
+        s = vllm_check()
+        if not s:
+            return s
     if variant in FP8:
         s = _fp8_support()
         if not s:

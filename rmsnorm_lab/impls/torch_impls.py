@@ -44,6 +44,18 @@ def _load_torch():
     return torch_rmsnorm
 
 
+def lift_recompile_limits(limit: int = 1_000_000) -> None:
+    """One graph per shape (``dynamic=False``): raise dynamo's recompile limits (per function and in
+    total) to at least ``limit``; at torch's defaults a compiled function falls back to eager after
+    8 shapes (256 in all)."""
+    import torch._dynamo
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), limit))
+
+
 class CompiledHF:
     """``hf_rmsnorm`` under ``torch.compile``; compile time kept apart.
 
@@ -55,15 +67,8 @@ class CompiledHF:
 
     def __init__(self, dynamic: bool = False):
         import torch
-        import torch._dynamo
 
-        # one graph per shape (dynamic=False): lift dynamo's recompile limits, which would
-        # otherwise fall back to eager HF after 8 shapes
-        cfg = torch._dynamo.config
-        for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
-                     "accumulated_cache_size_limit"):
-            if hasattr(cfg, name):
-                setattr(cfg, name, max(getattr(cfg, name), 1_000_000))
+        lift_recompile_limits()
         self.dynamic = dynamic
         self._compiled = torch.compile(hf_rmsnorm, dynamic=None if dynamic else False)
         self._seen: set = set()

@@ -1,8 +1,6 @@
 """The lab's own Triton kernel as a registry entry."""
 from __future__ import annotations
 
-import os
-
 from .base import Impl, Support
 
 EPS = 1e-6
@@ -16,7 +14,8 @@ def _load():
 
 
 def _devices():
-    return ("cpu", "cuda") if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",)
+    from ..device import interpreter_on
+    return ("cpu", "cuda") if interpreter_on() else ("cuda",)
 
 
 def compile_config(hidden: int, residual: bool, dtype: str, config, device: str = "cuda"):

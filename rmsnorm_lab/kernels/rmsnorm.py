@@ -8,8 +8,7 @@ and the new residual in the residual's. Works on CUDA tensors, and on CPU tensor
 """
 from __future__ import annotations
 
-import os
-
+from ..device import interpreter_on
 from ..validate import UnsupportedDtypeError, UnsupportedError, check_eps, contiguous_rows
 from . import launch as _launch
 
@@ -63,7 +62,7 @@ def check_kernel_inputs(x, weight, residual=None, eps: float = 1e-6) -> float:
     if x.dtype not in floats:
         raise UnsupportedDtypeError(f"x: the triton kernel supports {DTYPE_NAMES}; got {x.dtype}")
     _check_tensor("weight", weight, x, floats)
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not x.is_cuda and not interpreter_on():
         raise UnsupportedError("x: the triton kernel needs CUDA (or TRITON_INTERPRET=1 for CPU tensors), "
                                f"got a tensor on {x.device}")
     return check_eps(eps)

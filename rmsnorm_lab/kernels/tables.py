@@ -71,13 +71,14 @@ class TableStore:
         if table is None:
             self._override = None
         elif isinstance(table, dict):
-            raw = table.get("configs", table) if "configs" in table else table
+            raw = table["configs"] if "configs" in table else table
             meta = {k: v for k, v in table.items() if k != "configs"} if "configs" in table else {}
             self._override = {"path": None, "meta": meta, "configs": parse_configs(raw, "use_table")}
         else:
             path = Path(table)
             if not path.is_file():
                 raise ValueError(f"table: no such file: {path}")
+            self._cache.pop(str(path), None)     # the file as it is now (tune may have rewritten it)
             got = self.read(path)
             self._override = {"path": path, **got}
         if table is None:

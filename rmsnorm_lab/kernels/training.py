@@ -18,16 +18,18 @@ They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from ..device import interpreter_on
 from ..validate import UnsupportedError, check_eps
+from .config import next_pow2
+from .variants import sm_count
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_SM_COUNT: dict = {}
 
 
 # ---------------------------------------------------------------- launch policy
@@ -46,13 +48,9 @@ TILE = 4096          # forward: elements of one tensor a program holds (rows x b
 BWD_TILE = 16384     # backward: elements of s and of dy a program holds per step (rows x block_n)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
     """Forward: a program per tile of ~TILE elements (up to 16 rows), ~8 elements per thread, 4-32 warps."""
-    block_n = _next_pow2(hidden)
+    block_n = next_pow2(hidden)
     rows = max(1, min(16, TILE // block_n))
     warps = max(4, min(32, block_n * rows // 512))
     return TrainLaunch(block_n, rows, warps, max(1, -(-n_rows // rows)))
@@ -67,26 +65,11 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
     tokens) this was the fastest, or within 5% of it, of rows 1-16 x warps 4-32 x 1-4 programs
     per SM x 1-2 pipeline stages at every shape tried.
     """
-    block_n = _next_pow2(hidden)
+    block_n = next_pow2(hidden)
     rows = max(1, min(8, BWD_TILE // block_n))
     warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
     tiles = max(1, -(-n_rows // rows))
     return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
-
-
-def _sm_count(device: torch.device) -> int:
-    """SMs of a CUDA device (cached); a nominal 4 on CPU (the interpreter), so tests walk the loop."""
-    if device.type != "cuda":
-        return 4
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
-
-
-def interpreter_on() -> bool:
-    """Whether Triton kernels run on CPU tensors here (the Triton interpreter is switched on)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _kernels():
@@ -100,19 +83,9 @@ def _check_device(t: torch.Tensor, name: str) -> None:
                                f"tensors), got a tensor on {t.device}")
 
 
-class _on_device:
-    """Launch on the tensor's GPU, not the current one."""
-
-    def __init__(self, t):
-        self.ctx = torch.cuda.device(t.device) if t.is_cuda else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
+def _on_device(t):
+    """Launch on the tensor's GPU, not the current one (nothing to switch for a CPU tensor)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- the launches (real tensors)
@@ -155,7 +128,7 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     if m == 0:
         dw.zero_()
         return ds.view(s.shape), dw
-    cfg = cfg or bwd_launch(n, m, _sm_count(s.device))
+    cfg = cfg or bwd_launch(n, m, sm_count(s.device))
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
     with _on_device(s):

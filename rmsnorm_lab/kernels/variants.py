@@ -1,7 +1,8 @@
 """Launchers of the lab's RMSNorm variants (Gemma, QK-norm, FP8 static and per-token).
 
 Each function checks its arguments (a ``TypeError`` / ``ValueError`` naming the
-argument), allocates what it is not given and launches one kernel:
+argument; ``UnsupportedError`` for CPU tensors without the interpreter), allocates what it
+is not given and launches one kernel:
 
 - ``gemma_rmsnorm(x, weight, residual=None, eps)`` -> y | (y, new_residual)
 - ``rmsnorm_fp8_static(x, weight, scale, residual=None, eps)`` -> y8 | (y8, new_residual)
@@ -17,16 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..device import interpreter_on
+from ..validate import UnsupportedError, check_eps
+from .config import next_pow2
+
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
 IO_DTYPES = ("float16", "bfloat16", "float32")
 
-_SM: dict = {}
-_PDL: dict = {}
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << (max(n, 1) - 1).bit_length()
 
 
 def _kernels():
@@ -34,28 +33,29 @@ def _kernels():
     return _rmsnorm_variants
 
 
-def sm_count(device) -> int:
-    """Streaming multiprocessors of a CUDA device (cached); 4 for CPU tensors under the interpreter."""
+def _cuda_device(device):
+    """torch.device of a CUDA device with its index (the current one when not given), else None."""
     import torch
     device = torch.device(device)
     if device.type != "cuda":
-        return 4
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM:
-        _SM[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM[idx]
+        return None
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def sm_count(device) -> int:
+    """Streaming multiprocessors of a CUDA device (the Launcher's cache); 4 for CPU tensors under the
+    interpreter."""
+    from .launch import LAUNCHER
+    cuda = _cuda_device(device)
+    return 4 if cuda is None else LAUNCHER.sm_count(cuda)
 
 
 def pdl_ok(device) -> bool:
-    """Programmatic dependent launch: a CUDA device of sm90 or newer and a Triton that has it (cached)."""
-    import torch
-    device = torch.device(device)
-    if device.type != "cuda":
-        return False
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _PDL:
-        _PDL[idx] = (_kernels().gdc_wait is not None and torch.cuda.get_device_capability(idx)[0] >= 9)
-    return _PDL[idx]
+    """Programmatic dependent launch: a CUDA device of sm90 or newer and a Triton that has it (the
+    Launcher's cache)."""
+    from .launch import LAUNCHER
+    cuda = _cuda_device(device)
+    return cuda is not None and LAUNCHER.has_pdl(cuda)
 
 
 def _launch_opts(device, warps) -> dict:
@@ -77,7 +77,7 @@ def row_policy(width: int, n_rows: int, sms: int) -> Policy:
     """Rows per program from the row width (about 2048 elements a program), warps from the tile (one per
     512 elements, 16 bytes of bf16 a thread and load, 1-32), and as many programs per SM as 64 resident warps
     allow (a grid-stride loop covers the rest of the rows)."""
-    block = _next_pow2(width)
+    block = next_pow2(width)
     rows = max(1, min(16, 2048 // block))
     warps = max(1, min(32, block * rows // 512))
     per_sm = max(1, 64 // warps)
@@ -88,7 +88,7 @@ def row_policy(width: int, n_rows: int, sms: int) -> Policy:
 def head_policy(head_dim: int, n_rows: int, sms: int) -> Policy:
     """QK-norm: up to 16 heads a program (about 2048 elements), fewer while the grid would not fill
     two programs per SM; one program per block of rows."""
-    block = _next_pow2(head_dim)
+    block = next_pow2(head_dim)
     rows = max(1, min(16, 2048 // block))
     while rows > 1 and -(-n_rows // rows) < 2 * sms:
         rows //= 2
@@ -108,15 +108,6 @@ def _check_float(t, name):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if _dtype_name(t) not in IO_DTYPES:
         raise TypeError(f"{name}: dtype {t.dtype} not supported (expected one of {', '.join(IO_DTYPES)})")
-
-
-def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps: expected a real number, got {type(eps).__name__}")
-    eps = float(eps)
-    if not (eps > 0 and eps < float("inf")):
-        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
-    return eps
 
 
 def _rows2d(x, name):
@@ -151,13 +142,13 @@ def _check_like(t, x, name):
 
 
 def _check_cpu(x, name="x"):
-    """CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before triton is imported)."""
+    """CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before triton is imported): UnsupportedError
+    otherwise, as the plain and the training kernels raise."""
     if x.device.type == "cuda":
         return
-    import os
-    if os.environ.get("TRITON_INTERPRET", "") != "1":
-        raise ValueError(f"{name}: on {x.device}; the Triton kernels need CUDA tensors "
-                         f"(or TRITON_INTERPRET=1 for CPU tensors)")
+    if not interpreter_on():
+        raise UnsupportedError(f"{name}: on {x.device}; the Triton kernels need CUDA tensors "
+                               f"(or TRITON_INTERPRET=1 for CPU tensors)")
 
 
 def fp8_dtype():
@@ -202,7 +193,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     import torch
     _check_float(x, "x")
     _check_cpu(x)
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     x2 = _rows2d(x, "x")
     n_rows, n = x2.shape
     _check_weight(weight, n, x)
@@ -234,7 +225,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             scales if scales is not None else dummy,
             x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
             n_rows, eps,
-            N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
+            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
             QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
             SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
@@ -285,7 +276,7 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
         _kernels().quant_rows_kernel[(p.programs,)](
             y2, _bits(o2) if soft else o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
             scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
-            N=n, BLOCK_N=_next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
+            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
             MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(y.device, p.warps))
     return o if quant == 1 else (o, scales)
 
@@ -326,7 +317,7 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
     if k.dtype != q.dtype or k.device != q.device:
         raise ValueError(f"k: {k.dtype} on {k.device}, q is {q.dtype} on {q.device}")
     _check_cpu(q, "q")
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     _check_weight(q_weight, d, q, "q_weight")
     _check_weight(k_weight, d, q, "k_weight")
     q_out = _out(q_out, q, q.dtype, "q_out")
@@ -343,5 +334,5 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
             q, k, q_out, k_out, q_weight, k_weight,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
-            nq, nk, hq, hk, eps, D=d, BLOCK_D=_next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
+            nq, nk, hq, hk, eps, D=d, BLOCK_D=next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
     return q_out, k_out
