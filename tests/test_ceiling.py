@@ -56,7 +56,7 @@ def _sweep_like(with_hf: bool, with_ceiling: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_plots_skip_metrics_without_data(roles, tmp_path):
+def test_plots_skip_metrics_without_data(tmp_path):
     from rmsnorm_lab import plots
     names = {Path(p).name for p in plots.save_all(_sweep_like(with_hf=False, with_ceiling=True), tmp_path)}
     assert {"latency-cold.png", "ceiling-cold.png", "latency-graph.png"} <= names
@@ -78,13 +78,7 @@ def _run(ratio_16: float, ratio_256: float, tie_16=False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def roles(monkeypatch):
-    from roles_fallback import ensure_roles
-    ensure_roles(monkeypatch)
-
-
-def test_runs_combine_into_misses_in_every_run_or_some(roles):
+def test_runs_combine_into_misses_in_every_run_or_some():
     from rmsnorm_lab.analysis import combine_ratios, target_ratios
     a = target_ratios(_run(1.10, 1.05)).assign(run="1:a")
     b = target_ratios(_run(1.10, 1.00)).assign(run="2:b")
@@ -100,7 +94,7 @@ def test_runs_combine_into_misses_in_every_run_or_some(roles):
     assert c.loc[16, "miss_runs"] == 0                              # a tie is no miss
 
 
-def test_summarize_targets_over_two_runs_and_its_plot(roles, tmp_path):
+def test_summarize_targets_over_two_runs_and_its_plot(tmp_path):
     from rmsnorm_lab.analysis import summarize_targets
     from rmsnorm_lab.plots import plot_target_ratios
     s = summarize_targets([_run(1.10, 0.95), _run(1.00, 0.95)])

@@ -782,8 +782,6 @@ def test_written_reading_counts_ties_for_first(monkeypatch):
     import pandas as pd
 
     from rmsnorm_lab.analysis import written_reading
-    from roles_fallback import ensure_roles
-    ensure_roles(monkeypatch)
 
     rows = []
     for hidden, us in ((64, {"triton": 2.0, "torch": 2.0}), (128, {"triton": 1.0, "torch": 3.0})):

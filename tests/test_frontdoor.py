@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import assert_one_line_exit_2 as _one_line_exit_2
+from cli_helpers import run_cli as _cli
 from rmsnorm_lab import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,18 +25,8 @@ TINY = ["--device", "cpu", "--impls", "torch", "--batch-size", "1", "--seq-len",
         "--no-check", "--no-plots"]
 
 
-def _cli(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
-def _one_line_exit_2(code, err):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 def _env(**extra):

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from rmsnorm_lab import cli
+from cli_helpers import assert_one_line_exit_2 as _one_line_exit_2
+from cli_helpers import run_cli as _cli
 from rmsnorm_lab import models as M
 
 
-def _cli(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
-def _one_line_exit_2(code, err):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 # ---------------------------------------------------------------- the table

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from rmsnorm_lab import cli
+from cli_helpers import run_cli as _cli
 
 TINY = dict(device="cpu", hidden=[64], tokens=[3], modes=["eager"], budget_ms=1.0, progress=False,
             copy_ceiling=False)
@@ -20,13 +20,6 @@ def _has_fp8() -> bool:
     return hasattr(torch, "float8_e4m3fn")
 
 
-def _cli(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _ok_rows(df, impls):
