@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .impls.base import Support, cuda_available, has_module
+from .impls.base import Support, missing_here
 from .impls.torch_impls import hf_rmsnorm as hf_forward   # HF LlamaRMSNorm, the registry entry's function
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -52,14 +52,9 @@ class BwdSubject:
             return Support.no(f"forward only: {self.forward_only}")
         if dtype not in DTYPES:
             return Support.no(f"{dtype} not supported (supports {', '.join(DTYPES)})")
-        dev = str(device).split(":")[0]
-        reasons = [f"{m.split('.')[0]} not installed" for m in self.requires if not has_module(m)]
-        if dev not in self.devices:
-            reasons.append("needs " + " or ".join(d.upper() for d in self.devices))
-        elif dev == "cuda" and not cuda_available():
-            reasons.append("needs CUDA (no GPU visible to torch)")
+        reasons = missing_here(self.requires, self.devices, device)
         if not reasons and self.extra_check is not None:
-            s = self.extra_check(dev)
+            s = self.extra_check(str(device).split(":")[0])
             if not s:
                 reasons.append(s.reason)
         return Support.no("; ".join(reasons)) if reasons else Support.yes()

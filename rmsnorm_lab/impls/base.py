@@ -40,6 +40,18 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+
+def missing_here(requires, devices, device: str) -> list[str]:
+    """Why something that needs the modules ``requires`` and runs on ``devices`` cannot run on ``device``
+    here: one reason per missing module, and the device's (empty list: nothing missing)."""
+    dev = str(device).split(":")[0]
+    reasons = [f"{mod.split('.')[0]} not installed" for mod in requires if not has_module(mod)]
+    if dev not in devices:
+        reasons.append("needs " + " or ".join(d.upper() for d in devices))
+    elif dev == "cuda" and not cuda_available():
+        reasons.append("needs CUDA (no GPU visible to torch)")
+    return reasons
+
 @dataclass
 class Impl:
     """One RMSNorm implementation.
@@ -68,12 +80,7 @@ class Impl:
 
     def available(self, device: str = "cuda") -> Support:
         """Can it run on this device kind here? When not, every reason why."""
-        dev = str(device).split(":")[0]
-        reasons = [f"{mod.split('.')[0]} not installed" for mod in self.requires if not has_module(mod)]
-        if dev not in self.devices:
-            reasons.append("needs " + " or ".join(d.upper() for d in self.devices))
-        elif dev == "cuda" and not cuda_available():
-            reasons.append("needs CUDA (no GPU visible to torch)")
+        reasons = missing_here(self.requires, self.devices, device)
         if self.extra_check is not None:
             s = self.extra_check()
             if not s:
