@@ -52,6 +52,19 @@ def _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB: tl.constexpr, MIN_
     return 1.0 / s
 
 
+@triton.jit
+def _quantize(y, inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT: tl.constexpr, HAS_UB: tl.constexpr,
+              MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr):
+    """QUANT 0: y as is; 1: y * inv (1 / the static scale) clamped to e4m3's range; 2: each row scaled by its
+    own scale (stored to SCALES_OUT), clamped."""
+    if QUANT == 1:
+        y = _fp8_clamp(y * inv, SOFT_ROUND)
+    if QUANT == 2:
+        rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
+        y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
+    return y
+
+
 @triton.jit(do_not_specialize=["n_rows"])
 def norm_rows_kernel(
     X, W, Y, R, RO, SCALE, SCALE_UB, SCALES_OUT,
@@ -81,12 +94,8 @@ def norm_rows_kernel(
             x += tl.load(R + roff[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             tl.store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
-        y = x * rstd[:, None] * w[None, :]
-        if QUANT == 1:
-            y = _fp8_clamp(y * inv, SOFT_ROUND)
-        if QUANT == 2:
-            rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
-            y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
+        y = _quantize(x * rstd[:, None] * w[None, :], inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT, HAS_UB,
+                      MIN_SCALE, SOFT_ROUND)
         tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     if USE_PDL:
         gdc_launch_dependents()
@@ -150,11 +159,7 @@ def quant_rows_kernel(
         roff = rows.to(tl.int64)
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
         y = tl.load(Y + roff[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        if QUANT == 1:
-            y = _fp8_clamp(y * inv, SOFT_ROUND)
-        if QUANT == 2:
-            rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
-            y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
+        y = _quantize(y, inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT, HAS_UB, MIN_SCALE, SOFT_ROUND)
         tl.store(OUT + roff[:, None] * stride_o + cols[None, :], y.to(OUT.dtype.element_ty), mask=mask)
     if USE_PDL:
         gdc_launch_dependents()
