@@ -429,7 +429,7 @@ class _Search:
         return min(mine, key=lambda c: score(*_avg(mine[c]), pc, pg)), mine, (pc, pg)
 
     def run(self, out: Path) -> Path:
-        from .kernels.tables import heuristic, table_key
+        from .kernels.tables import pick, table_key
         args = self.args
         print(f"{self.gpu}: copy {self.copy:.0f} GB/s", flush=True)
         if self.on_gpu:
@@ -445,8 +445,8 @@ class _Search:
         if args.shapes:
             shapes = [(int(a), int(b), bool(int(c))) for a, b, c in (k.split(":") for k in args.shapes)]
 
-        def base_of(h, t, res):
-            return base_table.get(table_key(h, t, res)) or heuristic(h, t, 2, res)
+        def base_of(h, t, res):         # what the package would launch: the table's key, nearest entry or heuristic
+            return pick(h, t, 2, res, table=base_table)
 
         cands = {s: candidates(*s, base_of(*s), hist, new=not args.no_new, wide=args.wide, sms=self.sms)
                  for s in shapes}
@@ -693,6 +693,9 @@ def parser() -> argparse.ArgumentParser:
                     help="add each candidate's twin with a register cap that fits one more program per SM (CUDA)")
     ap.add_argument("--overlay", action="store_true",
                     help="write only the searched shapes, as an overlay (kernels.tables.use_table(path) uses it)")
+    ap.add_argument("--install", action="store_true",
+                    help="with --overlay: put the overlay in the user's tables folder for this GPU, which every "
+                         "later run on it reads (kernels.tables.user_dir(); table_info and env.json say so)")
     ap.add_argument("--repick", nargs="*", default=[],
                     help="no timing: pick again with the current score from these earlier --out dirs")
     ap.add_argument("--merge", nargs="*", default=[],
@@ -735,7 +738,15 @@ def main(argv=None) -> int:
     if args.merge:
         merge_main(args, argv, out)
         return 0
-    _Search(args, argv).run(out)
+    if args.install and not args.overlay:
+        ap.error("--install: only with --overlay (an overlay goes over the GPU's own table)")
+    if args.install and not str(args.device).startswith("cuda"):
+        ap.error("--install: only for a table searched on a GPU (--device cuda)")
+    search = _Search(args, argv)
+    path = search.run(out)
+    if args.install:
+        from .kernels.tables import install_overlay
+        print(f"installed: {install_overlay(path, search.gpu)} (read by every run on this GPU)", flush=True)
     return 0
 
 

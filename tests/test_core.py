@@ -551,7 +551,8 @@ def test_a_gpu_reads_its_own_table_else_the_default(monkeypatch, tmp_path):
         assert kt.table_path(None) == kt.DEFAULT_TABLE                       # CPU tensors (the interpreter)
         assert kt.table_path("NVIDIA H200", tmp_path / "x.json") == tmp_path / "x.json"
         assert kt.pick(64, 8, 2, False, "NVIDIA H200") == LaunchConfig(rows=2, warps=1)
-        assert kt.pick(64, 16, 2, False, "NVIDIA H200") == kt.heuristic(64, 16, 2, False)
+        assert kt.pick(64, 16, 2, False, "NVIDIA H200") == LaunchConfig(rows=2, warps=1)   # the nearest entry
+        assert kt.pick(64, 16, 2, True, "NVIDIA H200") == kt.heuristic(64, 16, 2, True)   # none with a residual
         assert kt.pick(4096, 128, 2, False, "NVIDIA H200") == kt.heuristic(4096, 128, 2, False)
         assert kt.pick(4096, 128, 2, False) == kt.load_table()["4096:128:0"]
         for info in (envinfo.launch_table_info("NVIDIA H200"), kt.table_info("NVIDIA H200")):
@@ -589,9 +590,9 @@ def test_triton_entry_prewarm_jobs_and_provenance():
     assert len(jobs) == len(set(jobs)) and all(j[0] == "triton" for j in jobs)
     for c in cases:
         assert ("triton", c.hidden, c.residual, "float16", kt.pick(c.hidden, c.tokens, 2, c.residual)) in jobs
-    f32 = Case(1, 600, 4000, "float32", False)
-    assert entry.prewarm_jobs([f32], "cuda") == [("triton", 4000, False, "float32", kt.pick(4000, 600, 4, False))]
-    assert kt.pick(4000, 600, 4, False) != kt.pick(4000, 600, 2, False)
+    f32 = Case(1, 600, 300, "float32", False)          # far from every entry: the heuristic, per element size
+    assert entry.prewarm_jobs([f32], "cuda") == [("triton", 300, False, "float32", kt.pick(300, 600, 4, False))]
+    assert kt.pick(300, 600, 4, False) != kt.pick(300, 600, 2, False)
     assert entry.prewarm_jobs(cases, "cpu") == []
     pickle.dumps(jobs)
     prov = entry.provenance()
@@ -620,6 +621,23 @@ def test_heuristic_config():
     assert kt.heuristic(64, 70000, 2, False).rows == 16      # small rows: many per block
 
 
+def test_nearest_prefers_the_same_block_then_hidden_then_tokens():
+    t = {k: LaunchConfig.from_dict(v) for k, v in {
+        "4096:512:0": {"warps": 8}, "5120:1024:0": {"warps": 32, "reread": True},
+        "4608:512:0": {"warps": 16, "chunk": 512}, "4608:2048:0": {"warps": 4},
+        "16384:512:1": {"warps": 16, "chunk": 8192, "sum_first": True, "maxnreg": 32}}.items()}
+    assert kt.nearest(4608, 400, False, t)[0] == "4608:512:0"        # its own hidden, the nearer token count
+    assert kt.nearest(4608, 1900, False, t)[0] == "4608:2048:0"
+    assert kt.nearest(4608, 777, False, t)[0] == "5120:1024:0"       # a near hidden at the shape's own bucket
+    assert kt.nearest(4300, 512, False, t)[0] == "4608:512:0"        # block 8192: 4608 before 4096 (block 4096)
+    assert kt.nearest(4608, 777, True, t)[0] == "16384:512:1"        # same residual only; 16384 is 2x the block
+    assert kt.nearest(2000, 777, True, t) is None                    # nothing within 2x of block 2048
+    # adapted to a smaller block: warps halve, an 8192-wide slice no longer fits (two passes over the row)
+    got = kt.adapt(t["16384:512:1"], 16384, 7168)
+    assert got == LaunchConfig(warps=8, reread=True, sum_first=True)
+    assert kt.adapt(t["4096:512:0"], 4096, 3000) is t["4096:512:0"]     # same block: as tuned
+
+
 def test_pick_config_table_then_heuristic(tmp_path):
     custom = tmp_path / "table.json"
     custom.write_text(json.dumps({"configs": {"64:8:0": {"rows": 2, "warps": 1}, "64:8:1": {"rows": 4, "warps": 2},
@@ -631,8 +649,12 @@ def test_pick_config_table_then_heuristic(tmp_path):
         assert kt.pick(64, 5, 4, True) == LaunchConfig(rows=4, warps=2)      # 5 tokens fall in bucket 8
         assert kt.pick(64, 32, 2, False).legacy() == (1, 2, 0, 5, 0)
         assert kt.pick(64, 64, 2, False).legacy() == (1, 2, 0, 1, 32)
-        assert kt.pick(64, 9, 2, False) == kt.heuristic(64, 9, 2, False)
-        assert kt.pick(100, 8, 2, False) == kt.heuristic(100, 8, 2, False)
+        # no key of its own: the nearest entry (same block first, then hidden, then tokens), adapted
+        assert kt.pick_explained(64, 9, 2, False) == (LaunchConfig(rows=2, warps=1), "nearest 64:8:0")
+        assert kt.pick_explained(64, 13, 2, False)[1] == "nearest 64:32:0"
+        assert kt.pick_explained(100, 8, 2, False) == (LaunchConfig(rows=2, warps=2), "nearest 64:8:0")  # 2x block
+        assert kt.pick_explained(4096, 8, 2, False) == (kt.heuristic(4096, 8, 2, False), "heuristic")   # far
+        assert kt.pick_explained(64, 8, 2, False)[1] == "table 64:8:0"
         x, w, r = _inputs((8, 64), "float32", True)
         _assert_matches_reference(triton_rmsnorm(x, w, r), x, w, r)   # a launch with the table's config
         assert kt.load_table(path=tmp_path / "missing.json") == {}    # a missing file is an empty table

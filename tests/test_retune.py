@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rmsnorm_lab import tune as rt
 from rmsnorm_lab.kernels.config import LaunchConfig, next_pow2
 from rmsnorm_lab.kernels.tables import heuristic, load_table
@@ -179,3 +181,38 @@ def test_merge_joins_tables_searched_apart(tmp_path):
     assert meta["how"] == "small + large"
     proc = _tune("--out", tmp_path / "o", "--merge", small, other, timeout=120)
     assert proc.returncode != 0 and "different devices" in proc.stderr
+
+
+def test_install_overlay_is_read_by_that_gpu_only(tmp_path, monkeypatch):
+    """tune --install: the overlay lands in the user's tables folder, over an earlier one's keys, and lookups
+    on that GPU read it over the GPU's own table (other GPUs and CPU tensors do not); table_info says so."""
+    from rmsnorm_lab.kernels import tables as kt
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"overlay": True, "device": "NVIDIA H200", "searched": ["4608:1024:0"],
+                                 "configs": {"4608:1024:0": {"warps": 4}, "4608:2048:0": {"warps": 8}}}))
+    second.write_text(json.dumps({"overlay": True, "device": "NVIDIA H200", "searched": ["4608:2048:0"],
+                                  "configs": {"4608:2048:0": {"warps": 16}}}))
+    try:
+        kt.use_table(None)
+        dst = kt.install_overlay(first, "NVIDIA H200")
+        kt.install_overlay(second, "NVIDIA H200")
+        assert dst == tmp_path / "cache" / "rmsnorm_lab" / "tables" / "nvidia-h200.json"
+        assert kt.pick(4608, 1000, 2, False, "NVIDIA H200") == LaunchConfig(warps=4)
+        assert kt.pick(4608, 2000, 2, False, "NVIDIA H200") == LaunchConfig(warps=16)     # the later one wins
+        own = kt.load_table(path=kt.table_path("NVIDIA H200"))
+        assert kt.pick(4096, 128, 2, False, "NVIDIA H200") == own["4096:128:0"]          # the rest: the GPU's own
+        assert "4608:1024:0" not in kt.load_table("NVIDIA H100 80GB HBM3")
+        assert kt.table_info("NVIDIA H200")["user_overlay"]["path"] == str(dst)
+        assert "user_overlay" not in kt.table_info(None)
+        with pytest.raises(ValueError, match="not an overlay"):
+            kt.install_overlay(kt.DEFAULT_TABLE, "NVIDIA H200")
+    finally:
+        kt.use_table(None)
+
+
+def test_install_needs_an_overlay_searched_on_a_gpu(tmp_path):
+    for extra, word in ((["--install"], "--overlay"), (["--install", "--overlay"], "GPU")):
+        proc = _tune("--out", tmp_path / "x", "--device", "cpu", "--hidden-size", "64", "--tokens", "1",
+                     "--peers", "", "--workers", "0", *extra)
+        assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

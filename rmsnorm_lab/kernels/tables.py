@@ -3,13 +3,18 @@
 A table file (JSON) holds provenance fields (device, versions, date, how it was searched) and
 ``configs``: {"<hidden>:<tokens bucket>:<residual 0|1>": {named LaunchConfig fields that differ
 from the defaults}}. ``tables/default.json`` was tuned on an H100; ``tables/<gpu slug>.json`` is a
-GPU's own (e.g. ``nvidia-h200.json``). A table with ``"overlay": true`` (what ``tune`` writes for
-your shapes) holds only some keys: lookups try it first, then the GPU's table, then the heuristic.
+GPU's own (e.g. ``nvidia-h200.json``). A table with ``"overlay": true`` (what ``tune --overlay`` writes
+for your shapes) holds only some keys: lookups try it first, then the GPU's table. ``tune --install`` puts
+an overlay in the user's tables folder (``user_dir()``), which every process on that GPU then reads.
+
+A shape without a key of its own borrows the nearest entry (``nearest``, ``adapt``), else the heuristic.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from pathlib import Path
 
 from .config import LaunchConfig, as_config, next_pow2
@@ -114,15 +119,60 @@ def table_path(gpu_name: str | None = None, path=None) -> Path:
     return DEFAULT_TABLE
 
 
+def user_dir() -> Path:
+    """The user's tables folder: ``$XDG_CACHE_HOME/rmsnorm_lab/tables`` (``~/.cache/...`` without it)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "rmsnorm_lab" / "tables"
+
+
+def user_overlay_path(gpu_name: str | None) -> Path | None:
+    """The overlay ``tune --install`` wrote for this GPU (user_dir()/<slug>.json), if there is one."""
+    if not gpu_name:
+        return None
+    from ..device import slug
+    p = user_dir() / f"{slug(gpu_name)}.json"
+    return p if p.is_file() else None
+
+
 def load_table(gpu_name: str | None = None, path=None) -> dict:
     """{key: LaunchConfig} a GPU reads: the use_table override (merged over the GPU's own table when it is an
-    overlay), else the file of table_path; a missing file is an empty table."""
+    overlay), else the file of table_path with the user's installed overlay for this GPU over it; a missing
+    file is an empty table."""
     ov = STORE.override
     if ov is not None and path is None:
         if ov["meta"].get("overlay"):
-            return {**STORE.read(table_path(gpu_name))["configs"], **ov["configs"]}
+            return {**_with_user(gpu_name), **ov["configs"]}
         return ov["configs"]
-    return STORE.read(table_path(gpu_name, path))["configs"]
+    if path is not None:
+        return STORE.read(table_path(gpu_name, path))["configs"]
+    return _with_user(gpu_name)
+
+
+def _with_user(gpu_name) -> dict:
+    base = STORE.read(table_path(gpu_name))["configs"]
+    user = user_overlay_path(gpu_name)
+    return {**base, **STORE.read(user)["configs"]} if user else base
+
+
+def install_overlay(table_file, gpu_name: str) -> Path:
+    """Put an overlay table (``tune --overlay``'s table.json) in the user's tables folder for ``gpu_name``,
+    over the keys of an overlay installed there before; returns the file. Entries are checked first."""
+    from ..device import slug
+    from ..results import _atomic_write
+    meta = json.loads(Path(table_file).read_text())
+    if not meta.get("overlay"):
+        raise ValueError(f"table: {table_file} is not an overlay (tune --overlay writes one)")
+    parse_configs(meta.get("configs", {}), f"table {table_file}")
+    dst = user_dir() / f"{slug(gpu_name)}.json"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_file():
+        old = json.loads(dst.read_text())
+        meta["configs"] = {**old.get("configs", {}), **meta.get("configs", {})}
+        meta["searched"] = sorted(set(old.get("searched", [])) | set(meta.get("searched", [])))
+    _atomic_write(dst, dump_table(meta))
+    STORE.reset()
+    from .launch import LAUNCHER
+    LAUNCHER.plans.clear()
+    return dst
 
 
 def heuristic(hidden: int, tokens: int, itemsize: int, residual: bool) -> LaunchConfig:
@@ -139,11 +189,71 @@ def heuristic(hidden: int, tokens: int, itemsize: int, residual: bool) -> Launch
     return LaunchConfig(rows=rows, warps=warps)
 
 
+def nearest(hidden: int, tokens: int, residual: bool, table: dict):
+    """The table entry a shape without its own key borrows, as (key, LaunchConfig), or None.
+
+    Candidates are the entries with the same residual whose block width (the next power of two of the
+    hidden size) is the same as the shape's, or at most twice or half of it. Among them, the closest by
+    ``3 * |log2(hidden ratio)| + |log2(tokens / bucket's middle)| + 3 * (block widths differ)``: the same block width
+    compiles to the same code (registers, programs per SM, the masked tail's share), so it comes first; the
+    hidden size decides the per-row work and so counts three times the token count, which decides the grid (waves
+    over the SMs) and how much of the tensors stays in L2 between the two passes; a bucket stands for the
+    token counts in it by its geometric middle (bucket / sqrt 2), as a tuned entry's token count lies there. None when no entry is
+    within a factor of two of the block width: the heuristic is nearer the truth than a borrowed config."""
+    block = next_pow2(hidden)
+    best, best_cost = None, math.inf
+    for key, cfg in table.items():
+        h, b, r = (int(p) for p in key.split(":"))
+        if r != int(bool(residual)):
+            continue
+        hb = next_pow2(h)
+        if not (block // 2 <= hb <= block * 2):
+            continue
+        cost = (3 * abs(math.log2(h / hidden)) + abs(math.log2(b / math.sqrt(2) / max(int(tokens), 1)))
+                + 3 * (hb != block))
+        if cost < best_cost - 1e-9 or (abs(cost - best_cost) <= 1e-9 and key < best[0]):
+            best, best_cost = (key, cfg), cost
+    return best
+
+
+def adapt(cfg: LaunchConfig, from_hidden: int, hidden: int) -> LaunchConfig:
+    """A borrowed config made fit for another block width: warps scale with the block (the same elements
+    per thread, 1..32 warps), a two-pass slice no wider than half the block, a register cap dropped (it was
+    set for the other block's code)."""
+    src, dst = next_pow2(from_hidden), next_pow2(hidden)
+    if src == dst:
+        return cfg
+    warps = min(32, max(1, cfg.warps * dst // src))
+    chunk = cfg.chunk if cfg.chunk and cfg.chunk <= dst // 2 else 0
+    changes = dict(warps=warps, chunk=chunk, maxnreg=0)
+    if cfg.chunk and not chunk:            # the slice no longer fits: keep two passes over the whole row
+        changes.update(reread=not cfg.evict_last)
+        if not changes["reread"]:
+            changes["sum_first"] = False
+    return cfg.replace(**changes)
+
+
+def pick_explained(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
+                   table: dict | None = None) -> tuple:
+    """(LaunchConfig, where it came from): the table's own entry for the shape's key ("table <key>"), else
+    the nearest entry adapted to the shape ("nearest <key>", see ``nearest`` and ``adapt``), else the
+    heuristic ("heuristic")."""
+    t = load_table(gpu_name) if table is None else table
+    key = table_key(hidden, tokens, residual)
+    cfg = t.get(key)
+    if cfg is not None:
+        return cfg, f"table {key}"
+    near = nearest(hidden, tokens, residual, t)
+    if near is not None:
+        k, c = near
+        return adapt(c, int(k.split(":")[0]), hidden), f"nearest {k}"
+    return heuristic(hidden, tokens, itemsize, residual), "heuristic"
+
+
 def pick(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
          table: dict | None = None) -> LaunchConfig:
-    """The launch config: the entry of ``table`` (or of the table gpu_name reads), else the heuristic."""
-    cfg = (load_table(gpu_name) if table is None else table).get(table_key(hidden, tokens, residual))
-    return cfg if cfg is not None else heuristic(hidden, tokens, itemsize, residual)
+    """The launch config of a shape on a GPU (``pick_explained`` without the why)."""
+    return pick_explained(hidden, tokens, itemsize, residual, gpu_name, table)[0]
 
 
 def table_info(gpu_name: str | None = None) -> dict:
@@ -157,6 +267,9 @@ def table_info(gpu_name: str | None = None) -> dict:
             "tuned_on": ov["meta"].get("device"), "own": bool(gpu_name) and ov["meta"].get("device") == gpu_name}
         return {**info, "override": True}
     info = _file_info(table_path(gpu_name), gpu_name)
+    user = user_overlay_path(gpu_name)
+    if user is not None:
+        info["user_overlay"] = _file_info(user, gpu_name)
     if ov is not None:
         info["overlay"] = _file_info(ov["path"], gpu_name) if ov["path"] else {"path": None,
                                                                                "keys": sorted(ov["configs"])}
