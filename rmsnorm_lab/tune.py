@@ -429,7 +429,7 @@ class _Search:
         return min(mine, key=lambda c: score(*_avg(mine[c]), pc, pg)), mine, (pc, pg)
 
     def run(self, out: Path) -> Path:
-        from .kernels.tables import pick, table_key
+        from .kernels.tables import pick as table_pick, table_key
         args = self.args
         print(f"{self.gpu}: copy {self.copy:.0f} GB/s", flush=True)
         if self.on_gpu:
@@ -446,7 +446,7 @@ class _Search:
             shapes = [(int(a), int(b), bool(int(c))) for a, b, c in (k.split(":") for k in args.shapes)]
 
         def base_of(h, t, res):         # what the package would launch: the table's key, nearest entry or heuristic
-            return pick(h, t, 2, res, table=base_table)
+            return table_pick(h, t, 2, res, table=base_table)
 
         cands = {s: candidates(*s, base_of(*s), hist, new=not args.no_new, wide=args.wide, sms=self.sms)
                  for s in shapes}

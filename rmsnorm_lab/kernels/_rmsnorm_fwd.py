@@ -2,6 +2,8 @@
 import triton
 import triton.language as tl
 
+from ._rmsnorm_variants import _fp8_clamp
+
 try:  # programmatic dependent launch (Hopper+); absent from older Triton
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 except ImportError:  # pragma: no cover - depends on the Triton version
@@ -49,6 +51,10 @@ def rmsnorm_fwd_kernel(
     ONE_BLOCK: tl.constexpr = False,     # the grid has a program per row block: no grid-stride loop
     I64: tl.constexpr = True,            # int64 row offsets (the launcher passes False when int32 cannot overflow)
     RSQRT: tl.constexpr = False,         # rstd with one rsqrt instead of a division by a square root
+    SCALE=None,                          # QUANT: the static FP8 scale (one fp32 element)
+    W_OFFSET: tl.constexpr = 0.0,        # y = x * rstd * (W_OFFSET + w): Gemma's 1 + w
+    QUANT: tl.constexpr = False,         # y / SCALE saturated to e4m3 and stored as float8_e4m3fn
+    SOFT_ROUND: tl.constexpr = False,    # QUANT on CPU tensors: the e4m3 bits as uint8 (see _fp8_clamp)
 ):
     """RMSNorm of each row (optionally fused with the residual add); fp32 math, one rounding at the store.
 
@@ -59,16 +65,17 @@ def rmsnorm_fwd_kernel(
     "reread" flag). SUM_FIRST: pass 2 reads the stored new residual (one tensor, not x
     and r), so it normalizes the sum rounded to the residual's dtype, as vLLM does.
     ONE_BLOCK / I64 / RSQRT (the launcher's "lean" path, v8) drop the grid-stride loop, the 64-bit
-    row offsets and the division where they are not needed.
+    row offsets and the division where they are not needed. W_OFFSET and QUANT make it the Gemma norm and
+    the norm fused with static FP8 quantization, with every launch choice above.
     """
     if CHUNK > 0:
         _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
                           HAS_RES, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST,
-                          ONE_BLOCK, I64, RSQRT)
+                          ONE_BLOCK, I64, RSQRT, SCALE, W_OFFSET, QUANT, SOFT_ROUND)
     else:
         _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, BLOCK_N, ROWS,
                           HAS_RES, W_IN_LOOP, USE_PDL, PDL_EARLY, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
-                          LATE_RO, ONE_BLOCK, I64, RSQRT)
+                          LATE_RO, ONE_BLOCK, I64, RSQRT, SCALE, W_OFFSET, QUANT, SOFT_ROUND)
 
 
 @triton.jit
@@ -79,6 +86,30 @@ def _row_offsets(blk, ROWS: tl.constexpr, I64: tl.constexpr):
     if I64:
         roff = rows.to(tl.int64)
     return rows, roff
+
+
+@triton.jit
+def _inv_scale(SCALE, QUANT: tl.constexpr):
+    """1 / the static FP8 scale (read after any PDL wait: an earlier kernel may write it); 1 without QUANT."""
+    inv = 1.0
+    if QUANT:
+        inv = 1.0 / tl.load(SCALE).to(tl.float32)
+    return inv
+
+
+@triton.jit
+def _weight(W, cols, col_ok, W_OFFSET: tl.constexpr):
+    w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    if W_OFFSET != 0.0:
+        w = w + W_OFFSET
+    return w
+
+
+@triton.jit
+def _epilogue(y, inv, QUANT: tl.constexpr, SOFT_ROUND: tl.constexpr):
+    if QUANT:
+        y = _fp8_clamp(y * inv, SOFT_ROUND)
+    return y
 
 
 @triton.jit
@@ -93,7 +124,8 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
                       N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       W_IN_LOOP: tl.constexpr, USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr,
                       EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                      LATE_RO: tl.constexpr, ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+                      LATE_RO: tl.constexpr, ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr,
+                      SCALE, W_OFFSET: tl.constexpr, QUANT: tl.constexpr, SOFT_ROUND: tl.constexpr):
     """One pass: load a ROWS x BLOCK_N tile (and add), fp32 sum of squares, scale, store."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -102,18 +134,19 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
         gdc_wait()                       # inputs may come from the kernel before us
         if PDL_EARLY:
             gdc_launch_dependents()      # the next kernel may start its prologue now
+    inv = _inv_scale(SCALE, QUANT)
     w = None
     if not W_IN_LOOP:
-        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        w = _weight(W, cols, col_ok, W_OFFSET)
     if ONE_BLOCK:
         _one_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
                         col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, LATE_RO,
-                        I64, RSQRT, ROWS == 1)
+                        I64, RSQRT, ROWS == 1, inv, W_OFFSET, QUANT, SOFT_ROUND)
     else:
         for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
             _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols,
                             col_ok, N, ROWS, HAS_RES, W_IN_LOOP, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS,
-                            LATE_RO, I64, RSQRT, False)
+                            LATE_RO, I64, RSQRT, False, inv, W_OFFSET, QUANT, SOFT_ROUND)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()      # our stores are issued: the next kernel may launch
@@ -123,7 +156,8 @@ def _rmsnorm_one_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, w, cols, col_ok,
                     N: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr, W_IN_LOOP: tl.constexpr,
                     EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                    LATE_RO: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr):
+                    LATE_RO: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr,
+                    inv, W_OFFSET: tl.constexpr, QUANT: tl.constexpr, SOFT_ROUND: tl.constexpr):
     rows, roff = _row_offsets(blk, ROWS, I64)
     if ONE_ROW:                      # a program per row: the row exists (no predicate on full rows)
         mask = col_ok[None, :]
@@ -136,8 +170,8 @@ def _one_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro
             _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
     rstd = _rstd(tl.sum(x * x, axis=1), N, eps, RSQRT)
     if W_IN_LOOP:
-        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
-    y = x * rstd[:, None] * w[None, :]
+        w = _weight(W, cols, col_ok, W_OFFSET)
+    y = _epilogue(x * rstd[:, None] * w[None, :], inv, QUANT, SOFT_ROUND)
     if HAS_RES:
         if LATE_RO:
             _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
@@ -149,7 +183,8 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
                       N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                       USE_PDL: tl.constexpr, PDL_EARLY: tl.constexpr, EVICT_LOADS: tl.constexpr,
                       EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr, SUM_FIRST: tl.constexpr,
-                      ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr):
+                      ONE_BLOCK: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr,
+                      SCALE, W_OFFSET: tl.constexpr, QUANT: tl.constexpr, SOFT_ROUND: tl.constexpr):
     """The row in CHUNK-wide slices: pass 1 sums squares (lines kept in L2), pass 2 re-reads, scales, stores.
 
     Fewer live registers than holding the row, so more rows in flight per SM. In place is
@@ -162,13 +197,16 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
         gdc_wait()
         if PDL_EARLY:
             gdc_launch_dependents()
+    inv = _inv_scale(SCALE, QUANT)
     if ONE_BLOCK:
         _two_pass_block(pid, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK, ROWS,
-                        HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, ROWS == 1)
+                        HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, ROWS == 1,
+                        inv, W_OFFSET, QUANT, SOFT_ROUND)
     else:
         for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
             _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps, N, CHUNK,
-                            ROWS, HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, False)
+                            ROWS, HAS_RES, EVICT_LOADS, EVICT_STORES, EVICT_LAST_LOADS, SUM_FIRST, I64, RSQRT, False,
+                            inv, W_OFFSET, QUANT, SOFT_ROUND)
     if USE_PDL:
         if not PDL_EARLY:
             gdc_launch_dependents()
@@ -178,7 +216,8 @@ def _rmsnorm_two_pass(X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n
 def _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro, n_rows, eps,
                     N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, HAS_RES: tl.constexpr,
                     EVICT_LOADS: tl.constexpr, EVICT_STORES: tl.constexpr, EVICT_LAST_LOADS: tl.constexpr,
-                    SUM_FIRST: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr):
+                    SUM_FIRST: tl.constexpr, I64: tl.constexpr, RSQRT: tl.constexpr, ONE_ROW: tl.constexpr,
+                    inv, W_OFFSET: tl.constexpr, QUANT: tl.constexpr, SOFT_ROUND: tl.constexpr):
     rows, roff = _row_offsets(blk, ROWS, I64)
     if ONE_ROW:                      # a program per row: the row exists (no predicate on full rows)
         row_ok = tl.full([ROWS, 1], 1, tl.int1)
@@ -212,8 +251,8 @@ def _two_pass_block(blk, X, W, Y, R, RO, stride_x, stride_y, stride_r, stride_ro
                 x += _load(R + roff[:, None] * stride_r + cols[None, :], mask, EVICT_LOADS, EVICT_LAST_LOADS)
         # every load of the slice before its first store: a load after a store to memory that may
         # alias it is not moved above the store, so this order saves an L2 round trip per slice
-        w = tl.load(W + cols, mask=col_ok, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        w = _weight(W, cols, col_ok, W_OFFSET)
         if HAS_RES and not SUM_FIRST:
             _store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask, EVICT_STORES)
-        y = x * rstd[:, None] * w[None, :]
+        y = _epilogue(x * rstd[:, None] * w[None, :], inv, QUANT, SOFT_ROUND)
         _store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask, EVICT_STORES)

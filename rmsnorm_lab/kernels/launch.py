@@ -21,8 +21,9 @@ def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
 
 def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row_stride: int, pdl: bool,
                       sum_first_ok: bool = True) -> tuple:
-    """The kernel's compile-time arguments, in its parameter order (N, BLOCK_N, ROWS, HAS_RES, W_IN_LOOP, USE_PDL,
-    PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO, ONE_BLOCK, I64, RSQRT):
+    """The kernel's arguments after eps, in its parameter order (N, BLOCK_N, ROWS, HAS_RES, W_IN_LOOP, USE_PDL,
+    PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO, ONE_BLOCK, I64, RSQRT, then
+    the plain norm's SCALE None, W_OFFSET 0.0, QUANT False, SOFT_ROUND False; ``VARIANT_ARGS`` counts those four):
     what launch passes and what tune's sm_90 compile uses. pdl: the launch uses PDL (cfg.pdl and the GPU has it).
     sum_first_ok: the new residual's dtype is x's or float32, so normalizing the stored sum (sum_first) loses
     nothing beyond x's own rounding (False: a narrower residual; sum_first is dropped)."""
@@ -35,7 +36,10 @@ def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row
     sum_first = cfg.sum_first and has_res and chunk > 0 and sum_first_ok
     late_ro = cfg.late_ro and has_res and chunk == 0
     return (n, block_n, cfg.rows, has_res, block_n >= 8192, pdl, cfg.pdl_early, cfg.evict_loads, cfg.evict_stores,
-            chunk, cfg.evict_last, sum_first, late_ro, lean and not cfg.per_sm, i64, lean)
+            chunk, cfg.evict_last, sum_first, late_ro, lean and not cfg.per_sm, i64, lean, None, 0.0, False, False)
+
+
+VARIANT_ARGS = 4        # SCALE, W_OFFSET, QUANT, SOFT_ROUND: the last of kernel_constexprs' values
 
 
 class Launcher:
@@ -90,10 +94,13 @@ class Launcher:
         return self.kernel
 
     # ---- the launch
-    def launch(self, x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None):
+    def launch(self, x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None, variant=None):
         """Launch on 2-D row-major views (unit last stride, no checks); writes y2 (and ro2 = x2 + r2 in ro2's
         dtype). On CUDA returns (compiled kernel, grid, constexpr arguments) for fast's plans, else None.
-        config: a LaunchConfig (or dict / old tuple); None: the table's pick for this GPU."""
+        config: a LaunchConfig (or dict / old tuple); None: the table's pick for this GPU.
+        variant: None (plain RMSNorm) or (scale, w_offset, quant, soft_round): Gemma's offset weight and / or
+        the output divided by a static scale (a one-element fp32 tensor) into a float8_e4m3fn y2 (soft_round:
+        CPU tensors, y2 a uint8 view; see the kernel)."""
         n_rows, n = x2.shape
         if n_rows == 0:
             return None
@@ -110,11 +117,16 @@ class Launcher:
         const = kernel_constexprs(n, n_rows, cfg, has_res,
                                   max(x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0)), pdl,
                                   ro2.dtype == x2.dtype or ro2.element_size() == 4)
+        kconst = const
+        if variant is not None:
+            scale, w_offset, quant, soft = variant
+            const = const[:-VARIANT_ARGS] + (scale, float(w_offset), bool(quant), bool(soft))
+            kconst = const[:-VARIANT_ARGS] + (scale is not None,) + const[-VARIANT_ARGS + 1:]
         args = (x2, w, y2, r2, ro2, x2.stride(0), y2.stride(0), r2.stride(0), ro2.stride(0), n_rows, eps) + const
         if not on_cuda:
             self._kernel()[(grid0,)](*args, num_warps=cfg.warps)
             return None
-        key = (x2.dtype, w.dtype, y2.dtype, r2.dtype, ro2.dtype, cfg, const,
+        key = (x2.dtype, w.dtype, y2.dtype, r2.dtype, ro2.dtype, cfg, kconst,
                x2.stride(0) % 16 == 0, y2.stride(0) % 16 == 0, r2.stride(0) % 16 == 0, ro2.stride(0) % 16 == 0,
                x2.data_ptr() % 16 == 0, y2.data_ptr() % 16 == 0, r2.data_ptr() % 16 == 0,
                ro2.data_ptr() % 16 == 0, w.data_ptr() % 16 == 0, x2.device.index)

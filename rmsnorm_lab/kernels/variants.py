@@ -2,7 +2,9 @@
 
 Each function checks its arguments (a ``TypeError`` / ``ValueError`` naming the
 argument; ``UnsupportedError`` for CPU tensors without the interpreter), allocates what it
-is not given and launches one kernel:
+is not given and launches one kernel. Gemma's norm and the static-scale FP8 norm run the plain
+kernel (``_rmsnorm_fwd``, with its launch table; ``W_OFFSET`` / ``QUANT``); the per-token FP8 norm,
+QK-norm and the quantize-only baselines run the kernels of ``_rmsnorm_variants``:
 
 - ``gemma_rmsnorm(x, weight, residual=None, eps)`` -> y | (y, new_residual)
 - ``rmsnorm_fp8_static(x, weight, scale, residual=None, eps)`` -> y8 | (y8, new_residual)
@@ -56,6 +58,11 @@ def pdl_ok(device) -> bool:
     from .launch import LAUNCHER
     cuda = _cuda_device(device)
     return cuda is not None and LAUNCHER.has_pdl(cuda)
+
+
+def _nothing():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def _launch_opts(device, warps) -> dict:
@@ -217,7 +224,13 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             raise ValueError(f"scales: expected a contiguous float32 tensor of {n_rows} elements")
     dummy = y2
     soft = bool(quant) and x.device.type != "cuda"
-    if n_rows:
+    if n_rows and quant != 2:      # the plain kernel with its launch table, Gemma's offset and a static scale
+        from .launch import LAUNCHER
+        cuda = _cuda_device(x.device)
+        with (torch.cuda.device(cuda) if cuda is not None else _nothing()):
+            LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps,
+                            variant=(scale if quant else None, w_offset, quant == 1, soft))
+    elif n_rows:
         p = row_policy(n, n_rows, sm_count(x.device))
         _kernels().norm_rows_kernel[(p.programs,)](
             x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
