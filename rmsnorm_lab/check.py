@@ -171,6 +171,13 @@ def skip_check(impl, case: Case, device: str, known_limits: bool = True) -> tupl
     return ("" if b else b.reason), s.reason
 
 
+def _blank_row(name: str, case: Case, device: str) -> dict:
+    """A check row before the check: its columns, in order."""
+    return {"impl": name, "case": case.label, **case.as_dict(), "device": device, "status": "",
+            "err_out": float("nan"), "err_residual": float("nan"), "tolerance": TOLERANCE[case.dtype],
+            "reason": "", "note": "", "declared": ""}
+
+
 def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: float = 1e-6,
                inputs=None, known_limits: bool = True) -> dict:
     """Run one implementation on one case and compare both outputs with the float64 reference.
@@ -191,9 +198,7 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     eps = case.eps if case.eps is not None else eps
     on_cuda = str(device).startswith("cuda")
     tol = TOLERANCE[case.dtype]
-    row = {"impl": name, "case": case.label, **case.as_dict(), "device": device, "status": "",
-           "err_out": float("nan"), "err_residual": float("nan"), "tolerance": tol, "reason": "",
-           "note": "", "declared": ""}
+    row = _blank_row(name, case, device)
     reason, row["declared"] = skip_check(impl, case, device, known_limits)
     if reason:
         row.update(status="skip", reason=reason)
@@ -266,15 +271,71 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
     return row
 
 
-def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float = 1e-6):
-    """check_impl over cases x implementations, one DataFrame (fresh random inputs per case)."""
+def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float = 1e-6, jobs=None, *,
+              isolated=None, imports=(), timeout_s: float = 300):
+    """check_impl over cases x implementations: one DataFrame, a row per (case, implementation),
+    cases outer. Case ``i``'s inputs come from seed ``seed + i``, the same for every implementation.
+
+    jobs: child processes at once (None: ``isolate.default_jobs(device)``: half the CPU cores on
+    CUDA, 1 on the CPU). isolated: None: in child processes on CUDA when ``jobs`` > 1, in this
+    process otherwise; True / False: always / never. In children (``isolate.run_children``) an
+    implementation that compiles per case is split among several, and a process that dies, runs
+    past ``timeout_s`` or faults the GPU makes its case a ``crash`` row; otherwise the rows are
+    those of this process (except for an entry that fails to load: a ``skip`` with the reason on
+    every case, where this process reports its first case as the ``error``). An entry only this
+    process knows (registered here, not by a module of ``imports``) is checked here.
+    imports: modules (dotted names or .py paths) that register implementations, imported here and
+    in each child. timeout_s: per case in a child (loading: ``isolate.LOAD_TIMEOUT_FACTOR`` times it).
+    """
+    import os
+
     import pandas as pd
 
+    from .impls import ORDER
+    from .isolate import check_jobs, import_extra, run_children
+    from .validate import check_positive_float
+
+    timeout_s = check_positive_float("timeout_s", timeout_s, "seconds")
+    if isolated not in (None, True, False):
+        raise TypeError(f"isolated: expected None, True or False, got {isolated!r} ({type(isolated).__name__})")
+    if isinstance(imports, str):
+        imports = [imports]
+    imports = [os.fspath(m) for m in imports]
+    child_known = set(ORDER)
+    for m in imports:
+        child_known |= {impl.name for impl in getattr(import_extra(m), "IMPLS", [])}
     names = resolve_names(impls)
-    rows = []
+    cases = list(cases)
+    jobs = check_jobs(jobs, device)
+    if isolated is None:
+        isolated = str(device).startswith("cuda") and jobs > 1
+    in_child = [n for n in names if isolated and n in child_known]
+    here = [n for n in names if n not in in_child]
+
+    rows: dict = {}
     for i, case in enumerate(cases):
-        runs = not skip_reason(case, device) and any(get_impl(n).supports(case, device) for n in names)
+        runs = here and not skip_reason(case, device) and any(get_impl(n).supports(case, device) for n in here)
         inputs = make_inputs(case, device, seed + i) if runs else None
-        for n in names:
-            rows.append(check_impl(n, case, device, seed + i, eps, inputs=inputs))
-    return pd.DataFrame(rows)
+        for n in here:
+            row = check_impl(n, case, device, seed + i, eps, inputs=inputs)
+            row.pop("fatal", None)
+            rows[i, n] = row
+    work = []
+    for n in in_child:
+        todo = []
+        for i, case in enumerate(cases):
+            if skip_check(get_impl(n), case, device)[0]:
+                rows[i, n] = check_impl(n, case, device, seed + i, eps)      # the skip row, made here
+            else:
+                todo.append(i)
+        if todo:
+            work.append((n, todo))
+    got = run_children(work, cases, device, jobs, timeout_s, [seed + i for i in range(len(cases))], eps,
+                       imports=imports, known_limits=True)
+    for n, res in got.items():
+        for i, r in res.items():
+            row = _blank_row(n, cases[i], device)
+            row.update({k: r[k] for k in ("status", "err_out", "err_residual", "reason", "note", "declared")
+                        if k in r})
+            rows[i, n] = row
+    return pd.DataFrame([rows[i, n] for i in range(len(cases)) for n in names])

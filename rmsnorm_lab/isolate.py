@@ -8,6 +8,9 @@ When the child aborts, segfaults, runs past ``timeout_s`` on a case (or ``LOAD_T
 times that while loading) or reports a CUDA fault, the case it was running becomes a ``crash``
 row (signal or exit status and its last words on stderr) and a fresh child runs the rest.
 
+``seeds``: a seed per case (the inputs of case ``i`` are ``make_inputs(case, device, seeds[i])``),
+so a case gives the same inputs in whichever child it runs.
+
 ``imports``: extra modules (dotted names, or paths of .py files) the child imports before it looks
 the implementation up; the entries of their ``IMPLS`` lists join the registry (``import_extra``).
 
@@ -15,6 +18,12 @@ the implementation up; the entries of their ``IMPLS`` lists join the registry (`
 it (``exclusive``) while it builds, runs and frees a ``Case.large`` input on CUDA, so two such inputs
 (GiBs each) are never in GPU memory at once; the lock goes with the child if it dies. While a child
 waits for it, its case's time-out does not run (the holder's own time-out bounds the wait).
+
+``run_children(work, cases, ...)`` runs the cases of several implementations, several children at
+once (``jobs``), and splits an implementation that compiles per case (``Impl.prewarm_jobs``) among
+several children (``shard``); ``check.check_all`` and ``probe.probe_support`` both use it. Each
+child compiles with one Inductor thread (``prewarm.single_compile_thread``): many children each
+starting a compile pool of one process per core would oversubscribe the host.
 """
 from __future__ import annotations
 
@@ -88,7 +97,9 @@ def _child_main(spec_path: str, out_path: str) -> int:
     from .cases import Case
     from .check import check_impl
     from .impls import get_impl
+    from .prewarm import single_compile_thread
 
+    single_compile_thread()             # before the implementation loads (and compiles anything)
     spec = json.loads(Path(spec_path).read_text())
     out = open(out_path, "a", buffering=1)
 
@@ -103,11 +114,11 @@ def _child_main(spec_path: str, out_path: str) -> int:
         get_impl(spec["impl"]).load()
     except Exception as e:  # noqa: BLE001 - every case becomes a skip with the reason
         msg = " ".join(f"failed to load: {type(e).__name__}: {e}".split())[:500]
-        for i, _ in spec["cases"]:
+        for i, *_ in spec["cases"]:
             emit({"i": i, "event": "done", "status": "skip", "reason": msg})
         return 0
     emit({"event": "ready"})
-    for i, cd in spec["cases"]:
+    for i, cd, seed in spec["cases"]:
         case = Case.from_dict(cd)
         big = device.startswith("cuda") and case.large
         if big:
@@ -115,7 +126,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
         with exclusive(spec.get("large_lock") if big else None):
             emit({"i": i, "event": "start"})
             t0 = time.perf_counter()
-            row = check_impl(spec["impl"], case, device, spec["seed"], spec["eps"],
+            row = check_impl(spec["impl"], case, device, seed, spec["eps"],
                              known_limits=spec.get("known_limits", True))
             fatal = row.pop("fatal", False)
             emit({"i": i, "event": "done", **row, "seconds": round(time.perf_counter() - t0, 3)})
@@ -193,12 +204,16 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
 
 
 def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: int = 0, eps: float = 1e-6,
-                 imports=(), known_limits: bool = True, log=None, large_lock=None) -> dict:
+                 imports=(), known_limits: bool = True, log=None, large_lock=None, seeds=None) -> dict:
     """index -> check row (``check.check_impl``'s, plus ``seconds``) for each case of ``cases`` (a
     list of ``Case``), each run in a child process; a fresh child after each crash. ``log(i, row)``
     is called as each row arrives. ``large_lock``: a lock file path shared with the children of
-    other implementations running at the same time (see the module's docstring)."""
+    other implementations running at the same time (see the module's docstring). ``seeds``: the
+    seed of each case (a list as long as ``cases``); None: ``seed`` for every case."""
     results: dict = {}
+    seeds = [seed] * len(cases) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != len(cases):
+        raise ValueError(f"seeds: expected one seed per case ({len(cases)}), got {len(seeds)}")
     remaining = list(range(len(cases)))
     env = _child_env()
 
@@ -214,10 +229,10 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
             spec_path = Path(td) / f"spec{attempt}.json"
             out_path = Path(td) / f"out{attempt}.jsonl"
             err_path = Path(td) / f"err{attempt}.txt"
-            spec_path.write_text(json.dumps({"impl": name, "device": device, "seed": seed, "eps": eps,
+            spec_path.write_text(json.dumps({"impl": name, "device": device, "eps": eps,
                                              "imports": list(imports), "known_limits": known_limits,
                                              "large_lock": None if large_lock is None else os.fspath(large_lock),
-                                             "cases": [[i, cases[i].to_dict()] for i in remaining]}))
+                                             "cases": [[i, cases[i].to_dict(), seeds[i]] for i in remaining]}))
             out_path.touch()
             with open(err_path, "w") as errf:
                 proc = subprocess.Popen([sys.executable, "-m", "rmsnorm_lab.isolate", str(spec_path), str(out_path)],
@@ -245,6 +260,121 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
                 for i in left:
                     done(i, {"status": "crash", "reason": msg})
             remaining = [i for i in remaining if i not in results]
+    return results
+
+# ---------------------------------------------------------------- many children
+
+MAX_JOBS = 12               # children at once by default, at most (``default_jobs``)
+COMPILES_PER_CHILD = 8      # compile jobs one child takes on before its entry is split (``shard``)
+
+
+def default_jobs(device: str) -> int:
+    """How many children run at once by default: on CUDA half the CPU cores (each child imports
+    torch and compiles on one core), 1 to ``MAX_JOBS``; 1 on the CPU (its cases compete for the
+    cores)."""
+    if not str(device).startswith("cuda"):
+        return 1
+    return max(1, min(MAX_JOBS, (os.cpu_count() or 2) // 2))
+
+
+def check_jobs(jobs, device: str) -> int:
+    """``jobs`` validated (a positive int), or ``default_jobs(device)`` for None."""
+    if jobs is None:
+        return default_jobs(device)
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise TypeError(f"jobs: expected a positive int or None, got {jobs!r} ({type(jobs).__name__})")
+    if jobs < 1:
+        raise ValueError(f"jobs: expected a positive int or None, got {jobs!r}")
+    return jobs
+
+
+def _compile_jobs(entry, cases, device) -> frozenset:
+    return frozenset(tuple(j) for j in entry.prewarm_jobs(list(cases), device) or ())
+
+
+def shard(name: str, cases, todo, device: str, jobs: int, per_child: int | None = None) -> list:
+    """Split the cases ``todo`` (indices into ``cases``) of implementation ``name`` among children:
+    an entry that compiles ahead (``Impl.prewarm_jobs`` of these cases: n jobs) gets
+    ceil(n / ``per_child``) children, at most ``jobs``; the cases that share a compile job stay in
+    one child, and the children get about as many cases each (a job's cases may still compile apart:
+    a compiler that specializes on strides or alignment, which the job does not name). An entry
+    without compile jobs, or ``jobs`` 1, gets one child. Returns lists of indices, each ascending."""
+    from .impls import get_impl
+
+    todo = list(todo)
+    per_child = COMPILES_PER_CHILD if per_child is None else per_child
+    if jobs <= 1 or len(todo) <= 1:
+        return [todo]
+    entry = get_impl(name)
+    groups: list = []           # [compile jobs, cases]: a case joins a group when it adds no job to it
+    try:
+        for i in todo:
+            for g in groups:
+                if _compile_jobs(entry, [cases[j] for j in g[1]] + [cases[i]], device) == g[0]:
+                    g[1].append(i)
+                    break
+            else:
+                groups.append([_compile_jobs(entry, [cases[i]], device), [i]])
+    except Exception:  # noqa: BLE001 - a hook that fails, or jobs that cannot be compared: one child
+        return [todo]
+    n_jobs = len(frozenset().union(*(g[0] for g in groups)))
+    n = min(jobs, len(groups), math.ceil(n_jobs / max(1, per_child)))
+    if n <= 1:
+        return [todo]
+    parts: list = [[] for _ in range(n)]
+    for _, idx in sorted(groups, key=lambda g: -len(g[1])):        # largest group first, to the smallest part
+        min(parts, key=len).extend(idx)
+    return [sorted(p) for p in parts if p]
+
+
+def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120, seeds=0, eps: float = 1e-6,
+                 imports=(), known_limits: bool = True, log=None, per_child: int | None = None) -> dict:
+    """Run ``work`` (a list of (implementation name, indices into ``cases``)) in child processes,
+    ``jobs`` at once; each implementation's cases split among children by ``shard``. ``seeds``: one
+    seed for every case, or a list with one per case of ``cases``. ``log(name, i, row)`` as each row
+    arrives. The 2**31+ element cases run one at a time across all these children (a lock file).
+
+    Returns {name: {index: row}} (``run_isolated``'s rows); the rows do not depend on ``jobs``.
+    The children of an entry that is not split start first (how long they compile is not known),
+    then the split ones, largest first.
+    """
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = list(cases)
+    seeds = [seeds] * len(cases) if isinstance(seeds, int) else list(seeds)
+    units = []
+    for name, todo in work:
+        parts = shard(name, cases, todo, device, jobs, per_child)
+        units += [(len(parts) > 1, -len(p) if len(parts) > 1 else 0, name, p) for p in parts]
+    units = [u[2:] for u in sorted(units, key=lambda u: u[:2])]      # stable: work order among equals
+    results: dict = {name: {} for name, _ in work}
+
+    with tempfile.TemporaryDirectory(prefix="rmsnorm-children-") as td:
+        lock_path = os.path.join(td, "large.lock")
+
+        def one(name, part):
+            def on_row(j, row):
+                if log:
+                    log(name, part[j], row)
+            got = run_isolated(name, [cases[i] for i in part], device, timeout_s, eps=eps, imports=imports,
+                               known_limits=known_limits, log=on_row, large_lock=lock_path,
+                               seeds=[seeds[i] for i in part])
+            return name, {part[j]: row for j, row in got.items()}
+
+        if jobs <= 1 or len(units) <= 1:
+            done = [one(name, part) for name, part in units]
+        else:
+            pool = ThreadPoolExecutor(max_workers=min(jobs, len(units)), thread_name_prefix="rmsnorm-child")
+            try:
+                futures = [pool.submit(one, name, part) for name, part in units]
+                done = [f.result() for f in futures]
+            except BaseException:           # interrupted: start no more children
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
+        for name, rows in done:
+            results[name].update(rows)
     return results
 
 

@@ -10,9 +10,16 @@ hit, not a cold compile.
 Each implementation entry says what to compile: ``Impl.prewarm_jobs(cases, device)`` returns
 picklable tuples whose first element is its name, and ``Impl.run_prewarm_job(job)`` runs one in a
 spawned worker. This module only collects and runs them.
+
+Each worker (``worker_init``) compiles with one Inductor compile thread: several workers each
+spawning a compile pool of one process per core would oversubscribe the host.
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import os
+import sys
 import time
 
 
@@ -39,6 +46,52 @@ def jobs_for(cases, impls, device: str = "cuda") -> list:
     return jobs
 
 
+INDUCTOR_CONFIG = "torch._inductor.config"
+
+
+def single_compile_thread() -> None:
+    """Compile with one Inductor thread in this process (torch's default starts a pool of one
+    compile process per core; a process among many that compile at once wants one). Call it before
+    the first compile. Inductor not imported yet: it is set the moment it is (importing it takes
+    about a second, which a process that never compiles need not spend)."""
+    cfg = sys.modules.get(INDUCTOR_CONFIG)
+    if cfg is not None:
+        cfg.compile_threads = 1
+    elif not any(isinstance(f, _OneThreadOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _OneThreadOnImport())
+
+
+class _OneThreadOnImport(importlib.abc.MetaPathFinder):
+    """Finds Inductor's config module through the other finders and sets ``compile_threads = 1``
+    right after the module runs; then leaves ``sys.meta_path``."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != INDUCTOR_CONFIG:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            sys.modules[fullname].compile_threads = 1
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def worker_init(nice: int = 0) -> None:
+    """A prewarm worker's initializer: one compile thread (``single_compile_thread``) and, with
+    ``nice`` > 0, a lower CPU priority (POSIX ``nice``; where it is unavailable, none)."""
+    single_compile_thread()
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except (AttributeError, OSError):
+            pass
+
+
 def warm_job(job) -> str | None:
     """Run one job (in a worker); returns None, or the error as text (the measuring process
     compiles, times and reports that one itself)."""
@@ -59,7 +112,7 @@ def prewarm(jobs, workers: int = 8) -> dict:
     errs: list = []
     if workers > 0 and jobs:
         import multiprocessing as mp
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=worker_init) as pool:
             errs = [e for e in pool.imap_unordered(warm_job, jobs, chunksize=1) if e]
     return {"jobs": len(jobs), "failed": len(errs), "seconds": round(time.time() - t0, 1),
             "first_error": errs[0] if errs else ""}
@@ -67,7 +120,6 @@ def prewarm(jobs, workers: int = 8) -> dict:
 
 def default_workers() -> int:
     """Worker processes a prewarm uses by default: about half the CPU cores, 1 to 8."""
-    import os
     return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 

@@ -3,7 +3,8 @@
 ``probe_support()`` runs every (implementation, input case) through the one checker
 (``check.check_impl``) in a child process (``rmsnorm_lab.isolate``), so a peer that faults the
 GPU (illegal or misaligned address) or aborts its process is recorded as ``crash`` with its
-message and the probe goes on. The children of several implementations run at once (``jobs``);
+message and the probe goes on. Several children run at once (``jobs``), and an implementation that
+compiles per case is split among several (``isolate.run_children``, shared with ``check.check_all``);
 the rows come out in implementation order, then case order, whatever finished first. The cases
 an entry says it cannot take (``Impl.supports``) are run anyway: the matrix shows what happens,
 and the ``declared`` column what the entry says.
@@ -19,9 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .cases import Case
@@ -120,26 +119,9 @@ def _resolve_cases(cases) -> list[Case]:
     return out
 
 
-def default_jobs(device: str) -> int:
-    """How many implementations' children run at once by default: up to 4 on CUDA (half the CPU
-    cores: each child imports torch and compiles), 1 on the CPU (its cases compete for the cores)."""
-    if not str(device).startswith("cuda"):
-        return 1
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def _check_jobs(jobs, device: str) -> int:
-    if jobs is None:
-        return default_jobs(device)
-    if isinstance(jobs, bool) or not isinstance(jobs, int):
-        raise TypeError(f"jobs: expected a positive int or None, got {jobs!r} ({type(jobs).__name__})")
-    if jobs < 1:
-        raise ValueError(f"jobs: expected a positive int or None, got {jobs!r}")
-    return jobs
-
-
 def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120, save_path=None,
-                  seed: int = 0, eps: float = 1e-6, progress: bool = False, imports=(), jobs=None):
+                  seed: int = 0, eps: float = 1e-6, progress: bool = False, imports=(), jobs=None,
+                  background: bool = False):
     """The support matrix: each (implementation, case) checked in a child process.
 
     impls: 'all', a name, or a list of names. cases: None for ``default_cases()``, or a list of
@@ -147,17 +129,18 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     'cuda:N'. timeout_s: per case (loading a peer gets 5x). save_path: a directory
     (``support_matrix.csv`` inside it) or a ``.csv`` file, written atomically. imports: extra
     modules (dotted names or .py paths) imported here and in each child first, e.g. one that
-    registers an implementation. jobs: how many implementations' children run at once (None:
-    ``default_jobs(device)``); the rows do not depend on it, and the 2**31+ element cases still
-    run one at a time across children (a lock file). Returns a tidy DataFrame, one row per (impl, case), with
-    ``status`` in ``check.STATUSES`` and ``message`` its reason; ``support_matrix(df)`` pivots it.
+    registers an implementation. jobs: how many children run at once (None:
+    ``isolate.default_jobs(device)``: half the CPU cores on CUDA, 1 on the CPU); an implementation
+    that compiles per case is split among several children (``isolate.run_children``); the rows do
+    not depend on it, and the 2**31+ element cases still run one at a time across children (a lock
+    file). background: validate the arguments, then run
+    the probe in a thread and return a ``concurrent.futures.Future`` of the DataFrame at once (so
+    the work of this process, e.g. ``check.check_all``, runs meanwhile). Returns a tidy DataFrame,
+    one row per (impl, case), with ``status`` in ``check.STATUSES`` and ``message`` its reason;
+    ``support_matrix(df)`` pivots it.
     """
-    import pandas as pd
-
-    from .check import skip_check
     from .device import resolve_device, use_triton_interpreter_on_cpu
-    from .impls import get_impl
-    from .isolate import import_extra, run_isolated
+    from .isolate import check_jobs, import_extra
 
     if isinstance(imports, str):
         imports = [imports]
@@ -176,20 +159,33 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     seed = check_seed(seed)
     eps = check_eps(eps)
     target = _save_target(save_path) if save_path is not None else None
+    jobs = check_jobs(jobs, device)
+    args = (names, case_list, device, float(timeout_s), target, seed, eps, progress, imports, jobs)
+    if not background:
+        return _probe(*args)
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmsnorm-probe")
+    future = pool.submit(_probe, *args)
+    pool.shutdown(wait=False)               # the thread ends with the probe
+    return future
 
-    jobs = _check_jobs(jobs, device)
+
+def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imports, jobs):
+    """probe_support's work, on validated arguments."""
+    import pandas as pd
+
+    from .check import skip_check
+    from .impls import get_impl
+    from .isolate import run_children
+
     print_lock = threading.Lock()
 
-    def probe_one(name, todo, lock_path):
-        def log(j, row):
-            if progress:
-                line = f"probe {name:22s} {case_list[todo[j]].label:24s} {row.get('status')}\n"
-                with print_lock:             # one whole line at a time from every thread
-                    sys.stderr.write(line)
-                    sys.stderr.flush()
-        got = run_isolated(name, [case_list[i] for i in todo], device, float(timeout_s), seed, eps,
-                           imports=imports, known_limits=False, log=log, large_lock=lock_path)
-        return {todo[j]: row for j, row in got.items()}
+    def log(name, i, row):
+        if progress:
+            line = f"probe {name:22s} {case_list[i].label:24s} {row.get('status')}\n"
+            with print_lock:                 # one whole line at a time from every thread
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
     results, work = {}, []
     for name in names:
@@ -204,16 +200,9 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
         results[name] = res
         if todo:
             work.append((name, todo))
-    with tempfile.TemporaryDirectory(prefix="rmsnorm-probe-") as td:
-        lock_path = os.path.join(td, "large.lock")
-        if jobs == 1 or len(work) <= 1:
-            for name, todo in work:
-                results[name].update(probe_one(name, todo, lock_path))
-        else:
-            with ThreadPoolExecutor(max_workers=min(jobs, len(work))) as pool:
-                futures = {name: pool.submit(probe_one, name, todo, lock_path) for name, todo in work}
-                for name, fut in futures.items():
-                    results[name].update(fut.result())
+    for name, got in run_children(work, case_list, device, jobs, timeout_s, seed, eps, imports=imports,
+                                  known_limits=False, log=log).items():
+        results[name].update(got)
 
     rows = []
     for name in names:
@@ -236,6 +225,7 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
         _atomic_write(target, df.to_csv(index=False))
         df.attrs["path"] = str(target)
     return df
+
 
 def _save_target(save_path) -> Path:
     from .results import check_writable
@@ -280,7 +270,7 @@ def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per case (default: %(default)s)")
     p.add_argument("--save-path", default=None, help="directory (support_matrix.csv) or .csv file")
     p.add_argument("--jobs", type=int, default=None,
-                   help="implementations probed at once (default: up to 4 on CUDA, 1 on the CPU)")
+                   help="child processes at once (default: half the CPU cores on CUDA, at most 12; 1 on the CPU)")
     p.add_argument("--list-cases", action="store_true", help="list the default cases, then exit")
     args = p.parse_args(argv)
     if args.list_cases:

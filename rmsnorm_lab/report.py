@@ -183,7 +183,14 @@ def format_timings(t: dict) -> str:
 class AheadPrewarm:
     """The sweep's compile jobs (``rmsnorm_lab.prewarm``) run in worker processes while the
     correctness notebook runs, which times nothing; the sweep then finds the on-disk caches warm.
-    CUDA only; a failure here is never the report's (the sweep compiles what is missing)."""
+    CUDA only; a failure here is never the report's (the sweep compiles what is missing).
+
+    The workers run at a lower CPU priority (``NICE``): the correctness notebook's child processes
+    (its check and its support probe, about half the cores each) come first and the prewarm takes
+    the cores they leave idle. Fewer workers instead would leave cores idle whenever the notebook
+    is not compiling, and the sweep would wait longer for the rest.
+    """
+    NICE = 10
 
     def __init__(self, pool, result, jobs: int):
         self.pool, self.result, self.jobs, self.t0 = pool, result, jobs, time.perf_counter()
@@ -195,7 +202,7 @@ class AheadPrewarm:
         try:
             import multiprocessing as mp
 
-            from .prewarm import default_workers, jobs_for, warm_job
+            from .prewarm import default_workers, jobs_for, warm_job, worker_init
             from .sweep import SweepConfig
             grid = {k: params[n] for k, n in (("hidden", "hidden_sizes"), ("batch", "batch_sizes"),
                                                ("seq", "seq_lens")) if n in params}
@@ -206,7 +213,7 @@ class AheadPrewarm:
             if not jobs:
                 return None
             workers = min(default_workers(), len(jobs))
-            pool = mp.get_context("spawn").Pool(workers)
+            pool = mp.get_context("spawn").Pool(workers, initializer=worker_init, initargs=(cls.NICE,))
             try:
                 return cls(pool, pool.map_async(warm_job, jobs, chunksize=1), len(jobs))
             except Exception:

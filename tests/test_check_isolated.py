@@ -1,0 +1,169 @@
+"""check_all in child processes (``isolated``): the same rows as in this process, an implementation
+that compiles per case split among several children (``isolate.shard``), a crash in one of them
+costing only its case; one Inductor compile thread per child and prewarm worker; the support probe
+in the background."""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from rmsnorm_lab import isolate
+from rmsnorm_lab.cases import Case
+from rmsnorm_lab.check import check_all
+from rmsnorm_lab.impls import get_impl, registry
+from rmsnorm_lab.impls.base import Impl
+from rmsnorm_lab.isolate import default_jobs, shard
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CRASHY = os.path.join(HERE, "crashy_impl.py")
+THREADS = os.path.join(HERE, "threads_impl.py")
+
+
+def _h(hidden, dtype="float32", **kw):
+    return Case(1, 3, hidden, dtype, name=f"h{hidden}{'+res' if kw.get('residual') else ''} {dtype}", **kw)
+
+
+@pytest.fixture
+def test_impls():
+    """The test-only entries register through ``imports``; removed afterwards."""
+    yield
+    for n in ("crashy", "threads"):
+        registry().pop(n, None)
+
+
+def _per_case_jobs(monkeypatch, name):
+    """Make an entry ask for one compile job per (hidden, dtype), as a per-shape compiler would."""
+    monkeypatch.setattr(get_impl(name), "prewarm_jobs",
+                        lambda cases, device: [(name, c.hidden, c.dtype) for c in cases])
+
+
+def test_children_give_the_in_process_rows(test_impls):
+    """Statuses, errors, reasons and columns match, case by case (each case's inputs from its own
+    seed, seed + i, in whichever child it runs): ok, wrong (crashy answers x1.5 at 5120), error
+    (crashy refuses hidden=1), skip (a weight on the CPU needs x elsewhere)."""
+    cases = [_h(1), _h(33, residual=True), _h(40), _h(5120), _h(24, "float16", residual=True),
+             Case(1, 3, 16, "float32", weight_device="cpu", name="weight on cpu")]
+    names = ["huggingface", "torch", "crashy"]
+    here = check_all(cases, names, "cpu", seed=3, imports=[CRASHY], isolated=False)
+    there = check_all(cases, names, "cpu", seed=3, imports=[CRASHY], jobs=2, isolated=True)
+    assert list(there.columns) == list(here.columns)
+    pd.testing.assert_frame_equal(here, there)
+    st = there.set_index(["case", "impl"])["status"]
+    assert st["h1 float32", "crashy"] == "error" and st["h5120 float32", "crashy"] == "wrong"
+    assert (st.xs("weight on cpu") == "skip").all()
+    assert (there[(there["impl"] != "crashy") & (there["case"] != "weight on cpu")]["status"] == "ok").all()
+    twice = check_all([_h(40), _h(40)], ["huggingface"], "cpu", seed=3, jobs=2, isolated=True)
+    assert twice["err_out"][0] != twice["err_out"][1]           # the same shape, other inputs
+
+
+def test_skip_rows_and_in_process_entries(monkeypatch):
+    """Cases an entry cannot take are skip rows made here (no child); an entry registered in this
+    process only (a child could not look it up) is checked here, also when isolated."""
+    local = Impl("_local_only", "local", "test", lambda: (lambda x, w, r=None, eps=1e-6: get_impl("huggingface")
+                                                            .load()(x, w, r, eps)),
+                 devices=("cpu",), dtypes=("float32",))
+    monkeypatch.setitem(registry(), "_local_only", local)
+    monkeypatch.setattr(isolate, "run_isolated", lambda *a, **k: pytest.fail("no child expected"))
+    df = check_all([_h(16, "float16"), _h(16)], ["_local_only"], "cpu", jobs=2, isolated=True)
+    assert list(df["status"]) == ["skip", "ok"] and "float16 not supported" in df["reason"][0]
+
+
+def test_shard_splits_compile_jobs(monkeypatch):
+    """torch.compile per exact shape: one job per case; with dynamic tokens, one per (hidden, dtype,
+    residual) whatever the token count: its cases stay in one child."""
+    cases = [Case(1, s, h, d) for h in (8, 16, 24, 32, 40) for d in ("float32", "float16") for s in (2, 64)]
+    todo = list(range(len(cases)))                                             # 20 cases
+    assert shard("huggingface", cases, todo, "cpu", jobs=4) == [todo]          # no compile jobs: one child
+    parts = shard("torch_compile", cases, todo, "cpu", jobs=4, per_child=8)
+    assert sorted(len(p) for p in parts) == [6, 7, 7]                          # ceil(20 jobs / 8) children
+    assert sorted(i for p in parts for i in p) == todo and all(p == sorted(p) for p in parts)
+    parts = shard("torch_compile_dynamic", cases, todo, "cpu", jobs=4, per_child=3)
+    assert len(parts) == 4 and sorted(len(p) for p in parts) == [4, 4, 6, 6]   # 10 jobs: min(4, ceil(10 / 3))
+    for p in parts:                                                            # both token counts together
+        graphs = [(cases[i].hidden, cases[i].dtype) for i in p]
+        assert all(graphs.count(g) == 2 for g in graphs)
+    assert shard("torch_compile", cases, todo, "cpu", jobs=1) == [todo]       # one at a time: one child
+    assert shard("torch_compile", cases, todo, "cpu", jobs=4, per_child=20) == [todo]   # 20 jobs fit in one
+    assert shard("torch_compile", cases, [3, 7], "cpu", jobs=4, per_child=1) == [[3], [7]]
+    monkeypatch.setattr(get_impl("torch_compile"), "prewarm_jobs", lambda cs, device: 1 / 0)
+    assert shard("torch_compile", cases, todo, "cpu", jobs=4) == [todo]       # a failing hook: one child
+
+
+def test_default_jobs():
+    assert default_jobs("cpu") == 1
+    assert 1 <= default_jobs("cuda") <= isolate.MAX_JOBS
+    with pytest.raises(ValueError, match="jobs"):
+        check_all([_h(8)], ["huggingface"], "cpu", jobs=0)
+    with pytest.raises(TypeError, match="jobs"):
+        check_all([_h(8)], ["huggingface"], "cpu", jobs="2")
+
+
+def test_a_crash_in_one_shard_leaves_a_row_for_every_case(monkeypatch, test_impls):
+    """crashy split in two children (one compile job per case, one job per child, at most jobs=2):
+    its abort (h127) is that case's crash row; every other case of both children is checked."""
+    isolate.import_extra(CRASHY)
+    _per_case_jobs(monkeypatch, "crashy")
+    monkeypatch.setattr(isolate, "COMPILES_PER_CHILD", 1)
+    children = []
+    real = isolate.run_isolated
+
+    def spy(name, cases, *a, **k):
+        children.append((name, [c.hidden for c in cases]))
+        return real(name, cases, *a, **k)
+    monkeypatch.setattr(isolate, "run_isolated", spy)
+    cases = [_h(2), _h(127), _h(3, residual=True), _h(4)]
+    df = check_all(cases, ["crashy"], "cpu", imports=[CRASHY], jobs=2, isolated=True)
+    assert sorted(children) == [("crashy", [2, 3]), ("crashy", [127, 4])]
+    assert list(df["case"]) == [c.label for c in cases]
+    assert list(df["status"]) == ["ok", "crash", "ok", "ok"]
+    crash = df.iloc[1]
+    assert "SIGABRT" in crash["reason"] and crash["hidden"] == 127 and crash["tolerance"] > 0
+    assert math.isnan(crash["err_out"]) and crash["impl"] == "crashy"
+
+
+def test_one_compile_thread_in_children_and_prewarm_workers(test_impls):
+    df = check_all([_h(8)], ["threads"], "cpu", imports=[THREADS], jobs=2, isolated=True)
+    assert df["status"][0] == "error" and "compile_threads=1" in df["reason"][0]
+    with mp.get_context("spawn").Pool(1, initializer=_worker_init_nice) as pool:
+        threads, nice = pool.apply(_threads_and_nice)
+    assert threads == 1 and nice >= 5
+    code = ("from rmsnorm_lab.prewarm import single_compile_thread as s; import sys; s(); s(); "
+            "assert 'torch._inductor.config' not in sys.modules; "
+            "import torch._inductor.config as c; assert c.compile_threads == 1, c.compile_threads")
+    root = os.path.dirname(HERE)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                   env={**os.environ, "PYTHONPATH": root})
+
+
+def _worker_init_nice():
+    from rmsnorm_lab.prewarm import worker_init
+    worker_init(5)
+
+
+def _threads_and_nice():
+    import torch._inductor.config as inductor_config
+    return inductor_config.compile_threads, os.nice(0)
+
+
+def test_probe_in_the_background(test_impls):
+    """probe_support(background=True) checks its arguments at once, then returns a Future whose
+    result is the DataFrame a plain call returns."""
+    from concurrent.futures import Future
+
+    from rmsnorm_lab.probe import probe_support
+    cases = [_h(2), _h(127)]
+    fut = probe_support(["crashy"], cases, "cpu", imports=[CRASHY], background=True)
+    assert isinstance(fut, Future)
+    plain = probe_support(["crashy"], cases, "cpu", imports=[CRASHY])
+    got = fut.result(timeout=120)
+    cols = [c for c in plain.columns if c not in ("seconds", "message")]
+    pd.testing.assert_frame_equal(plain[cols], got[cols])
+    assert list(got["status"]) == ["ok", "crash"]
+    with pytest.raises(ValueError, match="timeout_s"):
+        probe_support(["crashy"], cases, "cpu", imports=[CRASHY], timeout_s=0, background=True)
