@@ -256,23 +256,36 @@ def _env(run_dir) -> dict:
 
 
 GRID = ("hidden", "batch", "seq", "tokens", "dtypes", "residual")
+MEASURED = ("variant", "passes", "head_dim")       # what a run measures at each point of its grid
+
+
+def _measured(cfg: dict) -> str:
+    """The norm variant, the passes and (qk-norm) the head size of a run's config; a config written before
+    these fields existed measured plain RMSNorm's forward (results.RUN_DEFAULTS)."""
+    from .results import RUN_DEFAULTS
+    m = {k: RUN_DEFAULTS[k] if cfg.get(k) is None else cfg[k] for k in MEASURED}
+    m["passes"] = sorted([m["passes"]] if isinstance(m["passes"], str) else m["passes"])
+    if m["variant"] != "qk-norm":
+        m["head_dim"] = RUN_DEFAULTS["head_dim"]          # the head size matters to qk-norm only
+    return json.dumps(m, sort_keys=True, default=str)
 
 
 def run_identity(run_dir) -> tuple:
-    """(device, grid) of a results directory, from its env.json: the GPU (or CPU) name, and the preset
-    name where the run recorded one, else its sweep grid (hidden sizes, batch, seq, tokens, dtypes,
-    residual variants). Two runs are comparable by default when their identities are equal."""
+    """(device, grid, what is measured) of a results directory, from its env.json: the GPU (or CPU) name;
+    the preset name where the run recorded one, else its sweep grid (hidden sizes, batch, seq, tokens,
+    dtypes, residual variants); and its norm variant, passes and qk-norm head size. Two runs are
+    comparable by default when their identities are equal."""
     env = _env(run_dir)
     cfg = env.get("config") or {}
     grid = env.get("preset") or json.dumps({k: cfg.get(k) for k in GRID}, sort_keys=True, default=str)
-    return (env.get("gpu_name") or env.get("device") or "?", grid)
+    return (env.get("gpu_name") or env.get("device") or "?", grid, _measured(cfg))
 
 
 def discover_runs(root, like=None) -> list[Path]:
     """Every results directory (one holding results.csv) under root, sorted.
 
-    like: a results directory; then only the runs of the same device and preset (``run_identity``)
-    are returned (``like`` itself included when it lies under root).
+    like: a results directory; then only the runs of the same device, preset, norm variant and pass
+    (``run_identity``) are returned (``like`` itself included when it lies under root).
     """
     root = Path(root)
     if not root.is_dir():
@@ -302,9 +315,26 @@ def run_label(run_dir, root=None) -> str:
     return "/".join(p.parts[-2:])
 
 
+MEASURED_COLS = ("variant", "pass", "head_dim")
+
+
+def _measured_cols(df):
+    """variant, pass and head_dim as comparable keys: missing columns or cells are plain / fwd, and the
+    head size is 0 except for qk-norm rows."""
+    import pandas as pd
+
+    from .results import ROW_DEFAULTS
+    out = {c: (df[c].fillna(v) if c in df else v) for c, v in ROW_DEFAULTS.items()}
+    hd = pd.to_numeric(df["head_dim"], errors="coerce") if "head_dim" in df else pd.Series(0, index=df.index)
+    out["head_dim"] = hd.where(pd.Series(out["variant"], index=df.index) == "qk-norm", 0).fillna(0).astype(int)
+    return df.assign(**out)
+
+
 def compare_runs(base, other, mode: str | None = None, same_device: bool = False):
     """Per matching point: time ratio other/base with its spread, and a verdict beyond the noise.
 
+    A point matches when its implementation, shape, dtype, residual, timing mode, norm variant, pass
+    and (qk-norm) head size agree (rows without the variant / pass columns: plain, fwd).
     same_device: compare only rows measured on the same GPU (``gpu_name``); runs of two
     devices then have no point in common.
 
@@ -315,9 +345,9 @@ def compare_runs(base, other, mode: str | None = None, same_device: bool = False
     """
     import numpy as np
 
-    match = MATCH + (["gpu_name"] if same_device else [])
+    match = MATCH + list(MEASURED_COLS) + (["gpu_name"] if same_device else [])
     cols = match + ["us_median", "us_p20", "us_p80"]
-    b, o = _ok(base, mode)[cols], _ok(other, mode)[cols]
+    b, o = _measured_cols(_ok(base, mode))[cols], _measured_cols(_ok(other, mode))[cols]
     m = b.merge(o, on=match, suffixes=("_base", "_other"))
     if m.empty:
         return m

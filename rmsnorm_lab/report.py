@@ -1,6 +1,7 @@
 """``python -m rmsnorm_lab.report``: run the three notebooks with papermill into a report folder.
 
-    python -m rmsnorm_lab.report [--preset auto|ci|full|targets|models|PATH] [--run-name NAME] [--out DIR]
+    python -m rmsnorm_lab.report [--preset auto|ci|full|targets|models|variants|training|PATH]
+                                 [--set KEY=VALUE ...] [--run-name NAME] [--out DIR]
 
 writes ``<out>/<device slug>/<run name>/``: each executed notebook (``.ipynb``),
 its HTML export (formulas drawn as images: readable offline), and the sweep's
@@ -10,7 +11,17 @@ wall time of the whole run, of each notebook (kernel start, each cell, the HTML
 export) and of the sweep's phases, as printed at the end. ``--preset auto`` is
 ``ci`` (tiny, seconds) on a machine without a GPU and ``full`` (the seed's grid)
 with one. Notebook 03 compares the new run with every other run found under
-``<out>``, or says there is nothing to compare.
+``<out>`` of the same device, grid, norm variant and pass, or says there is
+nothing to compare.
+
+``--set KEY=VALUE`` (repeatable) overrides one of the preset's parameters; the
+value is read as YAML (``--set variant=gemma``, ``--set hidden_sizes=[4096,8192]``,
+``--set check=false``) and checked like the preset's. The overrides are recorded
+in ``parameters.yaml`` and name the run folder: ``<date>-<preset>[-<variant>][-<pass>]``
+and the names of the other keys set. The report sections:
+
+    python -m rmsnorm_lab report --preset variants --set variant=gemma
+    python -m rmsnorm_lab report --preset training
 """
 from __future__ import annotations
 
@@ -33,14 +44,88 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="auto",
                    help="auto (ci without a GPU, full with one), ci, full, targets, models (real models' shapes), "
-                        "or a YAML parameter file (default: auto)")
-    p.add_argument("--run-name", default=None, help="folder name of this run (default: <UTC date-time>-<preset>)")
+                        "variants (the norm variants' grid), training (fwd+bwd), or a YAML parameter file "
+                        "(default: auto)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], type=parse_override,
+                   metavar="KEY=VALUE",
+                   help="override a preset parameter, the value read as YAML (repeatable): e.g. --set variant=gemma "
+                        "--set hidden_sizes=[4096,8192]")
+    p.add_argument("--run-name", default=None,
+                   help="folder name of this run (default: <UTC date-time>-<preset>, then the variant and pass "
+                        "where not plain / fwd and the names of the keys set with --set)")
     p.add_argument("--out", default=None, help="reports root (default: the repository's reports/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--notebooks", nargs="+", default=NOTEBOOKS, choices=NOTEBOOKS, metavar="NAME",
                    help=f"which notebooks to run (default: all: {' '.join(NOTEBOOKS)})")
     p.add_argument("--no-html", action="store_true", help="skip the HTML export")
     return p
+
+
+# parameters the runner sets itself, and what sets them instead
+RUNNER_KEYS = {"device": "--device", "save_dir": "--out and --run-name", "run_dirs": "--out",
+               "reports_root": "--out", "new_run": "--out and --run-name", "progress": "the runner (off)"}
+
+
+def _yaml_value(raw: str):
+    """A --set value as YAML; '' is the empty string and 1e-6 a number (YAML 1.1 reads it as text)."""
+    import re
+
+    import yaml
+    if not raw.strip():
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, the value read as YAML); argparse's type for ``--set``."""
+    import yaml
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. variant=gemma), got {text!r}")
+    try:
+        return key, _yaml_value(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise argparse.ArgumentTypeError(f"{key}: the value {raw!r} is not YAML ({problem})") from None
+
+
+def check_overrides(overrides) -> dict:
+    """--set's (key, value) pairs (or a dict) as a dict, the last of a key winning; ValueError naming the key
+    for one that is no parameter or one the runner sets itself (the values: validate_params)."""
+    from .params import SCHEMA
+    from .validate import suggest
+
+    items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
+    out = {}
+    for key, value in items:
+        if key in RUNNER_KEYS:
+            raise ValueError(f"--set {key}: set by the report runner; use {RUNNER_KEYS[key]}")
+        if key not in SCHEMA:
+            known = sorted(set(SCHEMA) - set(RUNNER_KEYS))
+            raise ValueError(f"--set {key}: unknown parameter (expected one of {', '.join(known)})"
+                             f"{suggest(key, known)}")
+        out[key] = value
+    return out
+
+
+def default_run_name(pname: str, params: dict, overrides: dict, now=None) -> str:
+    """``<UTC date-time>-<preset>``, then the variant and pass where not plain / fwd (qk-norm: its head size)
+    and the names of the other keys set, e.g. ``20260101-120000-variants-gemma-hidden-sizes``."""
+    from .device import slug
+    from .points import DEFAULT_HEAD_DIM, PLAIN
+
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    variant, pass_ = params.get("variant", PLAIN), params.get("pass_", "fwd")
+    parts = [variant] if variant != PLAIN else []
+    parts += [pass_] if pass_ != "fwd" else []
+    if variant == "qk-norm":
+        parts.append(f"hd{params.get('head_dim', DEFAULT_HEAD_DIM)}")
+    parts += [k for k in overrides if k not in ("variant", "pass_", "head_dim")]
+    return f"{now:%Y%m%d-%H%M%S}-{pname}" + "".join(f"-{slug(str(p))}" for p in parts)
 
 
 def resolve_preset(preset: str, device: str) -> tuple[str, dict]:
@@ -240,10 +325,12 @@ class AheadPrewarm:
 
 
 def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.PathLike | None = None,
-               device: str = "auto", notebooks=NOTEBOOKS, html: bool = True, log=print) -> Path:
+               device: str = "auto", notebooks=NOTEBOOKS, html: bool = True, log=print, overrides=None) -> Path:
     """Run the notebooks into ``<out>/<device slug>/<run name>/``; returns that folder.
 
-    Raises RuntimeError naming the notebook (and its saved, partly executed copy) when one fails.
+    overrides: parameters replacing the preset's (``--set``: a dict or (key, value) pairs), checked with it.
+    Raises ValueError / TypeError naming the parameter before anything runs, RuntimeError naming the
+    notebook (and its saved, partly executed copy) when one fails.
     """
     import papermill as pm
 
@@ -254,17 +341,19 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     t_run = time.perf_counter()
     dev = resolve_device(device)
     pname, params = resolve_preset(preset, dev)
-    params = {**params, "device": device}
-    validate_params({k: v for k, v in params.items()})          # a bad preset fails before anything runs
+    overrides = check_overrides(overrides)
+    params = {**params, **overrides, "device": device}
+    validate_params({k: v for k, v in params.items()})          # a bad preset or --set fails before anything runs
     root = Path(out).expanduser().resolve() if out else reports_dir()
-    run_name = run_name or f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}-{pname}"
+    run_name = run_name or default_run_name(pname, params, overrides)
     if not run_name or "/" in run_name or run_name in (".", ".."):
         raise ValueError(f"--run-name: expected a folder name, got {run_name!r}")
     run_dir = root / slug(device_name(dev)) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    log(f"report: {device_name(dev)}, preset {pname} -> {run_dir}")
+    set_text = " ".join(f"--set {k}={_flow(v)}" for k, v in overrides.items())
+    log(f"report: {device_name(dev)}, preset {pname}{' ' + set_text if set_text else ''} -> {run_dir}")
 
-    timings = {"device": device_name(dev), "preset": pname, "notebooks": {}}
+    timings = {"device": device_name(dev), "preset": pname, "overrides": overrides, "notebooks": {}}
     injected = {"01_correctness": {"save_dir": str(run_dir)},
                 "02_performance_sweep": {"save_dir": str(run_dir), "progress": False},
                 "03_compare_runs": {"run_dirs": [], "reports_root": str(root), "new_run": str(run_dir)}}
@@ -326,8 +415,15 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     import yaml
     (run_dir / "parameters.yaml").write_text(
         f"# preset {pname}, run by: python -m rmsnorm_lab report {' '.join(_report_args())}\n"
+        + (f"# overrides of the preset: {set_text}\n" if set_text else "")
         + yaml.safe_dump(params, sort_keys=False))
     return run_dir
+
+
+def _flow(value) -> str:
+    """A value as one line of YAML (what --set takes back)."""
+    import yaml
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
 def _report_args() -> list:
@@ -339,7 +435,8 @@ def _report_args() -> list:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run_dir = run_report(args.preset, args.run_name, args.out, args.device, args.notebooks, not args.no_html)
+        run_dir = run_report(args.preset, args.run_name, args.out, args.device, args.notebooks, not args.no_html,
+                             overrides=args.overrides)
     except KeyboardInterrupt:
         print("interrupted: the sweep's finished points are in the run's results.csv", file=sys.stderr)
         return 130
