@@ -47,6 +47,15 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.machine() or 'unknown'}, {cpu_model()})"
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset),
+    else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name: /proc/cpuinfo (Linux), then platform.processor(), then 'unknown'."""
     import platform

@@ -274,7 +274,8 @@ def default_jobs(device: str) -> int:
     cores)."""
     if not str(device).startswith("cuda"):
         return 1
-    return max(1, min(MAX_JOBS, (os.cpu_count() or 2) // 2))
+    from .device import cpu_cores
+    return max(1, min(MAX_JOBS, cpu_cores() // 2))
 
 
 def check_jobs(jobs, device: str) -> int:

@@ -120,7 +120,8 @@ def prewarm(jobs, workers: int = 8) -> dict:
 
 def default_workers() -> int:
     """Worker processes a prewarm uses by default: about half the CPU cores, 1 to 8."""
-    return min(8, max(1, (os.cpu_count() or 2) // 2))
+    from .device import cpu_cores
+    return min(8, max(1, cpu_cores() // 2))
 
 
 def prewarm_cases(cases, impls, device: str, workers: int = -1) -> dict:

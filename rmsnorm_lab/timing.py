@@ -261,6 +261,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     g = capture(trial)
     per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
     del g
+    torch.cuda.empty_cache()    # a graph's memory pool stays reserved after it is gone: give it back
     calls = int(max(1, min(100, 500.0 / per_call)))  # ~0.5 ms of work per replay for small kernels
     g = capture(calls)
     reps = int(max(min_reps, min(200, budget_ms * 1000 / max(per_call * calls, 1.0))))
@@ -274,6 +275,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         ends[i].record()
     torch.cuda.synchronize()
     del g
+    torch.cuda.empty_cache()    # (many large points in one process otherwise run out of GPU memory)
     return _quantiles([s.elapsed_time(e) * 1000 / calls for s, e in zip(starts, ends)], "graph",
                       note=f"{calls} calls per replay")
 

@@ -46,6 +46,7 @@ class TrainLaunch:
 
 TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
 BWD_TILE = 16384     # backward: elements of s and of dy a program holds per step (rows x block_n)
+SUM_COLS, SUM_ROWS = 64, 32   # dw's second step: 64 columns a program (32 programs at hidden 2048), 32 partials a load
 
 
 def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
@@ -137,8 +138,9 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,
             N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
             num_warps=cfg.warps)
-        block_c = min(1024, cfg.block_n)
-        k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c, num_warps=4)
+        block_c = min(SUM_COLS, cfg.block_n)
+        k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c,
+                                                   BLOCK_P=SUM_ROWS, num_warps=4)
     return ds.view(s.shape), dw
 
 
