@@ -489,11 +489,12 @@ class _Search:
         return out / TABLE_NAME
 
     def write(self, out, inherited, table, searched):
-        meta = {**inherited, **provenance(self.gpu, self.argv), "sms": self.sms, "copy_gbps": round(self.copy, 1),
-                "selection": SELECTION}
-        if self.args.overlay:
+        own = {**provenance(self.gpu, self.argv), "sms": self.sms, "copy_gbps": round(self.copy, 1),
+               "selection": SELECTION}
+        meta = {**inherited, **own}
+        if self.args.overlay:         # its own provenance only: the base table's history is not the overlay's
+            meta = {**own, **({"schema": inherited["schema"]} if "schema" in inherited else {})}
             meta.update(overlay=True, searched=sorted(searched), configs={k: table[k] for k in sorted(searched)})
-            meta.pop("base_table", None)
         else:
             meta.update(searched=sorted(searched | set(inherited.get("searched", []))), configs=table)
         return write_table(out, meta)
