@@ -280,9 +280,15 @@ class AheadPrewarm:
     def __init__(self, pool, result, jobs: int):
         self.pool, self.result, self.jobs, self.t0 = pool, result, jobs, time.perf_counter()
 
+    @staticmethod
+    def applies(params: dict, device: str) -> bool:
+        """CUDA, and the plain forward: the jobs are its graphs, nothing a variant or a backward uses."""
+        return (str(device).startswith("cuda") and params.get("variant", "plain") == "plain"
+                and params.get("pass_", "fwd") == "fwd")
+
     @classmethod
     def start(cls, params: dict, device: str):
-        if not device.startswith("cuda"):
+        if not cls.applies(params, device):
             return None
         try:
             import multiprocessing as mp

@@ -47,6 +47,10 @@ def test_ahead_prewarm_reports_and_never_fails_the_report():
 
     assert AheadPrewarm.start({"hidden_sizes": [64]}, "cpu") is None       # CUDA only
     assert AheadPrewarm.start({}, "cuda") is None                          # a preset it cannot read: no prewarm
+    assert AheadPrewarm.applies({"variant": "plain", "pass_": "fwd"}, "cuda") and AheadPrewarm.applies({}, "cuda:1")
+    for other in ({"variant": "gemma"}, {"pass_": "fwd+bwd"}):             # the jobs are the plain forward's
+        assert not AheadPrewarm.applies(other, "cuda")
+    assert not AheadPrewarm.applies({}, "cpu")
     pool = mp.get_context("spawn").Pool(1)
     got = AheadPrewarm(pool, pool.map_async(warm_job, [("_no_such_impl", 1)]), 1).wait()
     assert got["jobs"] == 1 and got["failed"] == 1 and "_no_such_impl" in got["first_error"]
