@@ -330,15 +330,15 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from rmsnorm_lab.kernels import _rmsnorm_variants as K
 tgt = GPUTarget("cuda", 90, 32)
-names = ["X", "W", "Y", "R", "RO", "SCALE", "SCALE_UB", "SCALES_OUT", "stride_x", "stride_y", "stride_r", "stride_ro",
+names = ["X", "W", "Y", "R", "RO", "SCALE_UB", "SCALES_OUT", "stride_x", "stride_y", "stride_r", "stride_ro",
          "n_rows", "eps"]
-types = ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]
+types = ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]
 sig = dict(zip(names, types))
-sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "W_OFFSET", "QUANT", "HAS_UB", "MIN_SCALE",
-                                     "SOFT_ROUND", "USE_PDL"]})
-attrs = {(i,): [["tt.divisibility", 16]] for i in range(12)}
-src = ASTSource(fn=K.norm_rows_kernel, signature=sig, attrs=attrs, constexprs={
-    "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "W_OFFSET": 0.0, "QUANT": 2, "HAS_UB": True,
+sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "HAS_UB", "MIN_SCALE", "SOFT_ROUND",
+                                     "USE_PDL"]})
+attrs = {(i,): [["tt.divisibility", 16]] for i in range(11)}
+src = ASTSource(fn=K.norm_per_token_kernel, signature=sig, attrs=attrs, constexprs={
+    "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "HAS_UB": True,
     "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None})
 ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
 qsig = {n: "*bf16" for n in ["Q", "K", "QO", "KO", "WQ", "WK"]}

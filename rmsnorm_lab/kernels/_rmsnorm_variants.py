@@ -1,9 +1,9 @@
 """Triton source of the lab's RMSNorm variants (imports triton: load lazily).
 
-- ``norm_rows_kernel``: one pass over each row, fp32 math, optional fused
-  residual add, a constant weight offset (Gemma's ``1 + w``) and an optional
-  FP8 (e4m3) output: QUANT 0 = none, 1 = static per-tensor scale, 2 = dynamic
-  per-row scale (row absmax / 448, stored as fp32).
+- ``norm_per_token_kernel``: one pass over each row, fp32 math, optional fused
+  residual add, an FP8 (e4m3) output with a dynamic per-row scale (row absmax /
+  448, stored as fp32). Gemma's norm and the static-scale FP8 norm run the plain
+  kernel (``_rmsnorm_fwd``: ``W_OFFSET``, ``QUANT``).
 - ``qk_norm_kernel``: per-head RMSNorm of q and k in one launch; rows are
   (token, head) pairs addressed through token and head strides, so q and k may
   be views into a fused qkv buffer.
@@ -66,25 +66,22 @@ def _quantize(y, inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT: tl.constexpr, H
 
 
 @triton.jit(do_not_specialize=["n_rows"])
-def norm_rows_kernel(
-    X, W, Y, R, RO, SCALE, SCALE_UB, SCALES_OUT,
+def norm_per_token_kernel(
+    X, W, Y, R, RO, SCALE_UB, SCALES_OUT,
     stride_x, stride_y, stride_r, stride_ro,     # row strides (elements); the last dim is unit-stride
     n_rows, eps,
     N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
     HAS_RES: tl.constexpr,                       # s = x + r; RO = s; Y = norm(s)
-    W_OFFSET: tl.constexpr,                      # y = x * rstd * (W_OFFSET + w)
-    QUANT: tl.constexpr,                         # 0: none, 1: static (SCALE), 2: per row (SCALES_OUT)
     HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False, USE_PDL: tl.constexpr = False,
 ):
+    """RMSNorm fused with per-row FP8 scales: the whole row in registers (its absmax is needed before the
+    first store), y / its row's scale saturated to e4m3, the scales (fp32) to SCALES_OUT."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
     if USE_PDL:
         gdc_wait()
-    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32) + W_OFFSET
-    inv = 1.0
-    if QUANT == 1:
-        inv = 1.0 / tl.load(SCALE).to(tl.float32)
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
     for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
         rows = blk * ROWS + tl.arange(0, ROWS)
         roff = rows.to(tl.int64)
@@ -94,8 +91,9 @@ def norm_rows_kernel(
             x += tl.load(R + roff[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             tl.store(RO + roff[:, None] * stride_ro + cols[None, :], x.to(RO.dtype.element_ty), mask=mask)
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
-        y = _quantize(x * rstd[:, None] * w[None, :], inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT, HAS_UB,
-                      MIN_SCALE, SOFT_ROUND)
+        y = x * rstd[:, None] * w[None, :]
+        rinv = _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
+        y = _fp8_clamp(y * rinv[:, None], SOFT_ROUND)
         tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     if USE_PDL:
         gdc_launch_dependents()

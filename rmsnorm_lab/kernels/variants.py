@@ -222,7 +222,6 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             scales = torch.empty((*x.shape[:-1], 1), dtype=torch.float32, device=x.device)
         elif scales.dtype != torch.float32 or scales.numel() != n_rows or not scales.is_contiguous():
             raise ValueError(f"scales: expected a contiguous float32 tensor of {n_rows} elements")
-    dummy = y2
     soft = bool(quant) and x.device.type != "cuda"
     if n_rows and quant != 2:      # the plain kernel with its launch table, Gemma's offset and a static scale
         from .launch import LAUNCHER
@@ -230,17 +229,15 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
         with (torch.cuda.device(cuda) if cuda is not None else _nothing()):
             LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps,
                             variant=(scale if quant else None, w_offset, quant == 1, soft))
-    elif n_rows:
+    elif n_rows:                   # per-row scales: the whole row before the first store, its own kernel
         p = row_policy(n, n_rows, sm_count(x.device))
-        _kernels().norm_rows_kernel[(p.programs,)](
+        _kernels().norm_per_token_kernel[(p.programs,)](
             x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
-            scale if scale is not None else dummy, scale_ub if scale_ub is not None else dummy,
-            scales if scales is not None else dummy,
+            scale_ub if scale_ub is not None else scales, scales,
             x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
             n_rows, eps,
-            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, W_OFFSET=float(w_offset),
-            QUANT=quant, HAS_UB=scale_ub is not None, MIN_SCALE=MIN_SCALE,
-            SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
+            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, HAS_UB=scale_ub is not None,
+            MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
