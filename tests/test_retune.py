@@ -216,3 +216,25 @@ def test_install_needs_an_overlay_searched_on_a_gpu(tmp_path):
         proc = _tune("--out", tmp_path / "x", "--device", "cpu", "--hidden-size", "64", "--tokens", "1",
                      "--peers", "", "--workers", "0", *extra)
         assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_picks_are_remembered_until_the_tables_change(monkeypatch):
+    """A launch's lookup reads no file and merges no table after the first: the GPU's table and the pick are
+    remembered; use_table drops both."""
+    from rmsnorm_lab.kernels import tables as kt
+    kt.use_table(None)
+    try:
+        first = kt.pick_explained(4608, 777, 2, True, "NVIDIA H200")
+        kt.pick(4096, 100, 2, False, "NVIDIA H200")
+
+        def no_files(gpu_name):
+            raise AssertionError("the tables were read again")
+        monkeypatch.setattr(kt, "_with_user", no_files)
+        assert kt.pick_explained(4608, 777, 2, True, "NVIDIA H200") == first
+        assert kt.pick(4096, 1000, 2, False, "NVIDIA H200") == kt.load_table("NVIDIA H200")["4096:1024:0"]
+        kt.use_table(None)
+        with pytest.raises(AssertionError, match="read again"):
+            kt.pick(4608, 777, 2, True, "NVIDIA H200")
+    finally:
+        monkeypatch.undo()
+        kt.use_table(None)

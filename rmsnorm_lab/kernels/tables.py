@@ -46,16 +46,24 @@ def parse_configs(raw: dict, where: str = "table") -> dict:
     return out
 
 
+MAX_PICKS = 65536      # picks remembered per process (a server sees many token counts)
+
+
 class TableStore:
-    """The tables read in this process (cached by path) and the process-wide override (use_table)."""
+    """The tables read in this process (cached by path), the process-wide override (use_table), and what
+    lookups made of them: the table each GPU reads and each shape's pick (cleared with the tables)."""
 
     def __init__(self):
         self._cache: dict = {}
         self._override: dict | None = None     # {"path", "configs", "meta"} set by use_table
+        self.tables: dict = {}                 # gpu name -> {key: LaunchConfig} (load_table)
+        self.picks: dict = {}                  # (hidden, tokens, itemsize, residual, gpu name) -> (config, source)
 
     def reset(self) -> None:
         self._cache.clear()
         self._override = None
+        self.tables.clear()
+        self.picks.clear()
 
     def read(self, path: Path) -> dict:
         """{"meta": provenance fields, "configs": {key: LaunchConfig}} of a file (missing: empty)."""
@@ -73,6 +81,8 @@ class TableStore:
         return self._cache[key]
 
     def use(self, table) -> None:
+        self.tables.clear()
+        self.picks.clear()
         if table is None:
             self._override = None
         elif isinstance(table, dict):
@@ -137,14 +147,19 @@ def load_table(gpu_name: str | None = None, path=None) -> dict:
     """{key: LaunchConfig} a GPU reads: the use_table override (merged over the GPU's own table when it is an
     overlay), else the file of table_path with the user's installed overlay for this GPU over it; a missing
     file is an empty table."""
-    ov = STORE.override
-    if ov is not None and path is None:
-        if ov["meta"].get("overlay"):
-            return {**_with_user(gpu_name), **ov["configs"]}
-        return ov["configs"]
     if path is not None:
         return STORE.read(table_path(gpu_name, path))["configs"]
-    return _with_user(gpu_name)
+    got = STORE.tables.get(gpu_name)
+    if got is None:
+        ov = STORE.override
+        if ov is None:
+            got = _with_user(gpu_name)
+        elif ov["meta"].get("overlay"):
+            got = {**_with_user(gpu_name), **ov["configs"]}
+        else:
+            got = ov["configs"]
+        STORE.tables[gpu_name] = got
+    return got
 
 
 def _with_user(gpu_name) -> dict:
@@ -237,13 +252,21 @@ def pick_explained(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_
                    table: dict | None = None) -> tuple:
     """(LaunchConfig, where it came from): the table's own entry for the shape's key ("table <key>"), else
     the nearest entry adapted to the shape ("nearest <key>", see ``nearest`` and ``adapt``), else the
-    heuristic ("heuristic")."""
-    t = load_table(gpu_name) if table is None else table
+    heuristic ("heuristic"). Without ``table``, the GPU's table and each shape's pick are remembered until the
+    tables change (use_table, install_overlay): a launch's lookup is one dict access, no file is touched."""
+    if table is None:
+        memo = (hidden, tokens, itemsize, bool(residual), gpu_name)
+        got = STORE.picks.get(memo)
+        if got is None:
+            if len(STORE.picks) >= MAX_PICKS:
+                STORE.picks.clear()
+            got = STORE.picks[memo] = pick_explained(hidden, tokens, itemsize, residual, table=load_table(gpu_name))
+        return got
     key = table_key(hidden, tokens, residual)
-    cfg = t.get(key)
+    cfg = table.get(key)
     if cfg is not None:
         return cfg, f"table {key}"
-    near = nearest(hidden, tokens, residual, t)
+    near = nearest(hidden, tokens, residual, table)
     if near is not None:
         k, c = near
         return adapt(c, int(k.split(":")[0]), hidden), f"nearest {k}"

@@ -18,6 +18,7 @@ fp32, one per row, ``max(min(absmax, scale_ub) / 448, MIN_SCALE)``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from ..device import interpreter_on
@@ -58,11 +59,6 @@ def pdl_ok(device) -> bool:
     from .launch import LAUNCHER
     cuda = _cuda_device(device)
     return cuda is not None and LAUNCHER.has_pdl(cuda)
-
-
-def _nothing():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def _launch_opts(device, warps) -> dict:
@@ -226,7 +222,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     if n_rows and quant != 2:      # the plain kernel with its launch table, Gemma's offset and a static scale
         from .launch import LAUNCHER
         cuda = _cuda_device(x.device)
-        with (torch.cuda.device(cuda) if cuda is not None else _nothing()):
+        with torch.cuda.device(cuda) if cuda is not None else contextlib.nullcontext():
             LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps,
                             variant=(scale if quant else None, w_offset, quant == 1, soft))
     elif n_rows:                   # per-row scales: the whole row before the first store, its own kernel
