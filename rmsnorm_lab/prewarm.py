@@ -16,8 +16,6 @@ spawning a compile pool of one process per core would oversubscribe the host.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
 import time
@@ -46,39 +44,16 @@ def jobs_for(cases, impls, device: str = "cuda") -> list:
     return jobs
 
 
-INDUCTOR_CONFIG = "torch._inductor.config"
-
-
 def single_compile_thread() -> None:
     """Compile with one Inductor thread in this process (torch's default starts a pool of one
     compile process per core; a process among many that compile at once wants one). Call it before
-    the first compile. Inductor not imported yet: it is set the moment it is (importing it takes
-    about a second, which a process that never compiles need not spend)."""
-    cfg = sys.modules.get(INDUCTOR_CONFIG)
+    the first compile: Inductor reads ``TORCHINDUCTOR_COMPILE_THREADS`` when its config is imported
+    (not imported here: a process that never compiles need not spend the second it takes), and a
+    config already imported is set directly."""
+    os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
+    cfg = sys.modules.get("torch._inductor.config")
     if cfg is not None:
         cfg.compile_threads = 1
-    elif not any(isinstance(f, _OneThreadOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _OneThreadOnImport())
-
-
-class _OneThreadOnImport(importlib.abc.MetaPathFinder):
-    """Finds Inductor's config module through the other finders and sets ``compile_threads = 1``
-    right after the module runs; then leaves ``sys.meta_path``."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != INDUCTOR_CONFIG:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            sys.modules[fullname].compile_threads = 1
-        spec.loader.exec_module = exec_module
-        return spec
 
 
 def worker_init(nice: int = 0) -> None:
