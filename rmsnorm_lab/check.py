@@ -286,6 +286,8 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
     process knows (registered here, not by a module of ``imports``) is checked here.
     imports: modules (dotted names or .py paths) that register implementations, imported here and
     in each child. timeout_s: per case in a child (loading: ``isolate.LOAD_TIMEOUT_FACTOR`` times it).
+    ``.attrs["children"]`` of the result: where the time went, one dict per child process
+    (``isolate.run_children``'s ``profile``; empty when nothing ran in children).
     """
     import os
 
@@ -330,12 +332,15 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
                 todo.append(i)
         if todo:
             work.append((n, todo))
+    profile: list = []
     got = run_children(work, cases, device, jobs, timeout_s, [seed + i for i in range(len(cases))], eps,
-                       imports=imports, known_limits=True)
+                       imports=imports, known_limits=True, profile=profile)
     for n, res in got.items():
         for i, r in res.items():
             row = _blank_row(n, cases[i], device)
             row.update({k: r[k] for k in ("status", "err_out", "err_residual", "reason", "note", "declared")
                         if k in r})
             rows[i, n] = row
-    return pd.DataFrame([rows[i, n] for i in range(len(cases)) for n in names])
+    df = pd.DataFrame([rows[i, n] for i in range(len(cases)) for n in names])
+    df.attrs["children"] = sorted(profile, key=lambda u: u["start_s"])
+    return df

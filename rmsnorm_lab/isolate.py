@@ -77,15 +77,26 @@ def exclusive(path):
         import fcntl
     except ImportError:             # not a POSIX system: run unlocked
         fcntl = None
-    if path is None or fcntl is None:
+    if path is not None and fcntl is not None:
+        try:
+            f = open(path, "a")
+        except OSError:             # e.g. another user's lock file: run unlocked
+            f = None
+    if path is None or fcntl is None or f is None:
         yield
         return
-    with open(path, "a") as f:
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def load_lock(name: str) -> str:
+    """The lock file every child process on this machine holds while it loads entry ``name`` when
+    the entry builds on load (``Impl.load_builds``): the first builds, the others then load the build."""
+    return os.path.join(tempfile.gettempdir(), f"rmsnorm-lab-load-{name}.lock")
 
 
 # ---------------------------------------------------------------- the child
@@ -110,8 +121,10 @@ def _child_main(spec_path: str, out_path: str) -> int:
     for m in spec.get("imports", []):
         import_extra(m)
     device = spec["device"]
+    entry = get_impl(spec["impl"])
     try:
-        get_impl(spec["impl"]).load()
+        with exclusive(load_lock(entry.name) if entry.load_builds else None):
+            entry.load()
     except Exception as e:  # noqa: BLE001 - every case becomes a skip with the reason
         msg = " ".join(f"failed to load: {type(e).__name__}: {e}".split())[:500]
         for i, *_ in spec["cases"]:
@@ -265,7 +278,8 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
 # ---------------------------------------------------------------- many children
 
 MAX_JOBS = 12               # children at once by default, at most (``default_jobs``)
-COMPILES_PER_CHILD = 8      # compile jobs one child takes on before its entry is split (``shard``)
+COMPILES_PER_CHILD = 24     # compile jobs one child takes on before its entry is split (``shard``): a child
+                            # costs ~10 s to start on a busy host (torch, CUDA, the library), a compile ~0.7 s
 
 
 def default_jobs(device: str) -> int:
@@ -290,12 +304,17 @@ def check_jobs(jobs, device: str) -> int:
 
 
 def _compile_jobs(entry, cases, device) -> frozenset:
-    return frozenset(tuple(j) for j in entry.prewarm_jobs(list(cases), device) or ())
+    """What compiling ``cases`` takes: the entry's prewarm jobs, else its JIT compile keys."""
+    jobs = frozenset(tuple(j) for j in entry.prewarm_jobs(list(cases), device) or ())
+    if not jobs and entry.compile_key is not None:
+        jobs = frozenset(("key", entry.compile_key(c)) for c in cases)
+    return jobs
 
 
 def shard(name: str, cases, todo, device: str, jobs: int, per_child: int | None = None) -> list:
     """Split the cases ``todo`` (indices into ``cases``) of implementation ``name`` among children:
-    an entry that compiles ahead (``Impl.prewarm_jobs`` of these cases: n jobs) gets
+    an entry that compiles per case (``Impl.prewarm_jobs`` of these cases, else its JIT
+    ``Impl.compile_key``s: n jobs) gets
     ceil(n / ``per_child``) children, at most ``jobs``; the cases that share a compile job stay in
     one child, and the children get about as many cases each (a job's cases may still compile apart:
     a compiler that specializes on strides or alignment, which the job does not name). An entry
@@ -329,38 +348,52 @@ def shard(name: str, cases, todo, device: str, jobs: int, per_child: int | None 
 
 
 def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120, seeds=0, eps: float = 1e-6,
-                 imports=(), known_limits: bool = True, log=None, per_child: int | None = None) -> dict:
+                 imports=(), known_limits: bool = True, log=None, per_child: int | None = None,
+                 profile: list | None = None) -> dict:
     """Run ``work`` (a list of (implementation name, indices into ``cases``)) in child processes,
     ``jobs`` at once; each implementation's cases split among children by ``shard``. ``seeds``: one
     seed for every case, or a list with one per case of ``cases``. ``log(name, i, row)`` as each row
     arrives. The 2**31+ element cases run one at a time across all these children (a lock file).
 
     Returns {name: {index: row}} (``run_isolated``'s rows); the rows do not depend on ``jobs``.
-    The children of an entry that is not split start first (how long they compile is not known),
-    then the split ones, largest first.
+    The children of an entry that builds on load (``Impl.load_builds``: its build is the longest
+    wait) start first, then those of an entry that is not split (how long they compile is not
+    known), then the split ones, largest first. ``profile``: a list that gets one dict per child (its
+    ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start, ``case_s``: the
+    seconds its cases took; the rest is starting and loading).
     """
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
     cases = list(cases)
     seeds = [seeds] * len(cases) if isinstance(seeds, int) else list(seeds)
+    from .impls import get_impl, registry
+
     units = []
     for name, todo in work:
         parts = shard(name, cases, todo, device, jobs, per_child)
-        units += [(len(parts) > 1, -len(p) if len(parts) > 1 else 0, name, p) for p in parts]
-    units = [u[2:] for u in sorted(units, key=lambda u: u[:2])]      # stable: work order among equals
+        builds = get_impl(name).load_builds if name in registry() else False
+        units += [(not builds, len(parts) > 1, -len(p) if len(parts) > 1 else 0, name, p) for p in parts]
+    units = [u[3:] for u in sorted(units, key=lambda u: u[:3])]      # stable: work order among equals
     results: dict = {name: {} for name, _ in work}
 
     with tempfile.TemporaryDirectory(prefix="rmsnorm-children-") as td:
         lock_path = os.path.join(td, "large.lock")
 
+        t_first = time.perf_counter()
+
         def one(name, part):
             def on_row(j, row):
                 if log:
                     log(name, part[j], row)
+            t0 = time.perf_counter()
             got = run_isolated(name, [cases[i] for i in part], device, timeout_s, eps=eps, imports=imports,
                                known_limits=known_limits, log=on_row, large_lock=lock_path,
                                seeds=[seeds[i] for i in part])
+            if profile is not None:
+                profile.append({"impl": name, "cases": len(part), "start_s": round(t0 - t_first, 2),
+                                "end_s": round(time.perf_counter() - t_first, 2),
+                                "case_s": round(sum(float(r.get("seconds") or 0) for r in got.values()), 2)})
             return name, {part[j]: row for j, row in got.items()}
 
         if jobs <= 1 or len(units) <= 1:

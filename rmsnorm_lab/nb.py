@@ -44,3 +44,26 @@ def md(text: str):
         display(Markdown(text))
     except ImportError:
         print(text)
+
+
+CHILDREN_TIMING = "children-timing.json"    # 01's child processes; the report runner moves it into timings.json
+
+
+def children_timing(out_dir, **frames) -> str:
+    """Where the child processes' time went (``.attrs["children"]`` of ``check.check_all`` /
+    ``probe.probe_support`` results, given by name), written to ``out_dir``; returns a one-line
+    summary: per name, the children, their cases and the longest child."""
+    import json
+    from pathlib import Path
+
+    data = {k: {"wall_s": df.attrs.get("wall_s"), "children": df.attrs.get("children", [])}
+            for k, df in frames.items() if df is not None}
+    Path(out_dir, CHILDREN_TIMING).write_text(json.dumps(data, indent=1) + "\n")
+    parts = []
+    for k, d in data.items():
+        ch = d["children"]
+        if ch:
+            last = max(ch, key=lambda u: u["end_s"] - u["start_s"])
+            parts.append(f"{k}: {len(ch)} children, longest {last['impl']} "
+                         f"({last['cases']} cases, {last['end_s'] - last['start_s']:.1f} s)")
+    return "; ".join(parts)

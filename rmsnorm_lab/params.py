@@ -182,6 +182,8 @@ SCHEMA = {
     "pass_": (_pass, "which pass: fwd, bwd or fwd+bwd"),
     "head_dim": (_via(V.check_positive_int, "a positive integer (qk-norm's head size)"), "qk-norm's head size"),
     "progress": (_bool, "progress bar"),
+    "prewarm": (_via(V.check_workers, "-1 (auto), 0 (off) or a number of worker processes"),
+                "worker processes compiling ahead"),
     # 03_compare_runs
     "run_dirs": (_str_list, "result directories to compare"),
     "reports_root": (_str, "where to look for runs"),

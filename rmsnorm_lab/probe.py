@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .cases import Case
@@ -137,7 +138,8 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     the probe in a thread and return a ``concurrent.futures.Future`` of the DataFrame at once (so
     the work of this process, e.g. ``check.check_all``, runs meanwhile). Returns a tidy DataFrame,
     one row per (impl, case), with ``status`` in ``check.STATUSES`` and ``message`` its reason;
-    ``support_matrix(df)`` pivots it.
+    ``support_matrix(df)`` pivots it. ``.attrs``: ``children`` (where the time went, one dict per
+    child process: ``isolate.run_children``'s ``profile``) and ``wall_s``.
     """
     from .device import resolve_device, use_triton_interpreter_on_cpu
     from .isolate import check_jobs, import_extra
@@ -200,8 +202,10 @@ def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imp
         results[name] = res
         if todo:
             work.append((name, todo))
+    profile: list = []
+    t0 = time.perf_counter()
     for name, got in run_children(work, case_list, device, jobs, timeout_s, seed, eps, imports=imports,
-                                  known_limits=False, log=log).items():
+                                  known_limits=False, log=log, profile=profile).items():
         results[name].update(got)
 
     rows = []
@@ -220,6 +224,8 @@ def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imp
                          if case.residual else "none", "device": device, "note": r.get("note", ""),
                          "declared": r.get("declared", ""), "seconds": r.get("seconds", math.nan)})
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs["children"] = sorted(profile, key=lambda u: u["start_s"])
+    df.attrs["wall_s"] = round(time.perf_counter() - t0, 2)
     if target is not None:
         from .results import _atomic_write
         _atomic_write(target, df.to_csv(index=False))

@@ -340,6 +340,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     """
     import papermill as pm
 
+    from . import nb as nb_mod
     from .device import device_name, resolve_device, slug
     from .params import validate_params
     from .paths import notebooks_dir, reports_dir
@@ -377,6 +378,8 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
             if name == "02_performance_sweep" and ahead is not None:
                 timings["prewarm_ahead"] = ahead.wait()
                 ahead = None
+                if not timings["prewarm_ahead"]["failed"]:    # every job compiled: the sweep need not look again
+                    injected[name]["prewarm"] = 0
             src = notebooks_dir() / f"{name}.ipynb"
             if not src.exists():
                 raise FileNotFoundError(f"notebook {name}: {src} not found")
@@ -400,6 +403,13 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                 export_html(dst)
                 nbt["html_s"] = round(time.perf_counter() - t1, 2)
             nbt["wall_s"] = round(time.perf_counter() - t0, 2)
+            children = run_dir / nb_mod.CHILDREN_TIMING
+            if children.exists():                               # 01's child processes (check and probe)
+                try:
+                    nbt["children"] = json.loads(children.read_text())
+                except ValueError:
+                    pass
+                children.unlink()
             timings["notebooks"][name] = nbt
             log(f"  {name}: {nbt['wall_s']:.1f} s")
     finally:

@@ -10,6 +10,7 @@ configuration refuses that directory instead of mixing its points in.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -157,7 +158,9 @@ def _key(row: dict) -> tuple:
 
 
 class ResultStore:
-    """The CSV of one results directory. ``add`` rewrites it atomically after every row."""
+    """The CSV of one results directory. ``add`` appends each row as it is measured (written through
+    to the file, so a run that dies keeps every row before it); a row that replaces an earlier one
+    of the same point (a re-run of an error row) rewrites the file atomically."""
 
     def __init__(self, save_dir):
         self.dir = check_writable(save_dir)
@@ -169,10 +172,16 @@ class ResultStore:
             except OSError:
                 pass
         self.rows: list[dict] = []
+        self._keys: set = set()
+        header = None
         if self.csv.exists():
             with open(self.csv, newline="") as f:
-                self.rows = [_with_defaults(dict(r)) for r in csv.DictReader(f)]
+                reader = csv.DictReader(f)
+                self.rows = [_with_defaults(dict(r)) for r in reader]
+                header = reader.fieldnames
+        self._keys = {_key(r) for r in self.rows}
         self._done = {_key(r) for r in self.rows if r.get("status") in ("ok", "skip")}
+        self._appendable = header == COLUMNS     # an older file (other columns) is rewritten first
 
     def done(self, row_key: dict) -> bool:
         """Was this point already measured (or skipped for a reason) in an earlier run?"""
@@ -180,20 +189,29 @@ class ResultStore:
 
     def add(self, row: dict) -> None:
         k = _key(row)
-        self.rows = [r for r in self.rows if _key(r) != k]      # a re-run replaces an error row
-        self.rows.append({c: row.get(c, "") for c in COLUMNS})
+        row = {c: row.get(c, "") for c in COLUMNS}
         if row.get("status") in ("ok", "skip"):
             self._done.add(k)
-        self.flush()
+        if k in self._keys or not self._appendable:
+            self.rows = [r for r in self.rows if _key(r) != k] + [row]     # a re-run replaces an error row
+            self._keys.add(k)
+            self.flush()
+            return
+        self.rows.append(row)
+        self._keys.add(k)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
+        with open(self.csv, "a", newline="") as f:
+            f.write(buf.getvalue())            # one write of one whole line
 
     def flush(self) -> None:
-        import io
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in self.rows:
             w.writerow(r)
         _atomic_write(self.csv, buf.getvalue())
+        self._appendable = True
 
     def write_meta(self, meta: dict) -> None:
         """Write env.json. With a ``config`` (a SweepConfig as dict) it records the run identity first,

@@ -26,7 +26,7 @@ from .check import check_impl
 from .impls import get_impl, resolve_names
 from .timing import HARNESSES, Runner, time_runner
 from .validate import (check_bool, check_bool_list, check_dtypes, check_eps, check_int_list, check_modes,
-                       check_path, check_positive_float, check_seed, suggest)
+                       check_path, check_positive_float, check_seed, check_workers, suggest)
 
 
 @dataclass
@@ -96,9 +96,7 @@ class SweepConfig:
         if self.harness not in HARNESSES:
             raise ValueError(f"harness: expected one of {', '.join(HARNESSES)}, got {self.harness!r}"
                              f"{suggest(str(self.harness), list(HARNESSES))}")
-        if isinstance(self.prewarm, bool) or not isinstance(self.prewarm, int) or self.prewarm < -1:
-            raise TypeError(f"prewarm: expected a number of worker processes (-1: auto, 0: off), "
-                            f"got {self.prewarm!r}")
+        self.prewarm = check_workers("prewarm", self.prewarm)
         if check_path("save_path", self.save_path) is not None:
             from .results import check_writable
             self.save_path = str(check_writable(self.save_path))
@@ -394,6 +392,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
             inputs = data = None
     if bar:
         bar.close()
+    phases.add("other", time.perf_counter() - t_start - sum(phases.seconds.values()))   # rows, files, loops
     meta["phases"] = phases.as_dict()
     if store:
         meta["wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -409,8 +408,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
 
 class Phases:
     """Wall seconds per phase of a sweep (``copy_bandwidth``, ``prewarm``, ``load:<impl>``,
-    ``first_call:<impl>`` (compile/JIT), ``check:<impl>``, ``time_<mode>:<impl>``, ``copy_ceiling``),
-    summed over points; written to env.json as ``phases``."""
+    ``first_call:<impl>`` (compile/JIT), ``check:<impl>``, ``time_<mode>:<impl>``, ``copy_ceiling``,
+    ``other``: the rest of the wall time), summed over points; written to env.json as ``phases``."""
 
     def __init__(self):
         self.seconds: dict = {}

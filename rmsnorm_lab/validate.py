@@ -136,6 +136,16 @@ def check_nonneg_int(name: str, value) -> int:
     return int(value)
 
 
+def check_workers(name: str, value) -> int:
+    """A worker-process count: -1 (auto), 0 (off) or a positive number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a number of worker processes (-1: auto, 0: off), "
+                        f"got {value!r} ({type(value).__name__})")
+    if value < -1:
+        raise ValueError(f"{name}: expected a number of worker processes (-1: auto, 0: off), got {value}")
+    return int(value)
+
+
 def check_seed(seed, name: str = "seed") -> int:
     return check_nonneg_int(name, seed)
 

@@ -95,6 +95,29 @@ def test_shard_splits_compile_jobs(monkeypatch):
     assert shard("torch_compile", cases, todo, "cpu", jobs=4) == [todo]       # a failing hook: one child
 
 
+def test_shard_splits_by_jit_compile_key(monkeypatch):
+    """An entry that JIT-compiles per shape without prewarm jobs (quack's CuTe-DSL kernels) is
+    split by its compile key: cases of one key stay together; quack buckets rows by powers of two."""
+    cases = [Case(1, s, h, "bfloat16", residual=r) for h in (1024, 2048, 4096, 8192) for r in (False, True)
+             for s in (3, 4, 100)]
+    todo = list(range(len(cases)))                                             # 24 cases, 16 keys
+    parts = shard("quack", cases, todo, "cuda", jobs=8, per_child=4)
+    assert len(parts) == 4 and sorted(i for p in parts for i in p) == todo
+    for p in parts:                                                            # 3 and 4 rows: one bucket
+        keys = [(cases[i].hidden, cases[i].residual, cases[i].tokens > 4) for i in p]
+        assert all(keys.count(k) == (2 if not k[2] else 1) for k in keys)
+    monkeypatch.setattr(get_impl("quack"), "compile_key", None)
+    assert shard("quack", cases, todo, "cuda", jobs=8, per_child=4) == [todo]  # no key: one child
+
+
+def test_check_all_profiles_its_children(test_impls):
+    """Where the time went: one entry per child process, with its cases and times."""
+    df = check_all([_h(8), _h(16)], ["huggingface"], "cpu", jobs=2, isolated=True)
+    (child,) = df.attrs["children"]
+    assert child["impl"] == "huggingface" and child["cases"] == 2
+    assert 0 <= child["start_s"] <= child["end_s"] and 0 <= child["case_s"] <= child["end_s"] - child["start_s"] + 0.1
+
+
 def test_default_jobs():
     assert default_jobs("cpu") == 1
     assert 1 <= default_jobs("cuda") <= isolate.MAX_JOBS

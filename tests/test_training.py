@@ -60,6 +60,27 @@ def test_fp32_weight_with_fp16_x(residual):
 
 
 @needs_kernels
+@pytest.mark.parametrize("hidden,tail,rows,programs", [(80, 16, 2, 3), (200, 128, 4, 2), (200, 0, 1, 5),
+                                                        (96, 32, 1, 1)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_backward_launch_shapes_match_float64(hidden, tail, rows, programs, residual):
+    """Every launch shape the policy may pick gives the float64 gradients: a second column block
+    (80 = 64 + 16; 200 = 128 + a 128-wide tail, 56 of it masked), several rows a tile, few programs (so each
+    walks many tiles)."""
+    from rmsnorm_lab.kernels.config import next_pow2
+    from rmsnorm_lab.kernels.training import TrainLaunch, _backward, rmsnorm_fwd, fused_add_rmsnorm_fwd
+    x, w, r, dy, d_res = B.make_grad_inputs(13, hidden, "float32", residual, DEV, seed=5)
+    if residual:
+        _, s, rstd = fused_add_rmsnorm_fwd(x, r, w, 1e-6)
+    else:
+        s, (_, rstd) = x, rmsnorm_fwd(x, w, 1e-6)
+    block = 1 << (hidden.bit_length() - 1) if tail else next_pow2(hidden)
+    ds, dw = _backward(dy, s, w, rstd, d_res, TrainLaunch(block, rows, 4, programs, 1, tail))
+    ref = B.reference_grads(x, w, r, 1e-6, dy, d_res)
+    assert B.rel_err(ds, ref[0]) <= TIGHT["float32"] and B.rel_err(dw, ref[1]) <= TIGHT["float32"]
+
+
+@needs_kernels
 def test_dw_is_deterministic():
     """Two backward runs give bitwise equal dw (per-program partials, ordered sum, no atomics)."""
     from rmsnorm_lab.kernels.training import rmsnorm_bwd, rmsnorm_fwd

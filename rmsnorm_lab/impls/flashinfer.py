@@ -64,6 +64,14 @@ def _default_limits(case, device) -> Support:
     return _cuda_limits(case, device) if path_name() == "cuda" else Support.yes()
 
 
+def _compile_key(case):
+    """FlashInfer's CuTe-DSL kernels compile per dtype, width and fused add (rows are symbolic);
+    its CUDA kernels (without nvidia-cutlass-dsl) are one module."""
+    if not has_module("cutlass"):
+        return ()
+    return (case.dtype, case.w_dtype, case.hidden, case.residual)
+
+
 class _FlashInfer(Impl):
     def provenance(self) -> dict:
         p = super().provenance()
@@ -75,10 +83,10 @@ PACKAGES = ("flashinfer-python", "flashinfer-cubin", "nvidia-cutlass-dsl")
 IMPLS = [
     _FlashInfer("flashinfer", "FlashInfer (default path)", "flashinfer", _load_default,
          dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True, color="#2ca02c",
-         packages=PACKAGES, case_check=_default_limits,
+         packages=PACKAGES, case_check=_default_limits, compile_key=_compile_key,
          numerics="fp32 math, one rounding at the store; fused add keeps the sum in fp32. "
                   "CuTe-DSL kernels when nvidia-cutlass-dsl is installed, else the CUDA ones"),
-    _FlashInfer("flashinfer_cuda", "FlashInfer CUDA (JIT)", "flashinfer", _load_cuda,
+    _FlashInfer("flashinfer_cuda", "FlashInfer CUDA (JIT)", "flashinfer", _load_cuda, load_builds=True,
          dtypes=("float16", "bfloat16"), requires=("flashinfer",), inplace_residual=True, color="#98df8a",
          packages=PACKAGES, case_check=_cuda_limits,
          numerics="fp32 math, vectorized CUDA kernel (norm.cuh), built by nvcc on first use"),

@@ -26,8 +26,14 @@ def _check() -> Support:
     return Support.yes() if major >= 9 else Support.no("needs sm90 or newer")
 
 
+def _compile_key(case):
+    """quack JIT-compiles per dtypes, width, residual and power-of-two bucket of rows."""
+    return (case.dtype, case.w_dtype, case.r_dtype if case.residual else "", case.hidden,
+            1 << max(0, case.tokens - 1).bit_length())
+
+
 IMPLS = [
-    Impl("quack", "quack", "quack", _load, dtypes=("float32", "float16", "bfloat16"),
+    Impl("quack", "quack", "quack", _load, dtypes=("float32", "float16", "bfloat16"), compile_key=_compile_key,
          requires=("quack", "cutlass"), extra_check=_check, color="#ff7f0e",
          packages=("quack-kernels", "nvidia-cutlass-dsl"),
          numerics="fp32 math, one rounding at the store; fused add keeps the sum in fp32"),

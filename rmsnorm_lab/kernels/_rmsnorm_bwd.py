@@ -50,10 +50,12 @@ def rmsnorm_bwd_kernel(
     stride_dy, stride_s, stride_dro, stride_ds,
     n_rows,
     N: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    ROWS: tl.constexpr,                  # rows per step (a ROWS x BLOCK_N tile)
+    BLOCK_N: tl.constexpr,               # columns of the first block (a power of two)
+    ROWS: tl.constexpr,                  # rows per step (a ROWS x (BLOCK_N + TAIL) tile)
     HAS_DRES: tl.constexpr,              # add the gradient flowing into the new residual
     STAGES: tl.constexpr = 1,            # software-pipeline depth of the row loop (loads of the next tile early)
+    TAIL: tl.constexpr = 0,              # 0, or the power-of-two width of a second column block from BLOCK_N:
+                                         # 5120 = 4096 + 1024 holds 5120 columns, not 8192 with 3072 masked
 ):
     """A program walks row tiles pid, pid + programs, ... (one pass over s and dy per row) and writes
     its fp32 partial sum of dy * xhat to DW_PART[pid, :]."""
@@ -63,6 +65,11 @@ def rmsnorm_bwd_kernel(
     col_ok = cols < N
     w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if TAIL > 0:
+        tcols = BLOCK_N + tl.arange(0, TAIL)
+        t_ok = tcols < N
+        wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
+        dwt = tl.zeros([TAIL], dtype=tl.float32)
     for blk in tl.range(pid, tl.cdiv(n_rows, ROWS), nprog, num_stages=STAGES):
         rows = (blk * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         row_ok = rows < n_rows
@@ -72,13 +79,30 @@ def rmsnorm_bwd_kernel(
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
         xhat = s * rstd[:, None]
         g = dy * w[None, :]
-        c = tl.sum(g * xhat, axis=1) / N
+        dot = tl.sum(g * xhat, axis=1)
+        if TAIL > 0:
+            tmask = row_ok[:, None] & t_ok[None, :]
+            st = tl.load(S + rows[:, None] * stride_s + tcols[None, :], mask=tmask, other=0.0).to(tl.float32)
+            dyt = tl.load(DY + rows[:, None] * stride_dy + tcols[None, :], mask=tmask, other=0.0).to(tl.float32)
+            xhatt = st * rstd[:, None]
+            gt = dyt * wt[None, :]
+            dot += tl.sum(gt * xhatt, axis=1)
+        c = dot / N
         ds = (g - xhat * c[:, None]) * rstd[:, None]
         if HAS_DRES:
             ds += tl.load(DRO + rows[:, None] * stride_dro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DS + rows[:, None] * stride_ds + cols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
         dw += tl.sum(dy * xhat, axis=0)
+        if TAIL > 0:
+            dst = (gt - xhatt * c[:, None]) * rstd[:, None]
+            if HAS_DRES:
+                dst += tl.load(DRO + rows[:, None] * stride_dro + tcols[None, :], mask=tmask,
+                               other=0.0).to(tl.float32)
+            tl.store(DS + rows[:, None] * stride_ds + tcols[None, :], dst.to(DS.dtype.element_ty), mask=tmask)
+            dwt += tl.sum(dyt * xhatt, axis=0)
     tl.store(DW_PART + pid.to(tl.int64) * N + cols, dw, mask=col_ok)
+    if TAIL > 0:
+        tl.store(DW_PART + pid.to(tl.int64) * N + tcols, dwt, mask=t_ok)
 
 
 @triton.jit

@@ -42,10 +42,10 @@ class TrainLaunch:
     warps: int
     programs: int
     stages: int = 1
+    tail: int = 0        # backward: a second column block of this width after block_n (0: none)
 
 
 TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
-BWD_TILE = 16384     # backward: elements of s and of dy a program holds per step (rows x block_n)
 SUM_COLS, SUM_ROWS = 64, 32   # dw's second step: 64 columns a program (32 programs at hidden 2048), 32 partials a load
 
 
@@ -57,20 +57,41 @@ def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
     return TrainLaunch(block_n, rows, warps, max(1, -(-n_rows // rows)))
 
 
-def bwd_launch(hidden: int, n_rows: int, sm_count: int) -> TrainLaunch:
-    """Backward: one program per SM, each walking row tiles in a grid-stride loop.
+def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) -> TrainLaunch:
+    """Backward: programs walk row tiles in a grid-stride loop, each writing one fp32 dw partial row.
 
-    One program per SM keeps the dw partials at one fp32 row per SM (written once, summed once);
-    a tile of up to BWD_TILE elements (1-8 rows) keeps enough loads of s and dy in flight with
-    8 warps (16 for rows of 8192 and more). On an H200 (bf16, hidden 2048-16384, 4096-65536
-    tokens) this was the fastest, or within 5% of it, of rows 1-16 x warps 4-32 x 1-4 programs
-    per SM x 1-2 pipeline stages at every shape tried.
+    Measured on an H200 (bf16, graph mode, every launch of rows 1-16 x warps 4-32 x 1, 2 or 4
+    programs per SM x 1-2 pipeline stages x one or two column blocks, at 4096-65536 tokens;
+    experiments/backward_search.py), the fastest launches were:
+
+    - up to 4096 columns, and widths below 8192 that are not a power of two: tiles of 8192 slots
+      (4 rows at 2048, 2 at 4096, 1 at 5120-8192 columns), 4 warps, 2 programs per SM. Two small
+      programs keep more rows in flight per SM than one large one; at 5120 and 6144 this took the
+      backward from 64% to 87-94% of copy bandwidth (one program per SM with 16 warps).
+    - with a residual (a third tensor read), a 2-stage pipeline, and a width that is not a power of
+      two as two column blocks (5120 = 4096 + 1024): no masked lanes holding registers.
+    - 4096 with a residual: 4 rows, 8 warps, one program per SM; 8192: 2 rows, 8 warps, one program
+      per SM, 2 stages.
+    Wider rows (16384 and up) were not searched: 1 row, 16 warps, one program per SM.
     """
     block_n = next_pow2(hidden)
-    rows = max(1, min(8, BWD_TILE // block_n))
-    warps = 16 if block_n >= 8192 else max(4, min(8, rows * block_n // 1024))
+    pow2 = block_n == hidden
+    tail, stages = 0, 2 if residual else 1
+    if block_n <= 4096 or (block_n == 8192 and not pow2):
+        rows, warps, per_sm = max(1, 8192 // block_n), 4, 2
+        if pow2 and block_n == 4096:
+            stages = 2
+            if residual:
+                rows, warps, per_sm = 4, 8, 1
+        elif residual and not pow2 and hidden > 64:
+            low = block_n // 2
+            block_n, tail = low, next_pow2(hidden - low)
+    elif block_n == 8192:
+        rows, warps, per_sm, stages = 2, 8, 1, 2
+    else:
+        rows, warps, per_sm, stages = 1, 16, 1, 1
     tiles = max(1, -(-n_rows // rows))
-    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, sm_count)))
+    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, per_sm * sm_count)), stages, tail)
 
 
 def _kernels():
@@ -129,7 +150,9 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     if m == 0:
         dw.zero_()
         return ds.view(s.shape), dw
-    cfg = cfg or bwd_launch(n, m, sm_count(s.device))
+    cfg = cfg or bwd_launch(n, m, sm_count(s.device), d_res is not None)
+    if cfg.block_n + cfg.tail < n or cfg.block_n & (cfg.block_n - 1) or cfg.tail & (cfg.tail - 1):
+        raise ValueError(f"cfg: column blocks {cfg.block_n} + {cfg.tail} must be powers of two covering {n}")
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
     with _on_device(s):
@@ -137,7 +160,7 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
             dy2, s2, weight.contiguous(), rstd1, dro2, ds, part,
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,
             N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
-            num_warps=cfg.warps)
+            TAIL=cfg.tail, num_warps=cfg.warps)
         block_c = min(SUM_COLS, cfg.block_n)
         k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c,
                                                    BLOCK_P=SUM_ROWS, num_warps=4)
