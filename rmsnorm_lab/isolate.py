@@ -77,26 +77,15 @@ def exclusive(path):
         import fcntl
     except ImportError:             # not a POSIX system: run unlocked
         fcntl = None
-    if path is not None and fcntl is not None:
-        try:
-            f = open(path, "a")
-        except OSError:             # e.g. another user's lock file: run unlocked
-            f = None
-    if path is None or fcntl is None or f is None:
+    if path is None or fcntl is None:
         yield
         return
-    with f:
+    with open(path, "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def load_lock(name: str) -> str:
-    """The lock file every child process on this machine holds while it loads entry ``name`` when
-    the entry builds on load (``Impl.load_builds``): the first builds, the others then load the build."""
-    return os.path.join(tempfile.gettempdir(), f"rmsnorm-lab-load-{name}.lock")
 
 
 # ---------------------------------------------------------------- the child
@@ -121,10 +110,8 @@ def _child_main(spec_path: str, out_path: str) -> int:
     for m in spec.get("imports", []):
         import_extra(m)
     device = spec["device"]
-    entry = get_impl(spec["impl"])
     try:
-        with exclusive(load_lock(entry.name) if entry.load_builds else None):
-            entry.load()
+        get_impl(spec["impl"]).load()
     except Exception as e:  # noqa: BLE001 - every case becomes a skip with the reason
         msg = " ".join(f"failed to load: {type(e).__name__}: {e}".split())[:500]
         for i, *_ in spec["cases"]:
@@ -357,18 +344,18 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
 
     Returns {name: {index: row}} (``run_isolated``'s rows); the rows do not depend on ``jobs``.
     The children of an entry that builds on load (``Impl.load_builds``: its build is the longest
-    wait) start first, then those of an entry that is not split (how long they compile is not
-    known), then the split ones, largest first. ``profile``: a list that gets one dict per child (its
-    ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start, ``case_s``: the
-    seconds its cases took; the rest is starting and loading).
+    wait, and the library's own lock makes its other children wait for it) start first, then those of an entry that is not split (how long they compile is not
+    known), then the split ones, largest first. ``profile``: a list that gets one dict per child, in order of
+    start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start,
+    ``case_s``: the seconds its cases took; the rest is starting and loading).
     """
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
-    cases = list(cases)
-    seeds = [seeds] * len(cases) if isinstance(seeds, int) else list(seeds)
     from .impls import get_impl, registry
 
+    cases = list(cases)
+    seeds = [seeds] * len(cases) if isinstance(seeds, int) else list(seeds)
     units = []
     for name, todo in work:
         parts = shard(name, cases, todo, device, jobs, per_child)
@@ -409,6 +396,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
             pool.shutdown()
         for name, rows in done:
             results[name].update(rows)
+    if profile is not None:
+        profile.sort(key=lambda u: u["start_s"])
     return results
 
 

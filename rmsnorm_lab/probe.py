@@ -224,7 +224,7 @@ def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imp
                          if case.residual else "none", "device": device, "note": r.get("note", ""),
                          "declared": r.get("declared", ""), "seconds": r.get("seconds", math.nan)})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df.attrs["children"] = sorted(profile, key=lambda u: u["start_s"])
+    df.attrs["children"] = profile
     df.attrs["wall_s"] = round(time.perf_counter() - t0, 2)
     if target is not None:
         from .results import _atomic_write

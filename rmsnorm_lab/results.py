@@ -172,7 +172,6 @@ class ResultStore:
             except OSError:
                 pass
         self.rows: list[dict] = []
-        self._keys: set = set()
         header = None
         if self.csv.exists():
             with open(self.csv, newline="") as f:

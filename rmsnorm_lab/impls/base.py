@@ -76,7 +76,7 @@ class Impl:
     packages: tuple = ()                # distributions whose versions are its provenance
     case_check: Callable | None = None  # (case, device) -> Support: inputs it is known to fail on
     compile_key: Callable | None = None  # case -> key: cases of one key share a JIT compile (checks split by it)
-    load_builds: bool = False           # load() may build native code (nvcc): child processes load it one at a time
+    load_builds: bool = False           # load() may build native code (nvcc): its child processes start first
     _fn: Callable | None = field(default=None, repr=False)
     _load_error: str | None = field(default=None, repr=False)
 

@@ -68,8 +68,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       (4 rows at 2048, 2 at 4096, 1 at 5120-8192 columns), 4 warps, 2 programs per SM. Two small
       programs keep more rows in flight per SM than one large one; at 5120 and 6144 this took the
       backward from 64% to 87-94% of copy bandwidth (one program per SM with 16 warps).
-    - with a residual (a third tensor read), a 2-stage pipeline, and a width that is not a power of
-      two as two column blocks (5120 = 4096 + 1024): no masked lanes holding registers.
+    - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
+      blocks (4096 + 1024 / 2048): no masked lanes holding registers.
     - 4096 with a residual: 4 rows, 8 warps, one program per SM; 8192: 2 rows, 8 warps, one program
       per SM, 2 stages.
     Wider rows (16384 and up) were not searched: 1 row, 16 warps, one program per SM.
@@ -83,9 +83,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
             stages = 2
             if residual:
                 rows, warps, per_sm = 4, 8, 1
-        elif residual and not pow2 and hidden > 64:
-            low = block_n // 2
-            block_n, tail = low, next_pow2(hidden - low)
+        elif residual and block_n == 8192:              # not a power of two: 4096 + a tail
+            block_n, tail = 4096, next_pow2(hidden - 4096)
     elif block_n == 8192:
         rows, warps, per_sm, stages = 2, 8, 1, 2
     else:
