@@ -1,6 +1,6 @@
 """Tables and readings the notebooks show: computed here, from results, never typed by hand.
 
-- correctness: ``error_table``, ``support_from_check``, ``support_pivot``
+- correctness: ``error_table``, ``support_reasons``
 - one run: ``fastest_per_shape``, ``written_reading``
 - several runs: ``discover_runs`` (optionally only the runs like a given one), ``compare_runs``,
   ``comparison_reading``
@@ -19,8 +19,6 @@ from pathlib import Path
 SHAPE = ["dtype", "residual", "hidden", "batch", "seq", "tokens"]
 # a point is the same point in two runs when these agree (gpu_name is what differs between GPUs)
 MATCH = ["impl", "dtype", "hidden", "batch", "seq", "tokens", "residual", "mode"]
-STATUS_ORDER = ["ok", "skip", "error", "wrong", "crash"]      # rmsnorm_lab.check.STATUSES, worst last
-OLD_STATUS = {"refused": "error"}                             # stored tables written before the one vocabulary
 
 
 # ---------------------------------------------------------------- roles (from the registry)
@@ -67,39 +65,6 @@ def error_table(chk):
     table = pd.concat(parts, axis=1)
     table[("tolerance", "")] = tol
     return table
-
-
-def _case_label(row) -> str:
-    return f"{row['dtype']}{' +residual' if row['residual'] else ''}"
-
-
-def support_from_check(chk):
-    """A support table from the checker's rows: impl, case, status (ok/wrong/error/crash/skip), message."""
-    import pandas as pd
-
-    msg = next((chk[c] for c in ("message", "reason", "error") if c in chk), pd.Series([""] * len(chk), index=chk.index))
-    return pd.DataFrame({
-        "impl": chk["impl"],
-        "case": [f"{_case_label(r)} h{r['hidden']}" for _, r in chk.iterrows()],
-        "status": chk["status"].replace(OLD_STATUS),
-        "message": msg.fillna(""),
-    })
-
-
-def _worst(statuses) -> str:
-    s = list(statuses)
-    worst = max(s, key=lambda v: STATUS_ORDER.index(v) if v in STATUS_ORDER else len(STATUS_ORDER))
-    n = sum(v == worst for v in s)
-    return worst if n == len(s) else f"{worst} ({n}/{len(s)})"
-
-
-def support_pivot(sup):
-    """implementation x case-group table of statuses; groups cases by their text before ' h<hidden>'."""
-    d = sup.copy()
-    d["group"] = d["case"].astype(str).str.replace(r"\s+h\d+$", "", regex=True)
-    order = list(dict.fromkeys(d["impl"]))
-    t = d.pivot_table(index="impl", columns="group", values="status", aggfunc=_worst)
-    return t.reindex([i for i in order if i in t.index])
 
 
 def support_reasons(sup):

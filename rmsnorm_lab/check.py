@@ -285,16 +285,26 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
     every case, where this process reports its first case as the ``error``). An entry only this
     process knows (registered here, not by a module of ``imports``) is checked here.
     imports: modules (dotted names or .py paths) that register implementations, imported here and
-    in each child. timeout_s: per case in a child (loading: ``isolate.LOAD_TIMEOUT_FACTOR`` times it).
+    in each child. timeout_s: per case in a child (loading: ``isolate.LOAD_TIMEOUT_FACTOR`` times it, at least ``isolate.LOAD_TIMEOUT_MIN_S``).
     ``.attrs["children"]`` of the result: where the time went, one dict per child process
     (``isolate.run_children``'s ``profile``; empty when nothing ran in children).
     """
+    from .isolate import run_children
+
+    names, cases, jobs, isolated, imports, timeout_s = _check_args(cases, impls, device, jobs, isolated, imports,
+                                                                   timeout_s)
+    rows, work = _check_plan(cases, names, device, seed, eps, isolated, imports)
+    profile: list = []
+    got = run_children(work, cases, device, jobs, timeout_s, [seed + i for i in range(len(cases))], eps,
+                       imports=imports, known_limits=True, profile=profile)
+    return _check_frame(rows, got, cases, names, device, profile)
+
+
+def _check_args(cases, impls, device, jobs, isolated, imports, timeout_s):
+    """check_all's arguments validated: (names, cases, jobs, isolated, imports, timeout_s)."""
     import os
 
-    import pandas as pd
-
-    from .impls import ORDER
-    from .isolate import check_jobs, import_extra, run_children
+    from .isolate import check_jobs, import_extra
     from .validate import check_positive_float
 
     timeout_s = check_positive_float("timeout_s", timeout_s, "seconds")
@@ -303,14 +313,25 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
     if isinstance(imports, str):
         imports = [imports]
     imports = [os.fspath(m) for m in imports]
-    child_known = set(ORDER)
     for m in imports:
-        child_known |= {impl.name for impl in getattr(import_extra(m), "IMPLS", [])}
+        import_extra(m)
     names = resolve_names(impls)
-    cases = list(cases)
     jobs = check_jobs(jobs, device)
     if isolated is None:
         isolated = str(device).startswith("cuda") and jobs > 1
+    return names, list(cases), jobs, isolated, imports, timeout_s
+
+
+def _check_plan(cases, names, device, seed, eps, isolated, imports) -> tuple:
+    """What check_all does before its children: (rows made here, work for the children). Here: the
+    skip rows, and every row of an entry that does not run in a child (``isolated`` False, or an
+    entry only this process knows)."""
+    from .impls import ORDER
+    from .isolate import import_extra
+
+    child_known = set(ORDER)
+    for m in imports:
+        child_known |= {impl.name for impl in getattr(import_extra(m), "IMPLS", [])}
     in_child = [n for n in names if isolated and n in child_known]
     here = [n for n in names if n not in in_child]
 
@@ -332,9 +353,13 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
                 todo.append(i)
         if todo:
             work.append((n, todo))
-    profile: list = []
-    got = run_children(work, cases, device, jobs, timeout_s, [seed + i for i in range(len(cases))], eps,
-                       imports=imports, known_limits=True, profile=profile)
+    return rows, work
+
+
+def _check_frame(rows: dict, got: dict, cases, names, device, profile: list):
+    """check_all's DataFrame from the rows made here and the children's (``run_children``'s result)."""
+    import pandas as pd
+
     for n, res in got.items():
         for i, r in res.items():
             row = _blank_row(n, cases[i], device)

@@ -5,7 +5,7 @@ child loads the implementation once, runs ``check.check_impl`` on each case and 
 event per line (``ready``, then ``start`` / ``done`` per case; ``wait`` before a large case's
 lock). The parent reads them as they come.
 When the child aborts, segfaults, runs past ``timeout_s`` on a case (or ``LOAD_TIMEOUT_FACTOR``
-times that while loading) or reports a CUDA fault, the case it was running becomes a ``crash``
+times that while loading, at least ``LOAD_TIMEOUT_MIN_S``) or reports a CUDA fault, the case it was running becomes a ``crash``
 row (signal or exit status and its last words on stderr) and a fresh child runs the rest.
 
 ``seeds``: a seed per case (the inputs of case ``i`` are ``make_inputs(case, device, seeds[i])``),
@@ -42,6 +42,7 @@ from pathlib import Path
 
 FATAL_EXIT = 3      # a child's exit status after it reported a case that broke its GPU context
 LOAD_TIMEOUT_FACTOR = 5      # importing / JIT-building a peer may take longer than one case
+LOAD_TIMEOUT_MIN_S = 60      # and importing torch and CUDA alone takes seconds on a busy host, whatever the case limit
 
 
 def import_extra(spec: str):
@@ -118,7 +119,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
             emit({"i": i, "event": "done", "status": "skip", "reason": msg})
         return 0
     emit({"event": "ready"})
-    for i, cd, seed in spec["cases"]:
+    for i, cd, seed, known_limits in spec["cases"]:
         case = Case.from_dict(cd)
         big = device.startswith("cuda") and case.large
         if big:
@@ -126,8 +127,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
         with exclusive(spec.get("large_lock") if big else None):
             emit({"i": i, "event": "start"})
             t0 = time.perf_counter()
-            row = check_impl(spec["impl"], case, device, seed, spec["eps"],
-                             known_limits=spec.get("known_limits", True))
+            row = check_impl(spec["impl"], case, device, seed, spec["eps"], known_limits=known_limits)
             fatal = row.pop("fatal", False)
             emit({"i": i, "event": "done", **row, "seconds": round(time.perf_counter() - t0, 3)})
             if fatal:
@@ -171,7 +171,7 @@ def _child_env() -> dict:
 def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
     """Read the child's events until it exits or a phase runs past its limit:
     (exit status, index of the case it was running or None, time-out text or "")."""
-    current, phase_t0, limit = None, time.monotonic(), timeout_s * LOAD_TIMEOUT_FACTOR
+    current, phase_t0, limit = None, time.monotonic(), max(timeout_s * LOAD_TIMEOUT_FACTOR, LOAD_TIMEOUT_MIN_S)
     pos, buf = 0, ""
     while True:
         rc = proc.poll()
@@ -209,11 +209,16 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
     list of ``Case``), each run in a child process; a fresh child after each crash. ``log(i, row)``
     is called as each row arrives. ``large_lock``: a lock file path shared with the children of
     other implementations running at the same time (see the module's docstring). ``seeds``: the
-    seed of each case (a list as long as ``cases``); None: ``seed`` for every case."""
+    seed of each case (a list as long as ``cases``); None: ``seed`` for every case.
+    ``known_limits``: skip the inputs the entry declares it fails on (``check.check_impl``); a bool,
+    or a list with one per case."""
     results: dict = {}
     seeds = [seed] * len(cases) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(cases):
         raise ValueError(f"seeds: expected one seed per case ({len(cases)}), got {len(seeds)}")
+    limits = [bool(known_limits)] * len(cases) if isinstance(known_limits, bool) else [bool(k) for k in known_limits]
+    if len(limits) != len(cases):
+        raise ValueError(f"known_limits: expected one per case ({len(cases)}), got {len(limits)}")
     remaining = list(range(len(cases)))
     env = _child_env()
 
@@ -230,9 +235,10 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
             out_path = Path(td) / f"out{attempt}.jsonl"
             err_path = Path(td) / f"err{attempt}.txt"
             spec_path.write_text(json.dumps({"impl": name, "device": device, "eps": eps,
-                                             "imports": list(imports), "known_limits": known_limits,
+                                             "imports": list(imports),
                                              "large_lock": None if large_lock is None else os.fspath(large_lock),
-                                             "cases": [[i, cases[i].to_dict(), seeds[i]] for i in remaining]}))
+                                             "cases": [[i, cases[i].to_dict(), seeds[i], limits[i]]
+                                                       for i in remaining]}))
             out_path.touch()
             with open(err_path, "w") as errf:
                 proc = subprocess.Popen([sys.executable, "-m", "rmsnorm_lab.isolate", str(spec_path), str(out_path)],
@@ -341,6 +347,7 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     ``jobs`` at once; each implementation's cases split among children by ``shard``. ``seeds``: one
     seed for every case, or a list with one per case of ``cases``. ``log(name, i, row)`` as each row
     arrives. The 2**31+ element cases run one at a time across all these children (a lock file).
+    ``known_limits``: a bool, or a list with one per case of ``cases`` (``run_isolated``).
 
     Returns {name: {index: row}} (``run_isolated``'s rows); the rows do not depend on ``jobs``.
     The children of an entry that builds on load (``Impl.load_builds``: its build is the longest
@@ -356,6 +363,7 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
 
     cases = list(cases)
     seeds = [seeds] * len(cases) if isinstance(seeds, int) else list(seeds)
+    limits = [known_limits] * len(cases) if isinstance(known_limits, bool) else list(known_limits)
     units = []
     for name, todo in work:
         parts = shard(name, cases, todo, device, jobs, per_child)
@@ -375,7 +383,7 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
                     log(name, part[j], row)
             t0 = time.perf_counter()
             got = run_isolated(name, [cases[i] for i in part], device, timeout_s, eps=eps, imports=imports,
-                               known_limits=known_limits, log=on_row, large_lock=lock_path,
+                               known_limits=[limits[i] for i in part], log=on_row, large_lock=lock_path,
                                seeds=[seeds[i] for i in part])
             if profile is not None:
                 profile.append({"impl": name, "cases": len(part), "start_s": round(t0 - t_first, 2),

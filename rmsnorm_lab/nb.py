@@ -50,8 +50,8 @@ CHILDREN_TIMING = "children-timing.json"    # 01's child processes; the report r
 
 
 def children_timing(out_dir, **frames) -> str:
-    """Where the child processes' time went (``.attrs["children"]`` of ``check.check_all`` /
-    ``probe.probe_support`` results, given by name), written to ``out_dir``; returns a one-line
+    """Where the child processes' time went (``.attrs["children"]`` of ``check.check_all``,
+    ``probe.probe_support`` or ``probe.check_and_probe`` results, given by name), written to ``out_dir``; returns a one-line
     summary: per name, the children, their cases and the longest child."""
     import json
     from pathlib import Path

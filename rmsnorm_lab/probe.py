@@ -174,20 +174,34 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
 
 def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imports, jobs):
     """probe_support's work, on validated arguments."""
-    import pandas as pd
-
-    from .check import skip_check
-    from .impls import get_impl
     from .isolate import run_children
 
+    results, work = _probe_plan(names, case_list, device)
+    profile: list = []
+    t0 = time.perf_counter()
+    got = run_children(work, case_list, device, jobs, timeout_s, seed, eps, imports=imports, known_limits=False,
+                       log=_progress_log(case_list, progress), profile=profile)
+    return _probe_frame(results, got, names, case_list, device, target, profile, time.perf_counter() - t0)
+
+
+def _progress_log(case_list, progress: bool):
+    """run_children's ``log``: one line per row on stderr when ``progress``, else None."""
+    if not progress:
+        return None
     print_lock = threading.Lock()
 
     def log(name, i, row):
-        if progress:
-            line = f"probe {name:22s} {case_list[i].label:24s} {row.get('status')}\n"
-            with print_lock:                 # one whole line at a time from every thread
-                sys.stderr.write(line)
-                sys.stderr.flush()
+        line = f"probe {name:22s} {case_list[i].label:24s} {row.get('status')}\n"
+        with print_lock:                     # one whole line at a time from every thread
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return log
+
+
+def _probe_plan(names, case_list, device) -> tuple:
+    """({name: {case index: skip row}} for the cases that cannot run here, [(name, indices to run)])."""
+    from .check import skip_check
+    from .impls import get_impl
 
     results, work = {}, []
     for name in names:
@@ -202,12 +216,15 @@ def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imp
         results[name] = res
         if todo:
             work.append((name, todo))
-    profile: list = []
-    t0 = time.perf_counter()
-    for name, got in run_children(work, case_list, device, jobs, timeout_s, seed, eps, imports=imports,
-                                  known_limits=False, log=log, profile=profile).items():
-        results[name].update(got)
+    return results, work
 
+
+def _probe_frame(results, got, names, case_list, device, target, profile, wall_s):
+    """The support matrix's DataFrame from the skip rows and the children's rows; saved to ``target``."""
+    import pandas as pd
+
+    for name, res in got.items():
+        results[name].update(res)
     rows = []
     for name in names:
         res = results[name]
@@ -225,12 +242,69 @@ def _probe(names, case_list, device, timeout_s, target, seed, eps, progress, imp
                          "declared": r.get("declared", ""), "seconds": r.get("seconds", math.nan)})
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs["children"] = profile
-    df.attrs["wall_s"] = round(time.perf_counter() - t0, 2)
+    df.attrs["wall_s"] = round(wall_s, 2)
     if target is not None:
         from .results import _atomic_write
         _atomic_write(target, df.to_csv(index=False))
         df.attrs["path"] = str(target)
     return df
+
+
+def check_and_probe(cases, impls="all", device="auto", seed: int = 0, eps: float = 1e-6, probe_cases=None,
+                    jobs=None, timeout_s: float = 300, save_path=None, imports=(), isolated=None):
+    """``check.check_all(cases, ...)`` and ``probe_support(impls, probe_cases, ...)`` together:
+    (check DataFrame, support DataFrame), each as those functions return it.
+
+    When the check runs in children (``isolated``, as ``check_all``'s: None is CUDA with ``jobs`` > 1),
+    both run in the same child processes: each implementation
+    is loaded (and a peer that builds on load, built) once for its check cases and its probe cases,
+    instead of once for each. Otherwise the probe's children run in a thread while the check runs
+    in this process. The inputs and rows are those of the two functions run apart (check case ``i``:
+    seed ``seed + i``, its entry's known limits skipped; probe cases: seed ``seed``, run anyway).
+    ``timeout_s``: per case (the probe's own default is 120 s). ``.attrs`` of the check frame:
+    ``children`` (every child, check and probe cases together) and ``wall_s``; the support frame's
+    ``children`` is then empty.
+    """
+    from .check import _check_args, _check_frame, _check_plan
+    from .device import resolve_device, use_triton_interpreter_on_cpu
+    from .isolate import run_children
+
+    device = resolve_device(device)
+    use_triton_interpreter_on_cpu(device)
+    names, cases, jobs, isolated, imports, timeout_s = _check_args(cases, impls, device, jobs, isolated, imports,
+                                                                   timeout_s)
+    seed, eps = check_seed(seed), check_eps(eps)
+    probe_list = _resolve_cases(probe_cases)
+    target = _save_target(save_path) if save_path is not None else None
+    t0 = time.perf_counter()
+    if not isolated:
+        future = probe_support(names, probe_list, device, timeout_s, save_path, seed, eps, imports=imports,
+                               jobs=jobs, background=True)
+        check_rows, _ = _check_plan(cases, names, device, seed, eps, False, imports)    # every row made here
+        chk = _check_frame(check_rows, {}, cases, names, device, [])
+        support = future.result()
+        chk.attrs["children"], support.attrs["children"] = support.attrs["children"], []     # every child: here
+        chk.attrs["wall_s"] = round(time.perf_counter() - t0, 2)
+        return chk, support
+
+    check_rows, check_work = _check_plan(cases, names, device, seed, eps, True, imports)
+    probe_rows, probe_work = _probe_plan(names, probe_list, device)
+    n = len(cases)                           # one case list: the check's cases, then the probe's
+    both = cases + probe_list
+    todo = {name: list(idx) for name, idx in check_work}
+    for name, idx in probe_work:
+        todo.setdefault(name, []).extend(n + i for i in idx)
+    work = [(name, todo[name]) for name in names if name in todo]
+    profile: list = []
+    got = run_children(work, both, device, jobs, timeout_s, [seed + i for i in range(n)] + [seed] * len(probe_list),
+                       eps, imports=imports, known_limits=[True] * n + [False] * len(probe_list), profile=profile)
+    chk = _check_frame(check_rows, {k: {i: r for i, r in v.items() if i < n} for k, v in got.items()},
+                       cases, names, device, profile)
+    wall = time.perf_counter() - t0
+    support = _probe_frame(probe_rows, {k: {i - n: r for i, r in v.items() if i >= n} for k, v in got.items()},
+                           names, probe_list, device, target, [], wall)
+    chk.attrs["wall_s"] = round(wall, 2)
+    return chk, support
 
 
 def _save_target(save_path) -> Path:

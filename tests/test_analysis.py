@@ -45,17 +45,6 @@ def test_compare_runs_same_device_only(tmp_path):
     assert compare_runs(a, b, same_device=True).empty
 
 
-def test_support_from_check_speaks_the_one_vocabulary():
-    from rmsnorm_lab.analysis import STATUS_ORDER, support_from_check, support_pivot
-    chk = pd.DataFrame([dict(impl="x", dtype="bfloat16", residual=False, hidden=64, status=s, reason=r)
-                        for s, r in (("ok", None), ("skip", "needs CUDA"), ("error", "ValueError: x"),
-                                     ("refused", "old table"), ("crash", "died"), ("wrong", ""))])
-    sup = support_from_check(chk)
-    assert list(sup["status"]) == ["ok", "skip", "error", "error", "crash", "wrong"]
-    assert set(sup["status"]) <= set(STATUS_ORDER) and sup["message"].iloc[1] == "needs CUDA"
-    assert support_pivot(sup).iloc[0, 0].startswith("crash")          # the worst status of the group
-
-
 def test_plot_colours_come_from_the_registry_or_the_name():
     from rmsnorm_lab.plots import color
     assert color("an-old-run-impl") == color("an-old-run-impl") and color("an-old-run-impl").startswith("#")

@@ -200,7 +200,9 @@ def test_supports_case_reasons_never_empty():
                 assert s.ok or s.reason.strip(), (name, c.name, device)
     hf = get_impl("huggingface")
     assert hf.supports(Case(1, 2, 8, "bfloat16", weight_dtype="float32"), "cpu").ok
-    s = get_impl("triton").supports(Case(1, 2, 8, "float64"), "cpu")
+    import torch
+    here = "cuda" if torch.cuda.is_available() else "cpu"    # where our kernel runs (CPU: the interpreter)
+    s = get_impl("triton").supports(Case(1, 2, 8, "float64"), here)
     assert not s.ok and "float64 not supported" in s.reason
     s = hf.supports(Case(1, 2, 8, weight_device="cpu"), "cuda")
     assert not s.ok and s.reason

@@ -1,7 +1,7 @@
 """check_all in child processes (``isolated``): the same rows as in this process, an implementation
 that compiles per case split among several children (``isolate.shard``), a crash in one of them
 costing only its case; one Inductor compile thread per child and prewarm worker; the support probe
-in the background."""
+in the background; check and probe in the same children."""
 from __future__ import annotations
 
 import math
@@ -190,3 +190,29 @@ def test_probe_in_the_background(test_impls):
     assert list(got["status"]) == ["ok", "crash"]
     with pytest.raises(ValueError, match="timeout_s"):
         probe_support(["crashy"], cases, "cpu", imports=[CRASHY], timeout_s=0, background=True)
+
+
+def test_check_and_probe_share_children(test_impls):
+    """check_and_probe gives check_all's and probe_support's rows, with one child per implementation
+    for both (each loads once), and the probe's declared limits run anyway while the check's skip."""
+    from rmsnorm_lab.probe import check_and_probe, probe_support
+
+    cases = [_h(1), _h(33, residual=True), _h(5120)]
+    probes = [_h(40), _h(24, "float16", residual=True), Case(1, 3, 16, "float32", weight_device="cpu", name="weight on cpu")]
+    names = ["huggingface", "crashy"]
+    chk_alone = check_all(cases, names, "cpu", seed=3, imports=[CRASHY], isolated=False)
+    sup_alone = probe_support(names, probes, "cpu", seed=3, imports=[CRASHY], jobs=2)
+    chk, sup = check_and_probe(cases, names, "cpu", seed=3, probe_cases=probes, imports=[CRASHY], jobs=2,
+                               isolated=True)
+    pd.testing.assert_frame_equal(chk_alone, chk)
+    cols = [c for c in sup.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(sup_alone[cols], sup[cols])
+    children = chk.attrs["children"]
+    assert sorted(u["impl"] for u in children) == sorted(names)                # one child each, check and probe cases
+    assert {u["impl"]: u["cases"] for u in children} == {"huggingface": 5, "crashy": 5}
+    assert sup.attrs["children"] == [] and chk.attrs["wall_s"] > 0
+    # in this process (the CPU default): the check here, the probe's children alongside
+    chk2, sup2 = check_and_probe(cases, names, "cpu", seed=3, probe_cases=probes, imports=[CRASHY])
+    pd.testing.assert_frame_equal(chk_alone, chk2)
+    pd.testing.assert_frame_equal(sup_alone[cols], sup2[cols])
+    assert [u["impl"] for u in chk2.attrs["children"]] == names and sup2.attrs["children"] == []
