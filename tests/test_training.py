@@ -80,6 +80,21 @@ def test_backward_launch_shapes_match_float64(hidden, tail, rows, programs, resi
     assert B.rel_err(ds, ref[0]) <= TIGHT["float32"] and B.rel_err(dw, ref[1]) <= TIGHT["float32"]
 
 
+def test_backward_launch_policy():
+    """The searched rules of ``bwd_launch`` (H200, bf16; rmsnorm_lab/kernels/training.py says why each)."""
+    from rmsnorm_lab.kernels.training import bwd_launch
+    sm = 132
+    for hidden, res, want in [(2048, False, (2048, 0, 4, 4)), (4096, False, (4096, 0, 2, 4)),
+                              (4096, True, (4096, 0, 4, 8)), (5120, False, (8192, 0, 1, 4)),
+                              (5120, True, (4096, 1024, 1, 4)), (6144, True, (4096, 2048, 1, 4)),
+                              (8192, True, (8192, 0, 2, 8)), (16384, False, (16384, 0, 1, 16)),
+                              (16384, True, (16384, 0, 1, 32)), (32768, True, (32768, 0, 1, 32))]:
+        launch = bwd_launch(hidden, 65536, sm, res)
+        assert (launch.block_n, launch.tail, launch.rows, launch.warps) == want, (hidden, res, launch)
+        assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 2 * sm
+    assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
+
+
 @needs_kernels
 def test_dw_is_deterministic():
     """Two backward runs give bitwise equal dw (per-program partials, ordered sum, no atomics)."""
