@@ -256,10 +256,9 @@ def check_and_probe(cases, impls="all", device="auto", seed: int = 0, eps: float
     (check DataFrame, support DataFrame), each as those functions return it.
 
     When the check runs in children (``isolated``, as ``check_all``'s: None is CUDA with ``jobs`` > 1),
-    both run in the same child processes: each implementation
-    is loaded (and a peer that builds on load, built) once for its check cases and its probe cases,
-    instead of once for each. Otherwise the probe's children run in a thread while the check runs
-    in this process. The inputs and rows are those of the two functions run apart (check case ``i``:
+    both run in the same child processes: each implementation is loaded (and a peer that builds on
+    load, built) once for its check cases and its probe cases, instead of once for each. Otherwise
+    the probe's children run in a thread while the check runs in this process. The inputs and rows are those of the two functions run apart (check case ``i``:
     seed ``seed + i``, its entry's known limits skipped; probe cases: seed ``seed``, run anyway).
     ``timeout_s``: per case (the probe's own default is 120 s). ``.attrs`` of the check frame:
     ``children`` (every child, check and probe cases together) and ``wall_s``; the support frame's
