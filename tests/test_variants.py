@@ -276,6 +276,31 @@ def test_launcher_errors_name_the_argument():
         kv.qk_rmsnorm(q, torch.randn(2, 1, 64, device=DEVICE), w, torch.ones(32, device=DEVICE))
 
 
+@needs_kernel
+@needs_fp8
+def test_every_variant_launch_switches_to_the_tensors_device(monkeypatch):
+    """Each kernel launch runs inside kernels.launch.on_device of its input (the input's GPU, not the current one)."""
+    import contextlib
+
+    from rmsnorm_lab.kernels import launch as kl
+    from rmsnorm_lab.kernels import variants as kv
+    seen = []
+
+    def record(t):
+        seen.append(t)
+        return contextlib.nullcontext()
+    monkeypatch.setattr(kv, "on_device", record)
+    x, w = torch.randn(2, 64, device=DEVICE), torch.ones(64, device=DEVICE)
+    q, k = torch.randn(2, 2, 64, device=DEVICE), torch.randn(2, 1, 64, device=DEVICE)
+    kv.gemma_rmsnorm(x, w)
+    kv.rmsnorm_fp8_per_token(x, w)
+    kv.quantize_fp8_static(x, torch.tensor([1.0], device=DEVICE))
+    kv.qk_rmsnorm(q, k, w, w)
+    assert [t is u for t, u in zip(seen, (x, x, x, q))] == [True] * 4 and len(seen) == 4
+    if not x.is_cuda:
+        assert isinstance(kl.on_device(x), contextlib.nullcontext)      # a CPU tensor: nothing to switch
+
+
 def test_launch_policy():
     from rmsnorm_lab.kernels.variants import head_policy, row_policy
     p = row_policy(4096, 65536, 132)

@@ -6,12 +6,22 @@ that a cached plan assumes; ``config_fn`` gives a fixed-config callable for tuni
 """
 from __future__ import annotations
 
+import contextlib
+
 from .config import LaunchConfig, as_config, next_pow2
 from .occupancy import grid_programs
 from .tables import pick
 
 _INF = float("inf")
 MAX_PLANS = 4096
+
+
+def on_device(t):
+    """A context that launches on the tensor's GPU, not the current one (nothing to switch for a CPU tensor)."""
+    if not t.is_cuda:
+        return contextlib.nullcontext()
+    import torch
+    return torch.cuda.device(t.device)
 
 
 def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
@@ -221,7 +231,7 @@ class Launcher:
         y = torch.empty_like(x) if (r is None or r.data_ptr() == x.data_ptr()) else x
         x2, y2 = x.view(-1, n), y.view(-1, n)
         r2 = None if r is None else r.view(-1, n)
-        with torch.cuda.device(x.device):
+        with on_device(x):
             got = self.launch(x2, w, y2, r2, r2, eps)
         if (got is not None and self.direct and y.data_ptr() % 16 == 0 and len(self.plans) < MAX_PLANS
                 and x.device.index == torch.cuda.current_device()):

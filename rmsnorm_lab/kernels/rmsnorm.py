@@ -99,10 +99,7 @@ def triton_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, res
     x2, y2 = xc.reshape(-1, n), out.view(-1, n)
     r2 = None if rc is None else rc.reshape(-1, n)
     ro2 = None if rc is None else residual_out.view(-1, n)
-    if x.is_cuda and x.device.index != torch.cuda.current_device():
-        with torch.cuda.device(x.device):    # launch on x's GPU, not the current one
-            _launch.launch(x2, w, y2, r2, ro2, eps, config)
-    else:
+    with _launch.on_device(x):
         _launch.launch(x2, w, y2, r2, ro2, eps, config)
     return out if residual is None else (out, residual_out)
 

@@ -18,7 +18,6 @@ They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -27,6 +26,7 @@ import torch
 from ..device import interpreter_on
 from ..validate import UnsupportedError, check_eps
 from .config import next_pow2
+from .launch import on_device
 from .variants import sm_count
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -109,11 +109,6 @@ def _check_device(t: torch.Tensor, name: str) -> None:
                                f"tensors), got a tensor on {t.device}")
 
 
-def _on_device(t):
-    """Launch on the tensor's GPU, not the current one (nothing to switch for a CPU tensor)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 # ---------------------------------------------------------------- the launches (real tensors)
 
 def _forward(x, residual, weight, eps):
@@ -131,7 +126,7 @@ def _forward(x, residual, weight, eps):
     if m:
         cfg = fwd_launch(n, m)
         w = weight.contiguous()
-        with _on_device(x):
+        with on_device(x):
             _kernels().rmsnorm_fwd_train_kernel[(cfg.programs,)](
                 x2, r2, w, out, new_res, rstd, x2.stride(0), r2.stride(0), out.stride(0), new_res.stride(0),
                 m, eps, N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_RES=residual is not None,
@@ -159,7 +154,7 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
         raise ValueError(f"cfg: column blocks {cfg.block_n} + {cfg.tail} must be powers of two covering {n}")
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
-    with _on_device(s):
+    with on_device(s):
         k.rmsnorm_bwd_kernel[(cfg.programs,)](
             dy2, s2, weight.contiguous(), rstd1, dro2, ds, part,
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,

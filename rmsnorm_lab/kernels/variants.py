@@ -18,12 +18,12 @@ fp32, one per row, ``max(min(absmax, scale_ub) / 448, MIN_SCALE)``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from ..device import interpreter_on
 from ..validate import UnsupportedError, check_eps
 from .config import next_pow2
+from .launch import on_device
 
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
@@ -221,19 +221,20 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     soft = bool(quant) and x.device.type != "cuda"
     if n_rows and quant != 2:      # the plain kernel with its launch table, Gemma's offset and a static scale
         from .launch import LAUNCHER
-        cuda = _cuda_device(x.device)
-        with torch.cuda.device(cuda) if cuda is not None else contextlib.nullcontext():
+        with on_device(x):
             LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps,
                             variant=(scale if quant else None, w_offset, quant == 1, soft))
     elif n_rows:                   # per-row scales: the whole row before the first store, its own kernel
         p = row_policy(n, n_rows, sm_count(x.device))
-        _kernels().norm_per_token_kernel[(p.programs,)](
-            x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
-            scale_ub if scale_ub is not None else scales, scales,
-            x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0, ro2.stride(0) if ro2 is not None else 0,
-            n_rows, eps,
-            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, HAS_UB=scale_ub is not None,
-            MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
+        with on_device(x):
+            _kernels().norm_per_token_kernel[(p.programs,)](
+                x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
+                scale_ub if scale_ub is not None else scales, scales,
+                x2.stride(0), y2.stride(0), r2.stride(0) if r2 is not None else 0,
+                ro2.stride(0) if ro2 is not None else 0,
+                n_rows, eps,
+                N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, HAS_UB=scale_ub is not None,
+                MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
@@ -279,11 +280,13 @@ def _quant(y, quant, scale=None, scale_ub=None, out=None):
     soft = y.device.type != "cuda"
     if n_rows:
         p = row_policy(n, n_rows, sm_count(y.device))
-        _kernels().quant_rows_kernel[(p.programs,)](
-            y2, _bits(o2) if soft else o2, scale if scale is not None else o2, scale_ub if scale_ub is not None else o2,
-            scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
-            N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
-            MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(y.device, p.warps))
+        with on_device(y):
+            _kernels().quant_rows_kernel[(p.programs,)](
+                y2, _bits(o2) if soft else o2, scale if scale is not None else o2,
+                scale_ub if scale_ub is not None else o2,
+                scales if scales is not None else o2, y2.stride(0), o2.stride(0), n_rows,
+                N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, QUANT=quant, HAS_UB=scale_ub is not None,
+                MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, **_launch_opts(y.device, p.warps))
     return o if quant == 1 else (o, scales)
 
 
@@ -336,9 +339,10 @@ def qk_rmsnorm(q, k, q_weight, k_weight, eps: float = 1e-6, *, q_out=None, k_out
     if nq + nk:
         p = head_policy(d, nq + nk, sm_count(q.device))
         grid = -(-nq // p.rows) + -(-nk // p.rows)
-        _kernels().qk_norm_kernel[(grid,)](
-            q, k, q_out, k_out, q_weight, k_weight,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
-            nq, nk, hq, hk, eps, D=d, BLOCK_D=next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
+        with on_device(q):
+            _kernels().qk_norm_kernel[(grid,)](
+                q, k, q_out, k_out, q_weight, k_weight,
+                q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+                q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
+                nq, nk, hq, hk, eps, D=d, BLOCK_D=next_pow2(d), ROWS=p.rows, **_launch_opts(q.device, p.warps))
     return q_out, k_out
