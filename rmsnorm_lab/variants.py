@@ -26,13 +26,13 @@ from typing import Callable
 
 from .impls.base import Support, has_module
 from .impls.vllm import ENV as VLLM_OPS_ENV   # path of vLLM's op library
+from .kernels.variants import MIN_SCALE     # floor of a per-token scale (all-zero rows), as vLLM
 from .reference import TOLERANCE as _PLAIN_TOLERANCE
 
 VARIANTS = ("gemma", "qk-norm", "fp8-static", "fp8-per-token")
 HAS_RESIDUAL = {"gemma": True, "qk-norm": False, "fp8-static": True, "fp8-per-token": True}
 FP8 = ("fp8-static", "fp8-per-token")
 FP8_MAX = 448.0
-MIN_SCALE = 1.0 / (448.0 * 512.0)          # floor of a per-token scale (all-zero rows), as vLLM
 STATIC_SCALE = 5.0 / FP8_MAX               # the static scale the cases use: |y| above 5 saturates
 # relative L2 error of the non-FP8 outputs: the plain checker's tolerance of each dtype the variants take
 TOLERANCE = {d: _PLAIN_TOLERANCE[d] for d in ("bfloat16", "float16", "float32")}

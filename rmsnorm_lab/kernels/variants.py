@@ -25,7 +25,6 @@ from ..validate import UnsupportedError, check_eps
 from .config import next_pow2
 from .launch import on_device
 
-FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
 IO_DTYPES = ("float16", "bfloat16", "float32")
 
