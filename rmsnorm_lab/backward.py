@@ -193,7 +193,7 @@ def _load_ours():
 
 
 def _ours_check(device: str) -> Support:
-    from .kernels.training import interpreter_on
+    from .device import interpreter_on
     if device == "cpu" and not interpreter_on():
         return Support.no("needs CUDA (or TRITON_INTERPRET=1 for CPU tensors)")
     return Support.yes()

@@ -60,7 +60,7 @@ class RMSNorm(nn.Module):
         """'triton' or 'torch' for a call on x; auto falls back to torch (with a one-time warning)."""
         if self.backend == "torch":
             return "torch"
-        from .kernels.training import interpreter_on
+        from .device import interpreter_on
         runs = x.is_cuda or (x.device.type == "cpu" and interpreter_on())
         if self.backend == "triton" or runs:
             return "triton"     # "triton" on a device it cannot run on raises a clear error in the op
