@@ -133,6 +133,7 @@ def _load_liger():
 
 def _load_quack():
     """quack's own forward (rstd stored) and rmsnorm_bwd; fwd_bwd through its autograd function."""
+    import torch
     from quack.rmsnorm import rmsnorm as q_rmsnorm
     from quack.rmsnorm import rmsnorm_bwd as q_bwd
     from quack.rmsnorm import rmsnorm_fwd as q_fwd
@@ -158,7 +159,6 @@ def _load_quack():
         return dx.view(shape), dw, dr
 
     def fwd_bwd(x, w, r, eps, dy, d_res):
-        import torch
         xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
         n = x.shape[-1]
         if r is None:
