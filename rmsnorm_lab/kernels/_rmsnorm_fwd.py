@@ -64,7 +64,7 @@ def rmsnorm_fwd_kernel(
     row in slices, twice (CHUNK = BLOCK_N: the whole row, read twice; the launcher's
     "reread" flag). SUM_FIRST: pass 2 reads the stored new residual (one tensor, not x
     and r), so it normalizes the sum rounded to the residual's dtype, as vLLM does.
-    ONE_BLOCK / I64 / RSQRT (the launcher's "lean" path, v8) drop the grid-stride loop, the 64-bit
+    ONE_BLOCK / I64 / RSQRT (the launcher's "lean" path) drop the grid-stride loop, the 64-bit
     row offsets and the division where they are not needed. W_OFFSET and QUANT make it the Gemma norm and
     the norm fused with static FP8 quantization, with every launch choice above.
     """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-# the bit flags of the old positional table entries (rows, warps, per_sm, flags, chunk[, maxnreg])
+# the bit flags of the positional table entries (rows, warps, per_sm, flags, chunk[, maxnreg])
 _LEGACY_FLAGS = (("evict_loads", 1), ("pdl_early", 2), ("evict_stores", 4), ("evict_last", 8),
                  ("reread", 16), ("sum_first", 32), ("late_ro", 64))
 
@@ -30,8 +30,9 @@ class LaunchConfig:
     evict_loads / evict_last: x and r loads marked evict-first / evict-last in L2 (not both);
     evict_stores: stores marked evict-first; pdl_early: the next kernel may launch at our start;
     maxnreg: register cap (0: the compiler's choice, else a multiple of 8 in 24..248);
-    pdl: use programmatic dependent launch where the GPU has it; lean: the v8 code path (no grid-stride
-    loop where each block has a program, int32 offsets where they cannot overflow, rsqrt); False: v7.
+    pdl: use programmatic dependent launch where the GPU has it; lean: no grid-stride loop where each block
+    has a program, int32 offsets where they cannot overflow, rsqrt (False: a grid-stride loop, 64-bit offsets
+    and a division by a square root in every launch).
     """
     rows: int = 1
     warps: int = 4
@@ -104,7 +105,7 @@ class LaunchConfig:
 
     @classmethod
     def from_legacy(cls, cfg) -> "LaunchConfig":
-        """From an old positional entry (rows, warps, per_sm[, flags[, chunk[, maxnreg]]]) with bit flags
+        """From a positional entry (rows, warps, per_sm[, flags[, chunk[, maxnreg]]]) with bit flags
         (1 evict_loads, 2 pdl_early, 4 evict_stores, 8 evict_last, 16 reread, 32 sum_first, 64 late_ro)."""
         try:
             vals = tuple(int(v) for v in cfg)
@@ -120,7 +121,7 @@ class LaunchConfig:
                    **{name: bool(flags & bit) for name, bit in _LEGACY_FLAGS})
 
     def legacy(self) -> tuple:
-        """The old positional form (rows, warps, per_sm, flags, chunk[, maxnreg]) (pdl and lean are not in it)."""
+        """The positional form (rows, warps, per_sm, flags, chunk[, maxnreg]) (pdl and lean are not in it)."""
         flags = sum(bit for name, bit in _LEGACY_FLAGS if getattr(self, name))
         t = (self.rows, self.warps, self.per_sm, flags, self.chunk)
         return t + (self.maxnreg,) if self.maxnreg else t
@@ -133,7 +134,7 @@ _DEFAULTS = {f.name: f.default for f in fields(LaunchConfig)}
 
 
 def as_config(config) -> LaunchConfig:
-    """A LaunchConfig from a LaunchConfig, a dict of named fields, or an old positional tuple."""
+    """A LaunchConfig from a LaunchConfig, a dict of named fields, or a positional tuple."""
     if isinstance(config, LaunchConfig):
         return config
     if isinstance(config, dict):

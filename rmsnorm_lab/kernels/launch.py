@@ -107,7 +107,7 @@ class Launcher:
     def launch(self, x2, w, y2, r2=None, ro2=None, eps: float = 1e-6, config=None, variant=None):
         """Launch on 2-D row-major views (unit last stride, no checks); writes y2 (and ro2 = x2 + r2 in ro2's
         dtype). On CUDA returns (compiled kernel, grid, constexpr arguments) for fast's plans, else None.
-        config: a LaunchConfig (or dict / old tuple); None: the table's pick for this GPU.
+        config: a LaunchConfig (or dict / positional tuple); None: the table's pick for this GPU.
         variant: None (plain RMSNorm) or (scale, w_offset, quant, soft_round): Gemma's offset weight and / or
         the output divided by a static scale (a one-element fp32 tensor) into a float8_e4m3fn y2 (soft_round:
         CPU tensors, y2 a uint8 view; see the kernel)."""
@@ -242,7 +242,7 @@ class Launcher:
     def config_fn(self, config=None, inplace: bool = True):
         """A registry-style ``fn(x, w, r=None, eps)`` that launches with a fixed config.
 
-        config: a LaunchConfig (or dict / old tuple), None (the table's pick), or a callable
+        config: a LaunchConfig (or dict / positional tuple), None (the table's pick), or a callable
         ``(hidden, tokens, itemsize, residual) -> config``. With a residual the call works in place (out into x,
         x + r into r) unless ``inplace=False`` (fresh output buffers). Contiguous inputs only, no checks.
         """

@@ -1,4 +1,4 @@
-"""How many programs of our kernel fit on one SM, and the register cap that lets one more fit (v9).
+"""How many programs of our kernel fit on one SM, and the register cap that lets one more fit.
 
 Pure arithmetic (no GPU, no imports): a LaunchConfig's maxnreg caps registers where
 the grid has more programs than fit at once (see ``python -m rmsnorm_lab tune --cap-twins``).
