@@ -17,10 +17,13 @@ MAX_PLANS = 4096
 
 
 def on_device(t):
-    """A context that launches on the tensor's GPU, not the current one (nothing to switch for a CPU tensor)."""
+    """A context that launches on the tensor's GPU, not the current one. Nothing to switch (a null
+    context, no device switch on the per-call path) for a CPU tensor or one on the current GPU."""
     if not t.is_cuda:
         return contextlib.nullcontext()
     import torch
+    if t.device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
     return torch.cuda.device(t.device)
 
 
