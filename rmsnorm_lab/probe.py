@@ -163,9 +163,13 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     target = _save_target(save_path) if save_path is not None else None
     jobs = check_jobs(jobs, device)
     args = (names, case_list, device, float(timeout_s), target, seed, eps, progress, imports, jobs)
-    if not background:
-        return _probe(*args)
+    return _probe_in_thread(*args) if background else _probe(*args)
+
+
+def _probe_in_thread(*args):
+    """``_probe(*args)`` in a thread: a ``concurrent.futures.Future`` of its DataFrame, at once."""
     from concurrent.futures import ThreadPoolExecutor
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmsnorm-probe")
     future = pool.submit(_probe, *args)
     pool.shutdown(wait=False)               # the thread ends with the probe
@@ -277,8 +281,7 @@ def check_and_probe(cases, impls="all", device="auto", seed: int = 0, eps: float
     target = _save_target(save_path) if save_path is not None else None
     t0 = time.perf_counter()
     if not isolated:
-        future = probe_support(names, probe_list, device, timeout_s, save_path, seed, eps, imports=imports,
-                               jobs=jobs, background=True)
+        future = _probe_in_thread(names, probe_list, device, timeout_s, target, seed, eps, False, imports, jobs)
         check_rows, _ = _check_plan(cases, names, device, seed, eps, False, imports)    # every row made here
         chk = _check_frame(check_rows, {}, cases, names, device, [])
         support = future.result()
