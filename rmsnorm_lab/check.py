@@ -302,19 +302,13 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
 
 def _check_args(cases, impls, device, jobs, isolated, imports, timeout_s):
     """check_all's arguments validated: (names, cases, jobs, isolated, imports, timeout_s)."""
-    import os
-
-    from .isolate import check_jobs, import_extra
+    from .isolate import check_jobs, import_all
     from .validate import check_positive_float
 
     timeout_s = check_positive_float("timeout_s", timeout_s, "seconds")
     if isolated not in (None, True, False):
         raise TypeError(f"isolated: expected None, True or False, got {isolated!r} ({type(isolated).__name__})")
-    if isinstance(imports, str):
-        imports = [imports]
-    imports = [os.fspath(m) for m in imports]
-    for m in imports:
-        import_extra(m)
+    imports = import_all(imports)
     names = resolve_names(impls)
     jobs = check_jobs(jobs, device)
     if isolated is None:

@@ -69,6 +69,24 @@ def import_extra(spec: str):
     return mod
 
 
+def import_all(imports) -> list[str]:
+    """The ``imports`` argument (one module, or a list of dotted names / .py paths) as a list of
+    str, each imported here (``import_extra``)."""
+    if isinstance(imports, (str, os.PathLike)):
+        imports = [imports]
+    if not hasattr(imports, "__iter__"):
+        raise TypeError(f"imports: expected a list of module names or .py paths, got {imports!r} "
+                        f"({type(imports).__name__})")
+    out = []
+    for m in imports:
+        if not isinstance(m, (str, os.PathLike)):
+            raise TypeError(f"imports: expected module names or .py paths, got {m!r} ({type(m).__name__})")
+        out.append(os.fspath(m))
+    for m in out:
+        import_extra(m)
+    return out
+
+
 @contextlib.contextmanager
 def exclusive(path):
     """Hold an exclusive ``fcntl.flock`` on the file ``path`` (created if missing) for the body; other

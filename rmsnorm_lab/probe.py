@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from .cases import Case
-from .validate import check_eps, check_seed, suggest
+from .validate import check_eps, check_positive_float, check_seed, suggest
 
 CSV_NAME = "support_matrix.csv"
 COLUMNS = ["impl", "case", "status", "error", "message", "err_out", "err_residual", "tolerance",
@@ -142,27 +142,19 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     child process: ``isolate.run_children``'s ``profile``) and ``wall_s``.
     """
     from .device import resolve_device, use_triton_interpreter_on_cpu
-    from .isolate import check_jobs, import_extra
+    from .isolate import check_jobs, import_all
 
-    if isinstance(imports, str):
-        imports = [imports]
-    imports = [os.fspath(m) for m in imports]
-    for m in imports:
-        import_extra(m)
+    imports = import_all(imports)
     names = _resolve_impls(impls)
     case_list = _resolve_cases(cases)
     device = resolve_device(device)
     use_triton_interpreter_on_cpu(device)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-        raise TypeError(f"timeout_s: expected a positive number of seconds, got {timeout_s!r} "
-                        f"({type(timeout_s).__name__})")
-    if not (math.isfinite(timeout_s) and timeout_s > 0):
-        raise ValueError(f"timeout_s: expected a positive finite number of seconds, got {timeout_s!r}")
+    timeout_s = check_positive_float("timeout_s", timeout_s, "seconds")
     seed = check_seed(seed)
     eps = check_eps(eps)
     target = _save_target(save_path) if save_path is not None else None
     jobs = check_jobs(jobs, device)
-    args = (names, case_list, device, float(timeout_s), target, seed, eps, progress, imports, jobs)
+    args = (names, case_list, device, timeout_s, target, seed, eps, progress, imports, jobs)
     return _probe_in_thread(*args) if background else _probe(*args)
 
 
