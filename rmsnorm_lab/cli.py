@@ -119,10 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+from .device import say_once  # noqa: E402
+from .validate import USER_ERRORS  # noqa: E402
 from .validate import exit_with_error as _one_line_error  # noqa: E402
-
-
-_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)
 
 
 def main(argv=None) -> int:
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every finished point is in the results CSV; run again to resume", file=sys.stderr)
         return 130
-    except _ERRORS as e:
+    except USER_ERRORS as e:
         return _one_line_error(PROG, e)
 
 
@@ -168,7 +167,7 @@ def _dispatch(cmd: str, argv: list) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except _ERRORS as e:
+    except USER_ERRORS as e:
         return _one_line_error(prog, e)
 
 
@@ -191,11 +190,11 @@ def _list_main(argv: list) -> int:
         from .device import resolve_device, use_triton_interpreter_on_cpu
         from .points import check_combination
         device = resolve_device(args.device)
-        _note(use_triton_interpreter_on_cpu(device))
+        say_once(use_triton_interpreter_on_cpu(device))
         _cli_names(check_combination, args.variant, args.passes, [args.dtype], [False, True])
         _print_list(device, args.variant, args.passes, args.dtype)
         return 0
-    except _ERRORS as e:
+    except USER_ERRORS as e:
         return _one_line_error(p.prog, e)
 
 
@@ -234,11 +233,6 @@ def _cli_names(fn, *a, **kw):
         raise
 
 
-def _note(text) -> None:
-    from .device import say_once
-    say_once(text)
-
-
 def check_runnable(impls, device: str, variant: str = "plain", passes=("fwd",), dtype: str = "bfloat16") -> None:
     """RuntimeError naming --impls when none of ``impls`` can run on ``device`` (nothing would be measured)."""
     from .points import is_plain, support_rows
@@ -268,7 +262,7 @@ def _run(args) -> int:
     from .validate import check_modes
 
     device = resolve_device(args.device)
-    _note(use_triton_interpreter_on_cpu(device))     # before anything imports our kernel
+    say_once(use_triton_interpreter_on_cpu(device))  # before anything imports our kernel
     plain = args.variant == "plain" and args.passes == ["fwd"]
     impls = resolve_names(args.impls) if plain else \
         _cli_names(resolve_impls, args.impls, args.variant, args.passes)
@@ -304,12 +298,12 @@ def _run(args) -> int:
     on_cpu = not device.startswith("cuda")
     if args.tokens and on_cpu and not hidden:
         hidden = CPU_GRID["hidden"]
-        _note(f"CPU grid: hidden {' '.join(map(str, hidden))} (--hidden-size chooses others)")
+        say_once(f"CPU grid: hidden {' '.join(map(str, hidden))} (--hidden-size chooses others)")
     elif on_cpu and not models and not (hidden and batch and seq):
         hidden, batch, seq = hidden or CPU_GRID["hidden"], batch or CPU_GRID["batch"], seq or CPU_GRID["seq"]
-        _note(f"CPU grid: hidden {' '.join(map(str, hidden))}, batch {' '.join(map(str, batch))}, "
-              f"seq {' '.join(map(str, seq))} (the seed's GPU grid takes hours on CPU; "
-              f"--hidden-size/--batch-size/--seq-len choose others)")
+        say_once(f"CPU grid: hidden {' '.join(map(str, hidden))}, batch {' '.join(map(str, batch))}, "
+                 f"seq {' '.join(map(str, seq))} (the seed's GPU grid takes hours on CPU; "
+                 f"--hidden-size/--batch-size/--seq-len choose others)")
     residual = {"both": [False, True], "with": [True], "without": [False]}[args.residual]
     cfg = SweepConfig(impls=impls, dtypes=args.dtype, modes=modes, device=device, save_path=str(save),
                       residual=residual, seed=args.seed, copy_ceiling=not args.no_copy_ceiling,

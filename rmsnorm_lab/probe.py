@@ -329,6 +329,7 @@ def support_matrix(df):
 
 # ---------------------------------------------------------------- command line
 
+from .validate import USER_ERRORS, exit_with_error  # noqa: E402
 from .validate import OneLineParser as _Parser  # noqa: E402
 
 
@@ -354,10 +355,8 @@ def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:
     try:
         df = probe_support(args.impls, args.cases, args.device, args.timeout, args.save_path, progress=True,
                            jobs=args.jobs)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return exit_with_error(prog, e)
     import pandas as pd
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(support_matrix(df).T.to_string())
