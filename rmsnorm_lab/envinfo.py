@@ -2,21 +2,15 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata as md
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from .impls.base import package_version
+
 PACKAGES = ["torch", "triton", "numpy", "pandas"]     # the lab's own; each implementation adds its own
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return md.version(pkg)
-    except md.PackageNotFoundError:
-        return None
 
 
 def impl_provenance() -> dict:
@@ -76,7 +70,7 @@ def collect(device: str, copy_gbps: float | None = None, command: str | None = N
         "gpu_name": device_name(device),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {p: _version(p) for p in PACKAGES},
+        "versions": {p: package_version(p) for p in PACKAGES},
         "impls": impl_provenance(),
         "cuda": torch.version.cuda,
         "copy_gbps": copy_gbps,
