@@ -152,3 +152,7 @@ def package_version(dist: str) -> str | None:
         return md.version(dist)
     except md.PackageNotFoundError:
         return None
+
+
+# why an entry cannot take a misaligned tensor (``.format(which)``: x, residual or weight); FlashInfer and vLLM share it
+MISALIGNED_FAULT = "faults ('CUDA error: misaligned address') when {} does not start on a 16-byte boundary"

@@ -1,7 +1,7 @@
 """FlashInfer: the default path a user gets (CuTe-DSL when nvidia-cutlass-dsl is present) and its CUDA JIT kernels."""
 from __future__ import annotations
 
-from .base import Impl, Support, has_module
+from .base import MISALIGNED_FAULT, Impl, Support, has_module
 
 
 def _as2d(t):
@@ -48,13 +48,10 @@ def path_name() -> str:
     return "cuda" if getattr(fn, "_USE_CUDA_NORM", True) else "cute-dsl"
 
 
-_MISALIGNED = "faults ('CUDA error: misaligned address') when {} does not start on a 16-byte boundary"
-
-
 def _cuda_limits(case, device) -> Support:
     """What FlashInfer's CUDA kernels are known to fail on (seen on an H200, flashinfer-python 0.6.x)."""
     if case.misaligned:
-        return Support.no(_MISALIGNED.format(case.misaligned))
+        return Support.no(MISALIGNED_FAULT.format(case.misaligned))
     if case.w_dtype != case.dtype:
         return Support.no(f"a {case.w_dtype} weight with {case.dtype} x gives NaN (reads the weight as x's dtype)")
     return Support.yes()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Impl, Support, has_module
+from .base import MISALIGNED_FAULT, Impl, Support, has_module
 
 ENV = "RMSNORM_LAB_VLLM_OPS"
 
@@ -53,8 +53,7 @@ def _check() -> Support:
 def _limits(case, device) -> Support:
     """What vLLM's kernels are known to fail on (seen on an H200)."""
     if case.misaligned:
-        return Support.no(f"faults ('CUDA error: misaligned address') when {case.misaligned} does not start "
-                          "on a 16-byte boundary")
+        return Support.no(MISALIGNED_FAULT.format(case.misaligned))
     if case.w_dtype != case.dtype:
         return Support.no(f"refuses a {case.w_dtype} weight with {case.dtype} x (one dtype for all tensors)")
     return Support.yes()
