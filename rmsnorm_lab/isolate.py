@@ -374,7 +374,6 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start,
     ``case_s``: the seconds its cases took; the rest is starting and loading).
     """
-    import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
     from .impls import get_impl, registry
