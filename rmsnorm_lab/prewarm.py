@@ -29,11 +29,7 @@ def jobs_for(cases, impls, device: str = "cuda") -> list:
     jobs: list = []
     seen: set = set()
     for name in impls:
-        entry = get_impl(name)
-        hook = getattr(entry, "prewarm_jobs", None)
-        if hook is None:
-            continue
-        for job in hook(list(cases), device) or []:
+        for job in get_impl(name).prewarm_jobs(list(cases), device) or []:
             job = tuple(job)
             if job[:1] != (name,):
                 raise ValueError(f"prewarm: {name}.prewarm_jobs returned {job!r}: a job's first element "
