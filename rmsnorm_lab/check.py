@@ -100,12 +100,9 @@ def check_outputs(x, weight, residual, eps: float, got, tol: float, rows=None) -
             residual.reshape(-1, n)[keep.to(residual.device)]
         picked = [None if p is None else p[keep] for p in picked]
     if picked[0] is not None:
-        if residual is not None and len(picked) > 1 and picked[1] is not None:
-            res["err_out"], res["err_residual"] = compare(x, weight, residual, eps, picked[0].reshape(x.shape),
-                                                          picked[1].reshape(x.shape))
-        else:
-            res["err_out"], _ = compare(x, weight, None if residual is None else residual, eps,
-                                        picked[0].reshape(x.shape), None)
+        new_res = picked[1] if len(picked) > 1 else None        # a second output only with a residual
+        res["err_out"], res["err_residual"] = compare(x, weight, residual, eps, picked[0].reshape(x.shape),
+                                                      None if new_res is None else new_res.reshape(x.shape))
     for label, key, p in zip(("output", "new residual"), ("err_out", "err_residual"), picked):
         if p is not None and not res[key] <= tol:
             problems.append(f"{label} error {res[key]:.3g} > {tol:g}")
