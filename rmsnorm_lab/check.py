@@ -32,6 +32,7 @@ from __future__ import annotations
 from .cases import Case, make_inputs, skip_reason
 from .impls import get_impl, resolve_names
 from .reference import TOLERANCE, compare
+from .validate import reset_warnings
 
 STATUSES = ("ok", "wrong", "error", "crash", "skip")
 _FAULT_WORDS = ("cuda error", "illegal memory access", "misaligned address", "illegal address",
@@ -230,11 +231,7 @@ def check_impl(name: str, case: Case, device: str = "cpu", seed: int = 0, eps: f
         else:
             row.update(status="skip", reason=f"could not build the inputs: {_message(e)}")
         return row
-    try:
-        from . import validate
-        getattr(validate, "_warned_noncontig", set()).clear()    # each case reports its own warnings
-    except ImportError:
-        pass
+    reset_warnings()                    # each case reports its own warnings
     try:
         fn = impl.load()
         with warnings.catch_warnings(record=True) as caught:

@@ -292,6 +292,11 @@ def check_support(impl, x, name: str = "x") -> None:
 _warned_noncontig: set[str] = set()
 
 
+def reset_warnings() -> None:
+    """Forget which one-time warnings (``contiguous_rows``) this process gave: they are given again."""
+    _warned_noncontig.clear()
+
+
 def contiguous_rows(t, what: str, impl: str = ""):
     """Return ``t`` with a unit last stride; copy once with a one-time warning otherwise."""
     if t is None or t.is_contiguous():
