@@ -220,12 +220,9 @@ def notebook_timings(ipynb: Path) -> dict:
         d = (c.get("metadata", {}).get("papermill") or {}).get("duration")
         if c.cell_type == "code" and d is not None:
             code = [ln.strip() for ln in c.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-            plain = [ln for ln in code if not ln.startswith(("import ", "from ", "try:", "if ", "for "))]
-            ours = [n.strip() for ln in code if ln.startswith("from rmsnorm_lab") and " import " in ln
-                    for n in ln.split(" import ", 1)[1].split(",")]
-            calls = [ln for ln in plain if any(f"{n}(" in ln for n in ours if n)]   # the cell's own work
-            heavy = [ln for ln in code if any(h in ln for h in ("run_sweep(", "check_all(", "probe_support(", "check_and_probe("))]
-            first = (heavy or calls or plain or code or [""])[0]
+            heavy = [ln for ln in code if any(h in ln for h in ("run_sweep(", "check_and_probe("))]
+            plain = [ln for ln in code if not ln.startswith(("import ", "from "))]
+            first = (heavy or plain or code or [""])[0]
             cells.append({"cell": i, "s": round(float(d), 2), "code": first[:80]})
     return {"cells_s": round(sum(c["s"] for c in cells), 2), "cells": cells}
 
