@@ -127,7 +127,8 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
 
     impls: 'all', a name, or a list of names. cases: None for ``default_cases()``, or a list of
     ``Case`` / dicts of its fields / default case names. device: 'auto', 'cpu', 'cuda' or
-    'cuda:N'. timeout_s: per case (loading a peer gets 5x). save_path: a directory
+    'cuda:N'. timeout_s: per case (loading: ``isolate.LOAD_TIMEOUT_FACTOR`` times it, at least
+    ``isolate.LOAD_TIMEOUT_MIN_S``). save_path: a directory
     (``support_matrix.csv`` inside it) or a ``.csv`` file, written atomically. imports: extra
     modules (dotted names or .py paths) imported here and in each child first, e.g. one that
     registers an implementation. jobs: how many children run at once (None:
