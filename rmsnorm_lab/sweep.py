@@ -66,6 +66,11 @@ class SweepConfig:
             self.models = None
         else:                                # the models' hidden sizes x the split's token counts
             self.models = _models.check_models(self.models)
+            # token counts of a split pass: a config validated once carries them and validates again
+            if self.tokens not in (None, []) and \
+                    check_int_list("tokens", self.tokens) not in [list(t) for t in _models.SPLIT_TOKENS.values()]:
+                raise ValueError(f"tokens: got {self.tokens!r} with models; the models' token counts come from "
+                                 f"models_split: leave tokens None (or models None to sweep hidden x tokens)")
             self.hidden, self.tokens = _models.shapes(self.models, self.models_split)
         self.hidden = check_int_list("hidden_size", self.hidden)
         if self.tokens is not None:

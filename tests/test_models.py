@@ -178,6 +178,14 @@ def test_notebook_parameters_name_the_parameter(params, exc, words):
         assert w in str(e.value), (w, str(e.value))
 
 
+def test_sweep_config_refuses_tokens_with_models():
+    from rmsnorm_lab.sweep import SweepConfig
+    with pytest.raises(ValueError, match=r"tokens: got \[5\] with models.*models_split"):
+        SweepConfig(models=["all"], tokens=[5], device="cpu").validate()
+    cfg = SweepConfig(models=["Qwen3-0.6B"], device="cpu").validate()     # validated twice: its split's tokens pass
+    assert cfg.validate().tokens == list(M.SPLIT_TOKENS["validate"]) and cfg.hidden == [1024]
+
+
 def test_models_preset_validates_and_drives_the_models_sweep():
     from rmsnorm_lab.cases import load_preset
     from rmsnorm_lab.params import validate_params
