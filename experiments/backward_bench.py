@@ -171,6 +171,7 @@ def write_csv(path, rows):
 
 def print_table(rows):
     """Ours against the fastest peer per (pass, mode, dtype, shape), and the geomean ratio per (pass, mode)."""
+    from rmsnorm_lab.analysis import geomean
     ours = {"triton"}
     key = lambda r: (r["pass"], r["mode"], r["dtype"], r["hidden"], r["tokens"], r["residual"])  # noqa: E731
     timed = [r for r in rows if r.get("us_median") is not None and r["status"] == "ok"]
@@ -192,8 +193,7 @@ def print_table(rows):
         print(f"{k[0]:8} {k[1]:6} {k[2]:9} {k[3]:6} {k[4]:6} {'y' if k[5] else 'n':3} {o['us_median']:9.1f} "
               f"{best['impl']:>14} {best['us_median']:9.1f} {ratio:6.3f} {o.get('pct_copy', math.nan):6.1f}")
     for k, v in sorted(ratios.items()):
-        g = math.exp(sum(math.log(x) for x in v) / len(v))
-        print(f"{k[0]} {k[1]}: ours / best peer geomean {g:.3f} over {len(v)} shapes, worst {max(v):.3f}, "
+        print(f"{k[0]} {k[1]}: ours / best peer geomean {geomean(v):.3f} over {len(v)} shapes, worst {max(v):.3f}, "
               f"at or below 1.03x at {sum(x <= 1.03 for x in v)}/{len(v)}")
 
 

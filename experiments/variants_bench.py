@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from rmsnorm_lab import variants as V
+from rmsnorm_lab.analysis import geomean
 
 COLUMNS = ["variant", "impl", "dtype", "hidden", "heads", "head_dim", "tokens", "residual", "mode",
            "us_median", "us_p20", "us_p80", "bytes", "gbps", "status", "error",
@@ -141,11 +142,6 @@ def run_case(case, subs, modes, device, budget_ms, min_reps, seed=0) -> list:
 
 # ---------------------------------------------------------------------------------------------- summary
 
-def _geomean(xs):
-    xs = [x for x in xs if x > 0]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
-
-
 def _shape_key(r):
     if r["variant"] == "qk-norm":
         return f"{r['heads']}/{r['heads_kv']}x{r['head_dim']}{' qkv' if r['fused_qkv'] == 1 else ''} x {r['tokens']}"
@@ -185,10 +181,10 @@ def summarize(rows, out=sys.stdout) -> dict:
             fig = {"shapes": len(ratios)}
             if ratios:
                 fig["at_or_below_1.03"] = sum(x <= 1.03 for x in ratios) / len(ratios)
-                fig["geomean_ours_over_fastest_peer"] = _geomean(ratios)
+                fig["geomean_ours_over_fastest_peer"] = geomean(ratios)
                 print(f"  shapes with ours <= 1.03x the fastest peer: {fig['at_or_below_1.03']:.0%} of {len(ratios)}; "
                       f"geomean ours / fastest peer {fig['geomean_ours_over_fastest_peer']:.3f}", file=out)
-            full = {n: _geomean(v) for n, v in per_peer.items() if len(v) == len(ratios)}
+            full = {n: geomean(v) for n, v in per_peer.items() if len(v) == len(ratios)}
             if full:
                 best_single = min(full, key=full.get)
                 fig["best_single_peer"] = best_single
@@ -197,7 +193,7 @@ def summarize(rows, out=sys.stdout) -> dict:
                       + ", ".join(f"{n} {g:.3f}" for n, g in sorted(full.items()))
                       + f"; best single peer {best_single}: {full[best_single]:.3f}", file=out)
             if fused:
-                fig["fused_vs_unfused_geomean"] = _geomean(fused)
+                fig["fused_vs_unfused_geomean"] = geomean(fused)
                 print(f"  fused vs unfused FP8 above 16 MiB: geomean {fig['fused_vs_unfused_geomean']:.2f}x "
                       f"(min {min(fused):.2f}x) over {len(fused)} shapes", file=out)
             bad = [r for r in sel if r["status"] in ("wrong", "error")]

@@ -17,12 +17,12 @@ writes its inputs in place (the runner then restores them outside the timed regi
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .analysis import geomean
 from .timing import MODES, Runner, time_runner
 
 FIELDS = ["input", "subject", "round", "mode", "us_median", "us_p20", "us_p80", "n", "error"]
@@ -117,11 +117,6 @@ def interleave(subjects, inputs: dict, *, modes=("cold",), device: str = "cuda",
     return ABResult(rows, names, list(inputs), list(modes))
 
 
-def _geomean(v) -> float:
-    v = [x for x in v if x == x and x > 0]
-    return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
-
-
 class ABResult:
     """The rows of an interleaved run and what they say: medians of the rounds, spreads, ratios."""
 
@@ -154,7 +149,7 @@ class ABResult:
     def geomean_ratios(self, baseline: str | None = None) -> dict:
         """(mode, subject) -> geometric mean over the inputs of its ratio to the baseline."""
         s = self.summary(baseline)
-        return {(m, n): _geomean([r["ratio"] for r in s if (r["mode"], r["subject"]) == (m, n)])
+        return {(m, n): geomean([r["ratio"] for r in s if (r["mode"], r["subject"]) == (m, n)])
                 for m in self.modes for n in self.subjects}
 
     def frame(self, baseline: str | None = None):

@@ -14,6 +14,7 @@ from the registry (``Impl.role``, ``impls.by_role``). Everything takes and retur
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 SHAPE = ["dtype", "residual", "hidden", "batch", "seq", "tokens"]
@@ -328,13 +329,11 @@ def comparison_reading(cmp, base_label: str, other_label: str) -> str:
     """Markdown: per mode and implementation, how many shapes got faster/slower beyond the noise."""
     if cmp is None or cmp.empty:
         return f"_No points in common between {base_label} and {other_label}._"
-    import numpy as np
-
     lines = [f"**{other_label}** compared with **{base_label}** on {len(cmp)} matching points "
              "(ratio = time of the other run / time of the base; < 1 means faster):"]
     for (mode, impl), g in cmp.groupby(["mode", "impl"]):
         v = g["verdict"].value_counts()
-        gm = float(np.exp(np.log(g["ratio"]).mean())) if len(g) else float("nan")
+        gm = geomean(g["ratio"])
         lines.append(f"- {mode}, {impl}: geometric-mean ratio {gm:.3f}; faster on {v.get('faster', 0)}, "
                      f"slower on {v.get('slower', 0)}, within noise on {v.get('same (within noise)', 0)} "
                      f"of {len(g)} shapes")
@@ -347,10 +346,11 @@ TARGET_KEYS = ["dtype", "residual", "hidden", "tokens", "mode"]
 MISS = 1.03          # a shape is a miss when ours is slower than the fastest peer by more than this, outside the spread
 
 
-def _geo(v) -> float:
-    import numpy as np
-    v = np.asarray(list(v), dtype=float)
-    return float(np.exp(np.log(v).mean())) if len(v) else float("nan")
+def geomean(values) -> float:
+    """The geometric mean of ``values`` (pure Python; NaN and values <= 0 are skipped); NaN when none is left."""
+    v = [float(x) for x in values]
+    v = [x for x in v if x == x and x > 0]
+    return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
 
 
 def target_ratios(df, ours: str | None = None, peers=None):
@@ -403,14 +403,13 @@ def combine_ratios(r):
 
 
 def _single_peer_geomeans(df, mode: str, dtype: str, ours: str, peers) -> dict:
-    import numpy as np
     ok = df[(df["status"] == "ok") & (df["mode"] == mode) & (df["dtype"] == dtype)]
     p = ok.pivot_table(index=["residual", "hidden", "tokens"], columns="impl", values="us_median")
     cols = [c for c in p.columns if c in peers]
     if not cols:
         return {}
     best = p[cols].min(axis=1)
-    return {c: float(np.exp(np.log(p[c] / best).mean())) for c in cols + ([ours] if ours in p else [])}
+    return {c: geomean(p[c] / best) for c in cols + ([ours] if ours in p else [])}
 
 
 def _ratio_table(g, n: int) -> list[str]:
@@ -458,12 +457,12 @@ def summarize_targets(runs, ours: str | None = None, peers=None, tables: bool = 
     md = []
     for (dtype, mode), g in c.groupby(["dtype", "mode"]):
         rr = r[(r["dtype"] == dtype) & (r["mode"] == mode)]
-        by_run = rr.groupby("run")["ratio"].apply(_geo)
+        by_run = rr.groupby("run")["ratio"].apply(geomean)
         n = int(g["runs"].max())
         w = g.loc[g["ratio"].idxmax()]
         gpu = next((one["gpu_name"].iloc[0] for one in runs if "gpu_name" in one), "?")
         md.append(f"## {gpu}, {dtype}, {mode}: {len(g)} shapes, {n} run{'s' if n > 1 else ''}")
-        md.append(f"- ours / fastest peer per shape: geomean {_geo(g['ratio']):.3f}"
+        md.append(f"- ours / fastest peer per shape: geomean {geomean(g['ratio']):.3f}"
                   + (f" (per run {', '.join(f'{v:.3f}' for v in by_run)})" if n > 1 else "")
                   + f", worst {w['ratio']:.3f} (hidden {w['hidden']}, tokens {w['tokens']}, residual "
                   f"{w['residual']}, vs {w['best_peer']})")
