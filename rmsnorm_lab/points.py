@@ -14,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .backward import DTYPES as VARIANT_DTYPES     # what the variants' and the backward's checkers know
+from .timing import _sync
+from .variants import VARIANTS
+from .variants import check_variant as _check_variant
+
 PLAIN = "plain"
-VARIANT_CHOICES = (PLAIN, "gemma", "qk-norm", "fp8-static", "fp8-per-token")
+VARIANT_CHOICES = (PLAIN, *VARIANTS)
 PASS_CHOICES = ("fwd", "bwd", "fwd+bwd")
 DEFAULT_HEAD_DIM = 128
-VARIANT_DTYPES = ("float32", "float16", "bfloat16")     # what the variants' and the backward's checkers know
 
 
 def is_plain(variant: str, pass_: str) -> bool:
@@ -27,13 +31,8 @@ def is_plain(variant: str, pass_: str) -> bool:
 
 
 def check_variant(value, name: str = "variant") -> str:
-    from .validate import suggest
-    if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {', '.join(VARIANT_CHOICES)}, got {value!r}")
-    if value not in VARIANT_CHOICES:
-        raise ValueError(f"{name}: unknown variant {value!r}; expected one of {', '.join(VARIANT_CHOICES)}"
-                         f"{suggest(value, VARIANT_CHOICES)}")
-    return value
+    """plain or one of rmsnorm_lab.variants' variants."""
+    return _check_variant(value, name, VARIANT_CHOICES)
 
 
 def check_passes(values, name: str = "passes") -> list[str]:
@@ -154,8 +153,8 @@ def support_rows(variant: str, pass_: str, device: str, dtype: str = "bfloat16")
     (``list --variant V`` / ``list --pass bwd``)."""
     if pass_ != "fwd":
         from .backward import SUBJECTS
-        return [{"impl": n, "residual": "", "ok": s.supports(device, dtype).ok,
-                 "reason": s.supports(device, dtype).reason} for n, s in SUBJECTS.items()]
+        return [{"impl": n, "residual": "", "ok": sp.ok, "reason": sp.reason}
+                for n, sp in ((n, s.supports(device, dtype)) for n, s in SUBJECTS.items())]
     from .variants import support_table
     return [{"impl": r["subject"], "residual": r["residual"], "ok": r["ok"], "reason": r["reason"]}
             for r in support_table(variant, device)]
@@ -204,12 +203,6 @@ class CaseData:
             x, w, r, dy, d_res = self.inputs()
             self._ref = reference_grads(x, w, r, self.eps, dy, d_res)
         return self._ref
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-        torch.cuda.synchronize()
 
 
 def _fmt(v):

@@ -28,6 +28,7 @@ from .impls.base import Support, has_module
 from .impls.vllm import ENV as VLLM_OPS_ENV   # path of vLLM's op library
 from .kernels.variants import MIN_SCALE     # floor of a per-token scale (all-zero rows), as vLLM
 from .reference import TOLERANCE as _PLAIN_TOLERANCE
+from .validate import suggest
 
 VARIANTS = ("gemma", "qk-norm", "fp8-static", "fp8-per-token")
 HAS_RESIDUAL = {"gemma": True, "qk-norm": False, "fp8-static": True, "fp8-per-token": True}
@@ -41,9 +42,13 @@ FP8_SCALE_TOL = 1e-2                       # per-token scale, relative
 ROLES = ("ours", "baseline", "unfused", "peer")   # baseline: HF-style eager torch; peers include torch.compile
 
 
-def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+def check_variant(variant, name: str = "variant", choices=VARIANTS) -> str:
+    """``variant`` when it is one of ``choices`` (rmsnorm_lab.points adds plain), else an error naming ``name``."""
+    if not isinstance(variant, str):
+        raise TypeError(f"{name}: expected one of {', '.join(choices)}, got {variant!r}")
+    if variant not in choices:
+        raise ValueError(f"{name}: unknown variant {variant!r}; expected one of {', '.join(choices)}"
+                         f"{suggest(variant, choices)}")
     return variant
 
 
