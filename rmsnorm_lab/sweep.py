@@ -15,7 +15,6 @@ skip row with its reason; the sweep goes on.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -138,11 +137,7 @@ def _free(device):
 
 def _baseline() -> set:
     """The entries speedups are measured against (the registry's ``baseline`` role)."""
-    try:
-        from .impls import by_role
-    except ImportError:                     # a registry without roles: its first entry is the baseline
-        from .impls import registry
-        return set(list(registry())[:1])
+    from .impls import by_role
     return set(by_role("baseline"))
 
 
@@ -449,7 +444,3 @@ def summarize(df, mode: str | None = None):
     if "pass" in d and d["pass"].nunique() > 1:         # forward and backward rows of one run: kept apart
         index = ["pass"] + index
     return d.pivot_table(index=index, columns="impl", values="us_median", aggfunc="first")
-
-
-def fmt_us(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
