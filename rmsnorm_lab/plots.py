@@ -267,6 +267,7 @@ def plot_comparison(cmp, title: str, save_path=None):
 def plot_target_ratios(combined, title: str, save_path=None):
     """Ours / the fastest peer per shape (``analysis.combine_ratios``), one panel per residual variant,
     one line per hidden size; the band is the min-max over the runs where there are several."""
+    from .analysis import MISS
     plt = _plt()
     if combined is None or combined.empty:
         return None
@@ -279,7 +280,7 @@ def plot_target_ratios(combined, title: str, save_path=None):
             if g["runs"].max() > 1:
                 ax.fill_between(g["tokens"], g["ratio_min"], g["ratio_max"], color=line.get_color(), alpha=0.15)
         ax.axhline(1.0, color="k", lw=1)
-        ax.axhline(1.03, color="grey", ls=":", lw=1)
+        ax.axhline(MISS, color="grey", ls=":", lw=1)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("tokens (rows)")
         ax.set_title(f"{'with' if res else 'without'} residual", fontsize=10)
