@@ -26,7 +26,7 @@ DEFAULT_HEAD_DIM = 128
 
 
 def is_plain(variant: str, pass_: str) -> bool:
-    """Measured through the registry (today's sweep), not through this module."""
+    """Measured through the registry (the plain forward's sweep), not through this module."""
     return variant == PLAIN and pass_ == "fwd"
 
 

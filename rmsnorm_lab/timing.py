@@ -2,7 +2,9 @@
 
 - ``cold``:  L2 flushed before every call; CUDA events around the call alone
              (the HBM-bound figure); a GPU spin after the flush keeps host launch
-             cost out, however slow the Python wrapper. On CPU: host timer per call after a 64 MB sweep.
+             cost out, however slow the Python wrapper. On CPU: host timer per call after a
+             sweep of a buffer that evicts the caches (fast: 2x the last-level cache, 8-64 MB;
+             thorough: 64 MB).
 - ``graph``: CUDA-graph replay of back-to-back calls, events around each replay
              (the GPU spinning while the host submits it), divided by the calls per
              replay (device time without host launch cost, warm L2). Not available on CPU.
@@ -191,7 +193,7 @@ def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     # After the flush the GPU idles on a short spin while the host enqueues the start
     # event and the call, so host launch cost (Python wrappers) stays out of the figure.
     # A 50 us floor let ~1 in 300 samples (more inside long sweeps) include a host stall on an
-    # H100; 300 us removed them (reports/nvidia-h100-80gb-hbm3/tune/cold_outliers.log).
+    # H100; 300 us removed them (experiments/INDEX.md, "cold outliers").
     spin_cycles = int(_cold_spin_us(est) * 2000)   # ~2 GHz: a lower bound is enough
     reps = int(max(min_reps, min(max_reps, budget_ms * 1000 / (est + 100.0))))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
@@ -239,9 +241,8 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
 
     # Before each timed replay the GPU spins while the host submits the replay and the end event:
     # without it, an idle GPU records the start event at once and then waits for the submission,
-    # so host launch latency (and any host stall) was timed too: in a small trial graph that gave
-    # 50-70 us "per call" and 7-8 calls per replay (H100, 2026-11-25: ours and FlashInfer at
-    # 6144 x 256 + res), and jitter at 1-64 tokens.
+    # so host launch latency (and any host stall) is timed too: tens of us "per call" from a small
+    # trial graph, too few calls per replay, and jitter at small token counts.
     spin_cycles = 400_000                           # >= 200 us at <= 2 GHz
 
     def replay_us(g, n):
@@ -255,8 +256,8 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         return s.elapsed_time(e) * 1000 / n
 
     # Calls per replay from the device time of a trial graph, not from a host-timed estimate:
-    # a host stall during that estimate once left 1 call per replay, and the figure then measured
-    # the replay's launch latency (~50 us) instead of the kernel (H100, 2026-11-25, every impl).
+    # a host stall during that estimate can leave 1 call per replay, and the figure then measures
+    # the replay's launch latency (~50 us) instead of the kernel.
     trial = 4
     g = capture(trial)
     per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
