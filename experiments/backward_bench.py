@@ -52,14 +52,10 @@ def parse_args(argv):
 
 def copy_gbps(device: str, budget_ms: float) -> float:
     """Device-to-device copy bandwidth (bytes read + written per second, in GB/s), cold L2."""
-    import torch
-
-    from rmsnorm_lab.timing import Runner, time_runner
-    n = (512 if device.startswith("cuda") else 8) * 2**20
-    src = torch.empty(n, dtype=torch.uint8, device=device).fill_(1)
-    dst = torch.empty_like(src)
-    t = time_runner(Runner(lambda a, _w, _r, _e: dst.copy_(a), src, None, None, 0.0, False), "cold", device,
-                    budget_ms=budget_ms)
+    from rmsnorm_lab.bandwidth import same_size_copy_runner
+    from rmsnorm_lab.timing import time_runner
+    n = (512 if device.startswith("cuda") else 8) * 2**20      # bytes copied: 2n moved
+    t = time_runner(same_size_copy_runner(2 * n, device), "cold", device, budget_ms=budget_ms)
     return 2 * n / (t.median_us * 1e-6) / 1e9
 
 

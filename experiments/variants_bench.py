@@ -88,14 +88,6 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _finite(ret) -> bool:
-    """Every output finite after the timed calls (FP8 outputs widened first: torch has no isfinite for them)."""
-    import torch
-    outs = ret if isinstance(ret, (tuple, list)) else (ret,)
-    return all(bool(torch.isfinite(t.float() if t.element_size() == 1 else t).all())
-               for t in outs if isinstance(t, torch.Tensor))
-
-
 def run_case(case, subs, modes, device, budget_ms, min_reps, seed=0) -> list:
     """Check then time every subject on one case; one row per (subject, mode)."""
     from rmsnorm_lab.timing import Runner, time_runner
@@ -123,8 +115,9 @@ def run_case(case, subs, modes, device, budget_ms, min_reps, seed=0) -> list:
             try:
                 fn2, x, w, r = V.timing_args(case, inputs, s.fn)
                 runner = Runner(fn2, x, w, r, EPS, s.inplace)
-                t = time_runner(runner, mode, device, budget_ms=budget_ms, min_reps=min_reps)
-                if not _finite(runner.last):
+                # the thorough harness: budget_ms of samples, min_reps at least (the fast one takes no min_reps)
+                t = time_runner(runner, mode, device, budget_ms=budget_ms, min_reps=min_reps, harness="thorough")
+                if not runner.outputs_finite():
                     raise RuntimeError("non-finite outputs after the timed calls")
                 del runner
                 gbps = V.bytes_moved(case) / (t.median_us * 1e3)
