@@ -88,7 +88,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run_case(case, subs, modes, device, budget_ms, min_reps, seed=0) -> list:
+def run_case(case, subs, modes, device, budget_ms, seed=0) -> list:
     """Check then time every subject on one case; one row per (subject, mode)."""
     from rmsnorm_lab.timing import Runner, time_runner
     inputs = V.make_inputs(case, device, seed)
@@ -115,8 +115,7 @@ def run_case(case, subs, modes, device, budget_ms, min_reps, seed=0) -> list:
             try:
                 fn2, x, w, r = V.timing_args(case, inputs, s.fn)
                 runner = Runner(fn2, x, w, r, EPS, s.inplace)
-                # the thorough harness: budget_ms of samples, min_reps at least (the fast one takes no min_reps)
-                t = time_runner(runner, mode, device, budget_ms=budget_ms, min_reps=min_reps, harness="thorough")
+                t = time_runner(runner, mode, device, budget_ms=budget_ms)
                 if not runner.outputs_finite():
                     raise RuntimeError("non-finite outputs after the timed calls")
                 del runner
@@ -231,7 +230,6 @@ def main(argv=None) -> int:
         return 2
     names = args.impl or (["torch", "ours", "ours-unfused"] if args.smoke else None)
     budget = args.budget_ms or (2.0 if args.smoke else 25.0)
-    min_reps = 3 if args.smoke else 10
     out = args.out or Path("reports") / slug(device_name(device)) / "variants" / "results.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     cases = build_cases(args)
@@ -248,7 +246,7 @@ def main(argv=None) -> int:
             if key not in subs_cache:
                 subs_cache[key] = [s for s in V.subjects(case.variant, case.residual, device, names)
                                    if names is None or case.variant in V.subject_variants(s.name)]
-            new = run_case(case, subs_cache[key], modes, device, budget, min_reps)
+            new = run_case(case, subs_cache[key], modes, device, budget)
             writer.writerows(new)
             f.flush()
             rows += new

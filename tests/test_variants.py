@@ -411,7 +411,7 @@ def test_bench_keeps_failing_subjects_as_rows():
     subs = [V.Subject("raises", "gemma", "peer", Support.yes(), boom),
             V.Subject("off", "gemma", "peer", Support.yes(), lambda x, w, r, eps: x * 2),
             V.Subject("absent", "gemma", "peer", Support.no("not installed: nothing"))]
-    rows = bench["run_case"](case, subs, ["cold"], "cpu", 1.0, 3)
+    rows = bench["run_case"](case, subs, ["cold"], "cpu", 1.0)
     by = {r["impl"]: r for r in rows}
     assert by["raises"]["status"] == "error" and "misaligned" in by["raises"]["error"]
     assert by["off"]["status"] == "wrong" and "rel. L2" in by["off"]["error"] and by["off"]["err"]
