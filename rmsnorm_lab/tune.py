@@ -183,7 +183,7 @@ def _avg(runs):
     return (sum(c for c, _ in runs) / len(runs), sum(g for _, g in runs) / len(runs))
 
 
-def repick(dirs, base_table=None) -> dict:
+def repick(dirs) -> dict:
     """Picks made again with the current score from earlier searches' timings (DIR/retune.csv and
     DIR/peers.csv of each dir, every timing of a config or peer averaged, as the search does):
     {key: (LaunchConfig, cold ratio, graph ratio)} for the shapes searched there."""
@@ -508,7 +508,7 @@ def repick_main(args, argv, out: Path) -> Path:
     meta = _read_table_meta(args.base or DEFAULT_TABLE)
     table = dict(meta["configs"])
     changed = 0
-    for key, (pick, rc, rg) in sorted(repick(args.repick, table).items()):
+    for key, (pick, rc, rg) in sorted(repick(args.repick).items()):
         old = table.get(key)
         changed += old != pick
         print(f"{key:14s} {'changed' if old != pick else 'kept   '} {old} -> {pick} cold {rc:.3f} graph {rg:.3f}",

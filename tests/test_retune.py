@@ -108,7 +108,7 @@ def test_repick_from_an_earlier_search(tmp_path):
         w.writerow(["hidden", "tokens", "residual", "impl", "round", "cold_us", "graph_us", "error"])
         w.writerow([6144, 2048, True, "quack", 1, 10.0, 11.0, ""])
         w.writerow([6144, 2048, True, "vllm", 1, 11.0, 10.0, ""])
-    got = rt.repick([d], {})
+    got = rt.repick([d])
     pick, rc, rg = got["6144:2048:1"]
     assert pick == L((1, 8, 0, 66, 0)) and abs(rc - 1.006) < 1e-9 and abs(rg - 1.011) < 1e-9
     base = tmp_path / "base.json"
