@@ -235,6 +235,21 @@ def _graph_capturer(runner):
     return capture
 
 
+def _drop_graph(runner, keep_output: bool) -> None:
+    """Before a graph is deleted: the runner's last output lives in the graph's private memory pool,
+    and while anything references it the pool stays reserved after the graph is gone (over many large
+    points, reserved-but-unused memory ran a process out of GPU memory). Keep a copy outside the pool
+    (``keep_output``: the finite check after timing reads it) or nothing."""
+    import torch
+    out = runner.last
+    if keep_output and out is not None:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        copies = [t.clone() if isinstance(t, torch.Tensor) else t for t in outs]
+        runner.last = type(out)(copies) if isinstance(out, (tuple, list)) else copies[0]
+    else:
+        runner.last = None
+
+
 def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     import torch
     capture = _graph_capturer(runner)
@@ -261,6 +276,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     trial = 4
     g = capture(trial)
     per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
+    _drop_graph(runner, keep_output=False)
     del g
     torch.cuda.empty_cache()    # a graph's memory pool stays reserved after it is gone: give it back
     calls = int(max(1, min(100, 500.0 / per_call)))  # ~0.5 ms of work per replay for small kernels
@@ -275,6 +291,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
         g.replay()
         ends[i].record()
     torch.cuda.synchronize()
+    _drop_graph(runner, keep_output=True)
     del g
     torch.cuda.empty_cache()    # (many large points in one process otherwise run out of GPU memory)
     return _quantiles([s.elapsed_time(e) * 1000 / calls for s, e in zip(starts, ends)], "graph",
@@ -412,6 +429,7 @@ def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     trial = 4                                       # calls per replay from a trial graph's device time
     g = capture(trial)
     per_call = max(min(replays(g, trial, 3)), 0.5)
+    _drop_graph(runner, keep_output=False)
     del g
     torch.cuda.empty_cache()            # a graph's memory pool stays reserved after it is gone: give it back
     calls = int(max(1, min(100, 500.0 / per_call)))
@@ -420,6 +438,8 @@ def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     samples: list = []
     while not _enough(samples, rule, t0, budget_ms):
         samples += replays(g, calls, rule.batch)
+    torch.cuda.synchronize()
+    _drop_graph(runner, keep_output=True)
     del g
     torch.cuda.empty_cache()            # (many large points in one process otherwise run out of GPU memory)
     return _quantiles(samples, "graph", note=f"{calls} calls per replay")

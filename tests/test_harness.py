@@ -79,3 +79,20 @@ def test_harness_agreement_smoke(tmp_path, capsys):
     assert all(r["status"] == "ok" and float(r["ratio"]) > 0 and int(r["new_n"]) >= 10 for r in rows)
     out = capsys.readouterr().out
     assert "max |ratio-1|" in out and "cold:" in out and "eager:" in out
+
+
+def test_drop_graph_keeps_a_copy_outside_the_pool():
+    """Before a CUDA graph is deleted, the runner's last output (allocated in the graph's private memory
+    pool) is replaced by a copy (the finite check reads it) or dropped, so the pool can be released."""
+    import torch
+
+    from rmsnorm_lab.timing import Runner, _drop_graph
+    x = torch.ones(4, 8)
+    r = Runner(lambda x, w, r, eps: (x * 2, x + 1), x, None, None, 1e-6, False)
+    out = r()
+    _drop_graph(r, keep_output=True)
+    assert isinstance(r.last, tuple) and all(a.data_ptr() != b.data_ptr() for a, b in zip(r.last, out))
+    assert all(torch.equal(a, b) for a, b in zip(r.last, out)) and r.outputs_finite()
+    r()
+    _drop_graph(r, keep_output=False)
+    assert r.last is None

@@ -150,10 +150,12 @@ def test_backward_launch_policy():
     for hidden, res, want in [(2048, False, (2048, 0, 4, 4)), (4096, False, (4096, 0, 2, 4)),
                               (4096, True, (4096, 0, 4, 8)), (5120, False, (8192, 0, 1, 4)),
                               (5120, True, (4096, 1024, 1, 4)), (6144, True, (4096, 2048, 1, 4)),
-                              (8192, True, (8192, 0, 2, 8)), (16384, False, (16384, 0, 1, 16)),
-                              (16384, True, (16384, 0, 1, 32)), (32768, True, (32768, 0, 1, 32))]:
+                              (8192, True, (8192, 0, 2, 8)), (16384, False, (16384, 0, 1, 32, 1)),
+                              (16384, True, (16384, 0, 1, 32, 2)), (32768, True, (32768, 0, 1, 32, 2))]:
         launch = bwd_launch(hidden, 65536, sm, res)
-        assert (launch.block_n, launch.tail, launch.rows, launch.warps) == want, (hidden, res, launch)
+        want = want if len(want) == 5 else want + (0,)      # reload: two passes from 16384 columns
+        assert (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload) == want, (hidden, res, launch)
+        assert launch.split == 1 and launch.maxnreg == 0
         assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 2 * sm
     assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
 

@@ -76,16 +76,18 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       blocks (4096 + 1024 / 2048): no masked lanes holding registers.
     - 4096 with a residual: 4 rows, 8 warps, one program per SM; 8192: 2 rows, 8 warps, one program
       per SM, 2 stages.
-    - 16384 (searched at 4096-32768 tokens): 1 row, one program per SM; 16 warps, and 32 with a
-      residual (0.92-0.94x the time of 16 warps, graph mode). Two or
-      four programs per SM, more rows or a second stage were slower or do not fit in shared memory.
-      Here the kernel reaches 66-73% of copy bandwidth (81% with a residual), as quack's does (62-80%):
-      a row held in registers by one program leaves too few loads in flight per SM.
+    - 16384 (searched at 4096-32768 tokens, every launch of 4-32 warps x 1-4 programs per SM x the
+      two-pass options): two passes per row (``reload``: the dot first, then s and dy read again from
+      cache for ds and dw), 1 row, 32 warps, one program per SM; with a residual w is read again too
+      (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled at 16
+      warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a residual),
+      0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row over 2-4 programs
+      (``split``) was 1.1-1.2x slower than one program with two passes.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
-    tail, stages = 0, 2 if residual else 1
+    tail, stages, reload = 0, 2 if residual else 1, 0
     if block_n <= 4096 or (block_n == 8192 and not pow2):
         rows, warps, per_sm = max(1, 8192 // block_n), 4, 2
         if pow2 and block_n == 4096:
@@ -97,9 +99,10 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     elif block_n == 8192:
         rows, warps, per_sm, stages = 2, 8, 1, 2
     else:
-        rows, warps, per_sm, stages = 1, 32 if residual else 16, 1, 1
+        rows, warps, per_sm, stages = 1, 32, 1, 1
+        reload = 2 if residual else 1
     tiles = max(1, -(-n_rows // rows))
-    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, per_sm * sm_count)), stages, tail)
+    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, per_sm * sm_count)), stages, tail, reload=reload)
 
 
 def check_bwd_launch(cfg: TrainLaunch, hidden: int) -> None:
