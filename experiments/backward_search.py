@@ -15,7 +15,9 @@ shape, the policy's launch, the best one and quack, with % of copy bandwidth.
     python experiments/backward_search.py --hidden 2048,4096,5120 --tokens 4096,65536 --out /tmp/bs
     python experiments/backward_search.py --hidden 16384 --warps 8,16,32 --rows 1 --stages 1 --dry-run
 
-``--rows``, ``--warps``, ``--stages``, ``--split``, ``--reload``, ``--per-sm`` narrow the grid;
+``--rows``, ``--warps``, ``--stages``, ``--split``, ``--reload``, ``--per-sm`` narrow the grid, and
+``--wide-from`` sets the width from which split and two-pass launches join it (two passes at 5120:
+``--hidden 5120 --wide-from 2048 --split 1``);
 ``--dry-run`` prints the launches and compile jobs it would run (no GPU needed).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 
 FIELDS = ["dtype", "hidden", "tokens", "residual", "launch", "block_n", "tail", "rows", "warps", "per_sm",
           "stages", "split", "reload", "maxnreg", "mode", "us", "pct_copy", "policy", "matches"]
-WIDE = 8192              # from this width the grid also has split and two-pass launches
+WIDE = 8192              # default of --wide-from: from this width the grid also has split and two-pass launches
 REGS_PER_SM = 65536      # 32-bit registers an SM holds (H100, H200)
 MIN_REGS = 64            # a register cap below this is left out
 
@@ -47,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", default="1,2,4,8,16", help="rows per tile in the grid")
     p.add_argument("--warps", default="4,8,16,32", help="warps per program in the grid")
     p.add_argument("--stages", default="1,2", help="pipeline stages in the grid")
+    p.add_argument("--wide-from", type=int, default=WIDE,
+                   help="the width from which split and two-pass launches join the grid (e.g. 2048 with --split 1)")
     p.add_argument("--split", default="1,2,4", help="programs a row's columns are split over (from 8192 columns)")
     p.add_argument("--reload", default="0,1,2", help="0 one pass, 1 s and dy re-read, 2 w too (from 8192 columns)")
     p.add_argument("--per-sm", default="1,2,4", help="programs per SM in the grid")
@@ -74,9 +78,9 @@ def column_blocks(hidden: int) -> list[tuple[int, int]]:
 
 def compile_shapes(hidden: int, args):
     """(block_n, tail, rows, warps, stages, split, reload) with 4-64 elements of each tensor per thread
-    (of the program's own columns); split and reload other than 1 and 0 from WIDE columns, split with
-    one column block only."""
-    wide = hidden >= WIDE
+    (of the program's own columns); split and reload other than 1 and 0 from ``--wide-from`` columns,
+    split with one column block only."""
+    wide = hidden >= getattr(args, "wide_from", WIDE)
     for (block, tail), rows, warps, stages in itertools.product(column_blocks(hidden), args.rows, args.warps,
                                                                 args.stages):
         splits = (1, 2, 4) if wide and not tail else (1,)

@@ -64,6 +64,10 @@ def test_backward_search_grid_without_a_gpu():
         assert c.maxnreg == 0 or c.maxnreg * c.warps * 32 * per_sm <= 65536
     narrow = bs.launch_grid(5120, 4096, 132, bs.parse_args([]))
     assert {(c.split, c.reload, c.maxnreg) for c in narrow} == {(1, 0, 0)} and any(c.tail for c in narrow)
+    two_pass = bs.launch_grid(5120, 4096, 132, bs.parse_args(["--wide-from", "2048", "--split", "1"]))
+    assert {(c.split, c.reload) for c in two_pass} == {(1, 0), (1, 1), (1, 2)} and any(c.tail for c in two_pass)
+    for c in two_pass:
+        check_bwd_launch(c, 5120)
     only = bs.launch_grid(16384, 4096, 132, bs.parse_args(["--split", "2", "--reload", "1", "--warps", "8"]))
     assert {(c.split, c.reload, c.warps) for c in only} == {(2, 1, 8)}
     p = subprocess.run([sys.executable, str(ROOT / "experiments" / "backward_search.py"), "--hidden", "16384",
