@@ -3,8 +3,8 @@
 For each (dtype, hidden, tokens, residual) it times every launch of
 ``rmsnorm_lab.kernels.training._backward`` in a grid (rows per tile x warps x programs per SM x pipeline
 stages x one or two column blocks: a non-power-of-two width such as 5120 can run as 4096 + 1024 instead
-of 8192 with 3072 masked; from 8192 columns also a row's columns split over 1, 2 or 4 programs x one
-pass or two (s and dy re-read, and w too); a two-pass launch with several programs per SM gets a
+of 8192 with 3072 masked; from 8192 columns (``--wide-from``) also one pass or two (s and dy re-read,
+and w too); a two-pass launch with several programs per SM gets a
 register cap (maxnreg) so that they fit an SM's 65536 registers, and is left out under 64 registers),
 first in graph mode, then the fastest few, the policy's own launch (``bwd_launch``) and quack in cold
 mode too. The kernels compile first in parallel worker processes (Triton's on-disk cache), so the
@@ -15,9 +15,8 @@ shape, the policy's launch, the best one and quack, with % of copy bandwidth.
     python experiments/backward_search.py --hidden 2048,4096,5120 --tokens 4096,65536 --out /tmp/bs
     python experiments/backward_search.py --hidden 16384 --warps 8,16,32 --rows 1 --stages 1 --dry-run
 
-``--rows``, ``--warps``, ``--stages``, ``--split``, ``--reload``, ``--per-sm`` narrow the grid, and
-``--wide-from`` sets the width from which split and two-pass launches join it (two passes at 5120:
-``--hidden 5120 --wide-from 2048 --split 1``);
+``--rows``, ``--warps``, ``--stages``, ``--reload``, ``--per-sm`` narrow the grid, and ``--wide-from``
+sets the width from which two-pass launches join it (two passes at 5120: ``--hidden 5120 --wide-from 2048``);
 ``--dry-run`` prints the launches and compile jobs it would run (no GPU needed).
 """
 from __future__ import annotations
@@ -30,8 +29,8 @@ import os
 import time
 
 FIELDS = ["dtype", "hidden", "tokens", "residual", "launch", "block_n", "tail", "rows", "warps", "per_sm",
-          "stages", "split", "reload", "maxnreg", "mode", "us", "pct_copy", "policy", "matches"]
-WIDE = 8192              # default of --wide-from: from this width the grid also has split and two-pass launches
+          "stages", "reload", "maxnreg", "mode", "us", "pct_copy", "policy", "matches"]
+WIDE = 8192              # default of --wide-from: from this width the grid also has two-pass launches
 REGS_PER_SM = 65536      # 32-bit registers an SM holds (H100, H200)
 MIN_REGS = 64            # a register cap below this is left out
 
@@ -50,9 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--warps", default="4,8,16,32", help="warps per program in the grid")
     p.add_argument("--stages", default="1,2", help="pipeline stages in the grid")
     p.add_argument("--wide-from", type=int, default=WIDE,
-                   help="the width from which split and two-pass launches join the grid (e.g. 2048 with --split 1)")
-    p.add_argument("--split", default="1,2,4", help="programs a row's columns are split over (from 8192 columns)")
-    p.add_argument("--reload", default="0,1,2", help="0 one pass, 1 s and dy re-read, 2 w too (from 8192 columns)")
+                   help="the width from which two-pass launches join the grid")
+    p.add_argument("--reload", default="0,1,2", help="0 one pass, 1 s and dy re-read, 2 w too (from --wide-from)")
     p.add_argument("--per-sm", default="1,2,4", help="programs per SM in the grid")
     p.add_argument("--top", type=int, default=4, help="launches per shape also timed cold")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -61,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the launch and compile-job counts and stop")
     p.add_argument("--out", default="backward-search")
     args = p.parse_args(argv)
-    for name in ("rows", "warps", "stages", "split", "reload", "per_sm"):
+    for name in ("rows", "warps", "stages", "reload", "per_sm"):
         setattr(args, name, _ints(getattr(args, name)))
     return args
 
@@ -77,19 +75,15 @@ def column_blocks(hidden: int) -> list[tuple[int, int]]:
 
 
 def compile_shapes(hidden: int, args):
-    """(block_n, tail, rows, warps, stages, split, reload) with 4-64 elements of each tensor per thread
-    (of the program's own columns); split and reload other than 1 and 0 from ``--wide-from`` columns,
-    split with one column block only."""
+    """(block_n, tail, rows, warps, stages, reload) with 4-64 elements of each tensor per thread;
+    reload other than 0 from ``--wide-from`` columns."""
     wide = hidden >= getattr(args, "wide_from", WIDE)
     for (block, tail), rows, warps, stages in itertools.product(column_blocks(hidden), args.rows, args.warps,
                                                                 args.stages):
-        splits = (1, 2, 4) if wide and not tail else (1,)
-        for split, reload in itertools.product(splits, (0, 1, 2) if wide else (0,)):
-            if split not in args.split or reload not in args.reload:
-                continue
-            per_thread = rows * (block + tail) / split / (warps * 32)
-            if 4 <= per_thread <= 64:
-                yield block, tail, rows, warps, stages, split, reload
+        if 4 <= rows * (block + tail) / (warps * 32) <= 64:
+            for reload in (0, 1, 2) if wide else (0,):
+                if reload in args.reload:
+                    yield block, tail, rows, warps, stages, reload
 
 
 def reg_cap(per_sm: int, warps: int) -> int | None:
@@ -102,24 +96,24 @@ def reg_cap(per_sm: int, warps: int) -> int | None:
 
 
 def launch_grid(hidden: int, tokens: int, sm: int, args) -> dict:
-    """{TrainLaunch: programs per SM} of the grid at one shape. One-pass launches without a split keep
-    the compiler's register choice at every per_sm (as the earlier searches ran them)."""
+    """{TrainLaunch: programs per SM} of the grid at one shape. One-pass launches keep the compiler's
+    register choice at every per_sm (as the earlier searches ran them)."""
     from rmsnorm_lab.kernels.training import TrainLaunch
     out = {}
-    for block, tail, rows, warps, stages, split, reload in compile_shapes(hidden, args):
+    for block, tail, rows, warps, stages, reload in compile_shapes(hidden, args):
         tiles = -(-tokens // rows)
         for per_sm in args.per_sm:
-            cap = reg_cap(per_sm, warps) if (split > 1 or reload) else 0
+            cap = reg_cap(per_sm, warps) if reload else 0
             if cap is None:
                 continue
-            walkers = max(1, min(tiles, per_sm * sm // split))
-            out.setdefault(TrainLaunch(block, rows, warps, walkers * split, stages, tail, split, reload, cap), per_sm)
+            programs = max(1, min(tiles, per_sm * sm))
+            out.setdefault(TrainLaunch(block, rows, warps, programs, stages, tail, reload, cap), per_sm)
     return out
 
 
 def compile_key(c) -> tuple:
     """What a compiled kernel depends on (all but the program count)."""
-    return c.block_n, c.tail, c.rows, c.warps, c.stages, c.split, c.reload, c.maxnreg
+    return c.block_n, c.tail, c.rows, c.warps, c.stages, c.reload, c.maxnreg
 
 
 def compile_jobs(args, dtypes, hiddens, tokens, residuals, sm) -> list[tuple]:
@@ -139,11 +133,10 @@ def warm(job) -> str | None:
 
         from rmsnorm_lab import backward as B
         from rmsnorm_lab.kernels.training import TrainLaunch, _backward
-        dtype, hidden, residual, block, tail, rows, warps, stages, split, reload, maxnreg = job
+        dtype, hidden, residual, block, tail, rows, warps, stages, reload, maxnreg = job
         x, w, _, dy, d_res = B.make_grad_inputs(64, hidden, dtype, residual, "cuda")
         rstd = torch.ones(64, device="cuda")
-        _backward(dy, x, w, rstd, d_res, TrainLaunch(block, rows, warps, 2 * split, stages, tail, split, reload,
-                                                     maxnreg))
+        _backward(dy, x, w, rstd, d_res, TrainLaunch(block, rows, warps, 2, stages, tail, reload, maxnreg))
         torch.cuda.synchronize()
         return None
     except Exception as e:  # noqa: BLE001
@@ -228,7 +221,7 @@ def main(argv=None) -> int:
             launches.setdefault(policy, -1)
             base = {"dtype": dtype, "hidden": h, "tokens": n, "residual": res}
             nbytes = lambda c: B.bwd_bytes(n, h, x.element_size(), res,  # noqa: E731
-                                           partial_rows=c.programs // c.split)
+                                           partial_rows=c.programs)
             graph = {}
             for c in launches:
                 try:
@@ -247,7 +240,7 @@ def main(argv=None) -> int:
                         continue
                     rows_out.append({**base, "launch": "ours", "block_n": c.block_n, "tail": c.tail,
                                      "rows": c.rows, "warps": c.warps, "per_sm": launches[c], "stages": c.stages,
-                                     "split": c.split, "reload": c.reload, "maxnreg": c.maxnreg, "mode": mode,
+                                     "reload": c.reload, "maxnreg": c.maxnreg, "mode": mode,
                                      "us": round(t, 3),
                                      "pct_copy": round(100 * nbytes(c) / (t * 1e-6) / 1e9 / copy, 1),
                                      "policy": c == policy, "matches": ok})
@@ -263,7 +256,7 @@ def main(argv=None) -> int:
             pct = 100 * nbytes(bc) / (cold[bc] * 1e-6) / 1e9 / copy
             print(f"{dtype:8} {h:6} x {n:6}{' +res' if res else '     '}  policy {cold[policy]:8.1f} / "
                   f"{graph.get(policy, math.nan):8.1f}  best {cold[bc]:8.1f} / {graph[bc]:8.1f} "
-                  f"{bc.block_n}+{bc.tail} r{bc.rows} w{bc.warps} p{bc.programs} s{bc.stages} x{bc.split} "
+                  f"{bc.block_n}+{bc.tail} r{bc.rows} w{bc.warps} p{bc.programs} s{bc.stages} "
                   f"R{bc.reload} m{bc.maxnreg}  quack {q.get('cold', math.nan):8.1f} / "
                   f"{q.get('graph', math.nan):8.1f}  best/quack {cold[bc] / q.get('cold', math.nan):.3f}  "
                   f"{pct:.0f}% copy  ({len(graph)} launches, {time.perf_counter() - t_shape:.0f} s)", flush=True)

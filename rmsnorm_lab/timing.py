@@ -237,9 +237,8 @@ def _graph_capturer(runner):
 
 def _drop_graph(runner, keep_output: bool) -> None:
     """Before a graph is deleted: the runner's last output lives in the graph's private memory pool,
-    and while anything references it the pool stays reserved after the graph is gone (over many large
-    points, reserved-but-unused memory ran a process out of GPU memory). Keep a copy outside the pool
-    (``keep_output``: the finite check after timing reads it) or nothing."""
+    and while anything references it the pool cannot be given back after the graph is gone. Keep a
+    copy outside the pool (``keep_output``: the finite check after timing reads it) or nothing."""
     import torch
     out = runner.last
     if keep_output and out is not None:
@@ -438,7 +437,6 @@ def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     samples: list = []
     while not _enough(samples, rule, t0, budget_ms):
         samples += replays(g, calls, rule.batch)
-    torch.cuda.synchronize()
     _drop_graph(runner, keep_output=True)
     del g
     torch.cuda.empty_cache()            # (many large points in one process otherwise run out of GPU memory)

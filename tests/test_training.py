@@ -94,16 +94,14 @@ def _saved(tokens, hidden, dtype, residual, seed=5):
 @pytest.mark.parametrize("dtype,hidden", [("float32", 200), ("bfloat16", 512)])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("reload", [0, 1, 2])
-@pytest.mark.parametrize("split", [1, 2, 4])
-def test_backward_split_and_reload_match_float64(split, reload, residual, dtype, hidden):
-    """Two-pass launches (s and dy re-read, w too with reload 2) and a row's columns split over 1, 2 or 4
-    programs: float64 gradients, and dw bitwise equal across two calls. 13 rows in tiles of 2 over 3 row
-    walkers (each walks several tiles, the last tile half empty); hidden 200 masks 56 of 256 columns,
-    so the last of 4 chunks is mostly masked."""
+def test_backward_reload_matches_float64(reload, residual, dtype, hidden):
+    """One pass and two passes (s and dy re-read, w too with reload 2): float64 gradients, and dw bitwise
+    equal across two calls. 13 rows in tiles of 2 over 3 programs (each walks several tiles, the last
+    tile half empty); hidden 200 masks 56 of 256 columns."""
     from rmsnorm_lab.kernels.config import next_pow2
     from rmsnorm_lab.kernels.training import TrainLaunch, _backward
     x, w, r, dy, d_res, s, rstd = _saved(13, hidden, dtype, residual)
-    cfg = TrainLaunch(next_pow2(hidden), 2, 4, 3 * split, 1, 0, split, reload, maxnreg=128 if split == 4 else 0)
+    cfg = TrainLaunch(next_pow2(hidden), 2, 4, 3, 1, 0, reload=reload, maxnreg=128 if reload else 0)
     ds, dw = _backward(dy, s, w, rstd, d_res, cfg)
     ref = B.reference_grads(x, w, r, 1e-6, dy, d_res)
     assert B.rel_err(ds, ref[0]) <= TIGHT[dtype] and B.rel_err(dw, ref[1]) <= TIGHT[dtype]
@@ -111,24 +109,23 @@ def test_backward_split_and_reload_match_float64(split, reload, residual, dtype,
 
 
 @needs_kernels
-@pytest.mark.parametrize("hidden,block,tail,split,reload", [(200, 128, 128, 1, 1), (80, 64, 16, 1, 2),
-                                                            (32768, 32768, 0, 4, 1), (20000, 32768, 0, 2, 2)])
-def test_backward_two_pass_tail_and_wide_rows(hidden, block, tail, split, reload):
+@pytest.mark.parametrize("hidden,block,tail,reload", [(200, 128, 128, 1), (80, 64, 16, 2),
+                                                     (32768, 32768, 0, 1), (20000, 32768, 0, 2)])
+def test_backward_two_pass_tail_and_wide_rows(hidden, block, tail, reload):
     """Two passes with a second column block (80 = 64 + 16; 200 = 128 + a 128-wide tail), and rows wider
-    than 16384 split over programs, against float64 with the residual."""
+    than 16384, against float64 with the residual."""
     from rmsnorm_lab.kernels.training import TrainLaunch, _backward
     x, w, r, dy, d_res, s, rstd = _saved(5, hidden, "float32", True)
-    ds, dw = _backward(dy, s, w, rstd, d_res, TrainLaunch(block, 1, 4, 2 * split, 1, tail, split, reload))
+    ds, dw = _backward(dy, s, w, rstd, d_res, TrainLaunch(block, 1, 4, 2, 1, tail, reload=reload))
     ref = B.reference_grads(x, w, r, 1e-6, dy, d_res)
     assert B.rel_err(ds, ref[0]) <= TIGHT["float32"] and B.rel_err(dw, ref[1]) <= TIGHT["float32"]
 
 
-@pytest.mark.parametrize("cfg", [dict(split=3), dict(split=2, tail=64, block_n=128), dict(split=2, programs=3),
-                                 dict(split=512), dict(reload=3), dict(block_n=192),
-                                 dict(maxnreg=8)])
+@pytest.mark.parametrize("cfg", [dict(reload=3), dict(block_n=192), dict(block_n=128), dict(tail=48),
+                                 dict(maxnreg=8), dict(rows=0)])
 def test_backward_refuses_a_bad_launch_naming_cfg(cfg):
-    """A split that does not divide the block or the programs, a split with a second column block, an
-    unknown reload, a block that is not a power of two or too few registers: ValueError naming ``cfg``."""
+    """An unknown reload, a block that is not a power of two or does not cover the row, too few registers
+    or no rows: ValueError naming ``cfg``."""
     from rmsnorm_lab.kernels.training import TrainLaunch, check_bwd_launch
     launch = TrainLaunch(**{**dict(block_n=256, rows=1, warps=4, programs=4), **cfg})
     with pytest.raises(ValueError, match="cfg"):
@@ -136,11 +133,11 @@ def test_backward_refuses_a_bad_launch_naming_cfg(cfg):
 
 
 @needs_kernels
-def test_backward_call_refuses_split_with_tail():
+def test_backward_call_refuses_a_bad_launch():
     from rmsnorm_lab.kernels.training import TrainLaunch, _backward
     x, w, r, dy, d_res, s, rstd = _saved(3, 80, "float32", False)
     with pytest.raises(ValueError, match="cfg"):
-        _backward(dy, s, w, rstd, d_res, TrainLaunch(64, 1, 4, 2, 1, 16, 2, 1))
+        _backward(dy, s, w, rstd, d_res, TrainLaunch(64, 1, 4, 2, 1, 0, reload=1))      # 64 < 80 columns
 
 
 def test_backward_launch_policy():
@@ -155,7 +152,7 @@ def test_backward_launch_policy():
         launch = bwd_launch(hidden, 65536, sm, res)
         want = want if len(want) == 5 else want + (0,)      # reload: two passes from 16384 columns
         assert (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload) == want, (hidden, res, launch)
-        assert launch.split == 1 and launch.maxnreg == 0
+        assert launch.maxnreg == 0
         assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 2 * sm
     assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
 

@@ -8,10 +8,9 @@ Backward (per row):  xhat = s * rstd;  g = dy * w
 ds is the gradient of x and, with the fused add, of the residual too.
 
 Every load is widened to fp32 at once and all arithmetic is fp32 (one rounding at
-the store). dw is deterministic: each row walker (a program, or SPLIT programs sharing
-its rows column-wise) sums its own rows (a fixed set for a given launch) into one fp32
-row of a (walkers, hidden) buffer, and a second step sums that buffer over walkers in
-a fixed order; no atomics.
+the store). dw is deterministic: each program sums its own rows (a fixed set for a
+given launch) into one fp32 row of a (programs, hidden) buffer, and a second step
+sums that buffer over programs in a fixed order; no atomics.
 """
 import triton
 import triton.language as tl
@@ -57,37 +56,27 @@ def rmsnorm_bwd_kernel(
     STAGES: tl.constexpr = 1,            # software-pipeline depth of the row loop (loads of the next tile early)
     TAIL: tl.constexpr = 0,              # 0, or the power-of-two width of a second column block from BLOCK_N:
                                          # 5120 = 4096 + 1024 holds 5120 columns, not 8192 with 3072 masked
-    SPLIT: tl.constexpr = 1,             # programs sharing a row: each owns BLOCK_N // SPLIT columns (TAIL 0)
-    RELOAD: tl.constexpr = 0,            # 0: s and dy held from the dot to ds; 1: re-read for ds (w held);
-                                         # 2: re-read, w too
+    RELOAD: tl.constexpr = 0,            # 0: one pass, s and dy held from the dot to ds; 1: two passes, s and
+                                         # dy re-read for ds (w held); 2: w re-read too
 ):
-    """Row tiles are walked in a grid-stride loop; dw partials go to DW_PART[walker, :] (fp32).
+    """A program walks row tiles pid, pid + programs, ... and writes its fp32 partial sum of dy * xhat
+    to DW_PART[pid, :].
 
-    SPLIT == 1, RELOAD == 0 (one pass): program pid walks row tiles pid, pid + programs, ... and holds a
-    tile's s and dy (and w and its dw row, BLOCK_N + TAIL wide) in registers from the row's dot to ds.
-
-    Otherwise (two passes per tile): program pid is column group c = pid % SPLIT of row walker
-    pid // SPLIT (walkers = programs // SPLIT, each walking tiles as above). Pass 1 computes the whole
-    row's dot itself: its own chunk of BLOCK_N // SPLIT columns first, then the others from cache
-    (evict_last loads; the SPLIT programs of a walker are neighbours in launch order and read the same
-    rows side by side, so DRAM sees each row about once). Pass 2 writes ds and accumulates dw for its
-    own chunk only; no communication between programs, so dw stays deterministic.
-      RELOAD 0 (SPLIT > 1): the own chunk's s and dy stay in registers from pass 1 to pass 2.
-      RELOAD 1: pass 2 re-reads s and dy (evict_first; L1/L2 hits), so pass 1 keeps nothing live but
-        the running dot, and w stays in registers: a wide row no longer needs s, dy, w and dw live at
-        once (16384 columns over 512 threads: 32 fp32 each), which spills and caps an SM at one program.
-      RELOAD 2: w is re-read where it is used too (a cached read per row in each pass) instead of
-        held: BLOCK_N // SPLIT / threads fewer registers for more cache traffic.
-    Pass 1 and pass 2 loads carry different eviction hints, which also keeps the compiler from merging
-    the re-read into the first read. With SPLIT > 1 the dw accumulator is only BLOCK_N // SPLIT wide,
-    so registers drop and several programs fit an SM.
+    RELOAD 0 (one pass): a tile's s and dy (and w and the program's dw row) stay in registers from the
+    row's dot to ds.
+    RELOAD 1 (two passes): pass 1 computes the row's dot from evict_last loads and keeps nothing else;
+    pass 2 reads s and dy again (evict_first; L1/L2 hits) for ds and dw. A wide row then never has s,
+    dy, w and dw live at once (16384 columns over 1024 threads: 16 fp32 each, which spilled in one pass).
+    RELOAD 2: w is read again where it is used too, instead of held (fewer registers, more cache reads).
+    The two passes' loads carry different eviction hints, which also keeps the compiler from merging
+    the second read into the first.
     """
-    if SPLIT == 1 and RELOAD == 0:
+    if RELOAD == 0:
         _bwd_one_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_dro, stride_ds, n_rows,
                       N, BLOCK_N, ROWS, HAS_DRES, STAGES, TAIL)
     else:
         _bwd_two_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_dro, stride_ds, n_rows,
-                      N, BLOCK_N, ROWS, HAS_DRES, STAGES, TAIL, SPLIT, RELOAD)
+                      N, BLOCK_N, ROWS, HAS_DRES, STAGES, TAIL, RELOAD)
 
 
 @triton.jit
@@ -144,99 +133,73 @@ def _bwd_one_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_
 
 
 @triton.jit
-def _dot_cols(S, DY, W, rows, row_ok, rstd, stride_s, stride_dy, cols, N: tl.constexpr):
-    """Per row: sum over ``cols`` of (dy * w) * (s * rstd), every load kept in cache (evict_last)."""
-    ok = cols < N
-    mask = row_ok[:, None] & ok[None, :]
-    s = tl.load(S + rows[:, None] * stride_s + cols[None, :], mask=mask, other=0.0,
-                eviction_policy="evict_last").to(tl.float32)
-    dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0,
-                 eviction_policy="evict_last").to(tl.float32)
-    w = tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
-    return tl.sum((dy * w[None, :]) * (s * rstd[:, None]), axis=1)
-
-
-@triton.jit
 def _bwd_two_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_dro, stride_ds, n_rows,
                   N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_DRES: tl.constexpr,
-                  STAGES: tl.constexpr, TAIL: tl.constexpr, SPLIT: tl.constexpr, RELOAD: tl.constexpr):
-    """Pass 1: the whole row's dot; pass 2: ds and dw on this program's column chunk (see
-    rmsnorm_bwd_kernel). TAIL needs SPLIT == 1."""
-    CHUNK: tl.constexpr = BLOCK_N // SPLIT
+                  STAGES: tl.constexpr, TAIL: tl.constexpr, RELOAD: tl.constexpr):
+    """Pass 1: the row's dot; pass 2: s and dy read again for ds and dw (see rmsnorm_bwd_kernel)."""
     pid = tl.program_id(0)
-    part = pid % SPLIT
-    walker = pid // SPLIT
-    walkers = tl.num_programs(0) // SPLIT
-    cols = part * CHUNK + tl.arange(0, CHUNK)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
-    if RELOAD < 2:
+    if RELOAD == 1:
         w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    dw = tl.zeros([CHUNK], dtype=tl.float32)
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     if TAIL > 0:
         tcols = BLOCK_N + tl.arange(0, TAIL)
         t_ok = tcols < N
-        if RELOAD < 2:
+        if RELOAD == 1:
             wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
         dwt = tl.zeros([TAIL], dtype=tl.float32)
-    for blk in tl.range(walker, tl.cdiv(n_rows, ROWS), walkers, num_stages=STAGES):
+    for blk in tl.range(pid, tl.cdiv(n_rows, ROWS), nprog, num_stages=STAGES):
         rows = (blk * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         row_ok = rows < n_rows
         mask = row_ok[:, None] & col_ok[None, :]
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
         s_at = S + rows[:, None] * stride_s + cols[None, :]
         dy_at = DY + rows[:, None] * stride_dy + cols[None, :]
-        # pass 1: the row's dot, this program's chunk first
         if RELOAD == 2:
-            wk = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-        else:
-            wk = w
+            w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+        # pass 1: the row's dot
         s = tl.load(s_at, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
         dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        dot = tl.sum((dy * wk[None, :]) * (s * rstd[:, None]), axis=1)
+        dot = tl.sum((dy * w[None, :]) * (s * rstd[:, None]), axis=1)
         if TAIL > 0:
             tmask = row_ok[:, None] & t_ok[None, :]
             st_at = S + rows[:, None] * stride_s + tcols[None, :]
             dyt_at = DY + rows[:, None] * stride_dy + tcols[None, :]
             if RELOAD == 2:
-                wtk = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
-            else:
-                wtk = wt
+                wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
             st = tl.load(st_at, mask=tmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
             dyt = tl.load(dyt_at, mask=tmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            dot += tl.sum((dyt * wtk[None, :]) * (st * rstd[:, None]), axis=1)
-        for j in tl.static_range(1, SPLIT):
-            other = ((part + j) % SPLIT) * CHUNK + tl.arange(0, CHUNK)
-            dot += _dot_cols(S, DY, W, rows, row_ok, rstd, stride_s, stride_dy, other, N)
+            dot += tl.sum((dyt * wt[None, :]) * (st * rstd[:, None]), axis=1)
         c = dot / N
-        # pass 2: ds and dw on this program's chunk
-        if RELOAD > 0:
-            s = tl.load(s_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            if RELOAD == 2:
-                wk = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+        # pass 2: s and dy again, ds and dw
+        s = tl.load(s_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        if RELOAD == 2:
+            w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
         xhat = s * rstd[:, None]
-        ds = (dy * wk[None, :] - xhat * c[:, None]) * rstd[:, None]
+        ds = (dy * w[None, :] - xhat * c[:, None]) * rstd[:, None]
         if HAS_DRES:
             ds += tl.load(DRO + rows[:, None] * stride_dro + cols[None, :], mask=mask, other=0.0,
                           eviction_policy="evict_first").to(tl.float32)
         tl.store(DS + rows[:, None] * stride_ds + cols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
         dw += tl.sum(dy * xhat, axis=0)
         if TAIL > 0:
-            if RELOAD > 0:
-                st = tl.load(st_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-                dyt = tl.load(dyt_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-                if RELOAD == 2:
-                    wtk = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
+            st = tl.load(st_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            dyt = tl.load(dyt_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            if RELOAD == 2:
+                wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
             xhatt = st * rstd[:, None]
-            dst = (dyt * wtk[None, :] - xhatt * c[:, None]) * rstd[:, None]
+            dst = (dyt * wt[None, :] - xhatt * c[:, None]) * rstd[:, None]
             if HAS_DRES:
                 dst += tl.load(DRO + rows[:, None] * stride_dro + tcols[None, :], mask=tmask, other=0.0,
                                eviction_policy="evict_first").to(tl.float32)
             tl.store(DS + rows[:, None] * stride_ds + tcols[None, :], dst.to(DS.dtype.element_ty), mask=tmask)
             dwt += tl.sum(dyt * xhatt, axis=0)
-    tl.store(DW_PART + walker.to(tl.int64) * N + cols, dw, mask=col_ok)
+    tl.store(DW_PART + pid.to(tl.int64) * N + cols, dw, mask=col_ok)
     if TAIL > 0:
-        tl.store(DW_PART + walker.to(tl.int64) * N + tcols, dwt, mask=t_ok)
+        tl.store(DW_PART + pid.to(tl.int64) * N + tcols, dwt, mask=t_ok)
 
 
 @triton.jit

@@ -43,10 +43,9 @@ class TrainLaunch:
     programs: int
     stages: int = 1
     tail: int = 0        # backward: a second column block of this width after block_n (0: none)
-    split: int = 1       # backward: programs sharing a row tile column-wise (programs // split row walkers)
     reload: int = 0      # backward: 0 one pass; 1 two passes, s and dy re-read for ds; 2 w re-read too
     maxnreg: int = 0     # backward: registers a thread may use (0: the compiler's choice), so that
-                         # several programs fit an SM's 65536 registers
+                         # several two-pass programs fit an SM's 65536 registers
 
 
 TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
@@ -81,8 +80,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       cache for ds and dw), 1 row, 32 warps, one program per SM; with a residual w is read again too
       (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled at 16
       warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a residual),
-      0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row over 2-4 programs
-      (``split``) was 1.1-1.2x slower than one program with two passes.
+      0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row's columns over 2-4
+      programs, each computing the whole row's dot, was 1.1-1.2x slower than this, and left the kernel.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
@@ -109,10 +108,6 @@ def check_bwd_launch(cfg: TrainLaunch, hidden: int) -> None:
     """A backward launch for rows of ``hidden`` columns; ValueError naming ``cfg`` if it cannot run."""
     if cfg.block_n + cfg.tail < hidden or cfg.block_n & (cfg.block_n - 1) or cfg.tail & (cfg.tail - 1):
         raise ValueError(f"cfg: column blocks {cfg.block_n} + {cfg.tail} must be powers of two covering {hidden}")
-    if cfg.split < 1 or cfg.block_n % cfg.split or cfg.programs % cfg.split:
-        raise ValueError(f"cfg: split {cfg.split} must divide block_n {cfg.block_n} and programs {cfg.programs}")
-    if cfg.split > 1 and cfg.tail:
-        raise ValueError(f"cfg: split {cfg.split} needs one column block (tail 0), got tail {cfg.tail}")
     if cfg.reload not in (0, 1, 2):
         raise ValueError(f"cfg: reload must be 0, 1 or 2, got {cfg.reload}")
     if cfg.maxnreg and not 16 <= cfg.maxnreg <= 255:
@@ -174,18 +169,17 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
         return ds.view(s.shape), dw
     cfg = cfg or bwd_launch(n, m, sm_count(s.device), d_res is not None)
     check_bwd_launch(cfg, n)
-    walkers = cfg.programs // cfg.split
-    part = torch.empty((walkers, n), dtype=torch.float32, device=s.device)
+    part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
     with on_device(s):
         k.rmsnorm_bwd_kernel[(cfg.programs,)](
             dy2, s2, weight.contiguous(), rstd1, dro2, ds, part,
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,
             N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
-            TAIL=cfg.tail, SPLIT=cfg.split, RELOAD=cfg.reload, num_warps=cfg.warps,
+            TAIL=cfg.tail, RELOAD=cfg.reload, num_warps=cfg.warps,
             **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
         block_c = min(SUM_COLS, cfg.block_n)
-        k.sum_partials_kernel[(-(-n // block_c),)](part, dw, walkers, N=n, BLOCK_C=block_c,
+        k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c,
                                                    BLOCK_P=SUM_ROWS, num_warps=4)
     return ds.view(s.shape), dw
 
