@@ -126,6 +126,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
         out.write(json.dumps(d) + "\n")
         out.flush()
 
+    t_load = time.perf_counter()
     for m in spec.get("imports", []):
         import_extra(m)
     device = spec["device"]
@@ -136,7 +137,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
         for i, *_ in spec["cases"]:
             emit({"i": i, "event": "done", "status": "skip", "reason": msg})
         return 0
-    emit({"event": "ready"})
+    emit({"event": "ready", "load_s": round(time.perf_counter() - t_load, 3)})
     for i, cd, seed, known_limits in spec["cases"]:
         case = Case.from_dict(cd)
         big = device.startswith("cuda") and case.large
@@ -186,10 +187,16 @@ def _child_env() -> dict:
     return env
 
 
-def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
+def _watch(proc, out_path: Path, timeout_s: float, on_done, phases: dict | None = None) -> tuple:
     """Read the child's events until it exits or a phase runs past its limit:
-    (exit status, index of the case it was running or None, time-out text or "")."""
-    current, phase_t0, limit = None, time.monotonic(), max(timeout_s * LOAD_TIMEOUT_FACTOR, LOAD_TIMEOUT_MIN_S)
+    (exit status, index of the case it was running or None, time-out text or "").
+    ``phases``: a dict that gets the seconds from the start to ``ready`` (``ready_s``: starting
+    Python, torch and the package, then loading), the child's own loading (``load_s``: importing
+    the implementation and building what it builds) and the waits for the large-input lock
+    (``wait_s``), each added to what is there."""
+    t_start = time.monotonic()
+    current, phase_t0, limit = None, t_start, max(timeout_s * LOAD_TIMEOUT_FACTOR, LOAD_TIMEOUT_MIN_S)
+    t_wait = None
     pos, buf = 0, ""
     while True:
         rc = proc.poll()
@@ -204,11 +211,18 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
                 continue
             ev = json.loads(ln)
             kind = ev.pop("event")
+            now = time.monotonic()
+            if phases is not None and kind == "ready":
+                phases["ready_s"] = phases.get("ready_s", 0.0) + now - t_start
+                phases["load_s"] = phases.get("load_s", 0.0) + float(ev.get("load_s") or 0.0)
+            if phases is not None and kind == "start" and t_wait is not None:
+                phases["wait_s"] = phases.get("wait_s", 0.0) + now - t_wait
+                t_wait = None
             if kind in ("ready", "start"):
                 current = ev.get("i")
-                phase_t0, limit = time.monotonic(), timeout_s
+                phase_t0, limit = now, timeout_s
             elif kind == "wait":            # waiting for the large-input lock: no time-out
-                current, limit = ev.get("i"), math.inf
+                current, limit, t_wait = ev.get("i"), math.inf, now
             elif kind == "done":
                 on_done(ev.pop("i"), ev)
                 current = None
@@ -222,7 +236,8 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done) -> tuple:
 
 
 def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: int = 0, eps: float = 1e-6,
-                 imports=(), known_limits: bool = True, log=None, large_lock=None, seeds=None) -> dict:
+                 imports=(), known_limits: bool = True, log=None, large_lock=None, seeds=None,
+                 phases: dict | None = None) -> dict:
     """index -> check row (``check.check_impl``'s, plus ``seconds``) for each case of ``cases`` (a
     list of ``Case``), each run in a child process; a fresh child after each crash. ``log(i, row)``
     is called as each row arrives. ``large_lock``: a lock file path shared with the children of
@@ -262,7 +277,7 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
                 proc = subprocess.Popen([sys.executable, "-m", "rmsnorm_lab.isolate", str(spec_path), str(out_path)],
                                         stdin=subprocess.DEVNULL, stdout=errf, stderr=subprocess.STDOUT, env=env)
                 try:
-                    rc, current, timed_out = _watch(proc, out_path, timeout_s, done)
+                    rc, current, timed_out = _watch(proc, out_path, timeout_s, done, phases)
                 except BaseException:       # interrupted (Ctrl-C, a failing log callback): no orphan child
                     proc.kill()
                     proc.wait()
@@ -372,7 +387,9 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     wait, and the library's own lock makes its other children wait for it) start first, then those of an entry that is not split (how long they compile is not
     known), then the split ones, largest first. ``profile``: a list that gets one dict per child, in order of
     start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start,
-    ``case_s``: the seconds its cases took; the rest is starting and loading).
+    ``ready_s``: from its start until it had loaded the implementation, of which ``load_s`` the
+    loading itself (imports and builds), ``wait_s``: waiting for the large-input lock, ``case_s``:
+    the seconds its cases took; a fresh child after a crash adds its own).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -399,12 +416,14 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
                 if log:
                     log(name, part[j], row)
             t0 = time.perf_counter()
+            phases: dict = {}
             got = run_isolated(name, [cases[i] for i in part], device, timeout_s, eps=eps, imports=imports,
                                known_limits=[limits[i] for i in part], log=on_row, large_lock=lock_path,
-                               seeds=[seeds[i] for i in part])
+                               seeds=[seeds[i] for i in part], phases=phases)
             if profile is not None:
                 profile.append({"impl": name, "cases": len(part), "start_s": round(t0 - t_first, 2),
                                 "end_s": round(time.perf_counter() - t_first, 2),
+                                **{k: round(phases.get(k, 0.0), 2) for k in ("ready_s", "load_s", "wait_s")},
                                 "case_s": round(sum(float(r.get("seconds") or 0) for r in got.values()), 2)})
             return name, {part[j]: row for j, row in got.items()}
 

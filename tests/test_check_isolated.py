@@ -116,6 +116,9 @@ def test_check_all_profiles_its_children(test_impls):
     (child,) = df.attrs["children"]
     assert child["impl"] == "huggingface" and child["cases"] == 2
     assert 0 <= child["start_s"] <= child["end_s"] and 0 <= child["case_s"] <= child["end_s"] - child["start_s"] + 0.1
+    span = child["end_s"] - child["start_s"] + 0.1
+    assert 0 <= child["load_s"] <= child["ready_s"] <= span and child["wait_s"] == 0    # no large case here
+    assert child["ready_s"] + child["case_s"] <= span
 
 
 def test_default_jobs():

@@ -136,6 +136,11 @@ def test_waiting_for_the_large_case_lock_does_not_time_out(tmp_path):
     out.write_text('{"i": 0, "event": "wait"}\n')
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     assert _watch(proc, out, 0.1, lambda i, row: None) == (0, 0, "")
+    out.write_text('{"event": "ready", "load_s": 0.25}\n{"i": 0, "event": "wait"}\n')   # where the time went
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    phases: dict = {}
+    _watch(proc, out, 0.1, lambda i, row: None, phases)
+    assert phases["load_s"] == 0.25 and 0 <= phases["ready_s"] < 1.0 and "wait_s" not in phases  # still waiting
     out.write_text('{"event": "ready"}\n{"i": 0, "event": "start"}\n')
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     rc, current, timed_out = _watch(proc, out, 0.3, lambda i, row: None)
