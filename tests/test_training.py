@@ -144,16 +144,21 @@ def test_backward_launch_policy():
     """The searched rules of ``bwd_launch`` (H200, bf16; rmsnorm_lab/kernels/training.py says why each)."""
     from rmsnorm_lab.kernels.training import bwd_launch
     sm = 132
-    for hidden, res, want in [(2048, False, (2048, 0, 4, 4)), (4096, False, (4096, 0, 2, 4)),
-                              (4096, True, (4096, 0, 4, 8)), (5120, False, (8192, 0, 1, 4)),
-                              (5120, True, (4096, 1024, 1, 4)), (6144, True, (4096, 2048, 1, 4)),
-                              (8192, True, (8192, 0, 2, 8)), (16384, False, (16384, 0, 1, 32, 1)),
-                              (16384, True, (16384, 0, 1, 32, 2)), (32768, True, (32768, 0, 1, 32, 2))]:
+    # (block_n, tail, rows, warps, reload, maxnreg)
+    for hidden, res, want in [(2048, False, (2048, 0, 4, 4, 0, 0)), (3584, False, (4096, 0, 2, 4, 0, 0)),
+                              (4096, False, (4096, 0, 2, 8, 1, 128)), (4096, True, (4096, 0, 4, 8, 0, 0)),
+                              (5120, False, (8192, 0, 2, 8, 1, 128)), (5120, True, (4096, 1024, 1, 4, 0, 0)),
+                              (6144, False, (4096, 2048, 2, 8, 1, 128)), (6144, True, (4096, 2048, 1, 8, 1, 128)),
+                              (7168, False, (8192, 0, 1, 8, 1, 128)), (7168, True, (4096, 4096, 1, 4, 0, 0)),
+                              (8192, False, (8192, 0, 1, 8, 1, 128)), (8192, True, (8192, 0, 2, 8, 0, 0)),
+                              (16384, False, (16384, 0, 1, 32, 1, 0)), (16384, True, (16384, 0, 1, 32, 2, 0)),
+                              (32768, True, (32768, 0, 1, 32, 2, 0))]:
         launch = bwd_launch(hidden, 65536, sm, res)
-        want = want if len(want) == 5 else want + (0,)      # reload: two passes from 16384 columns
-        assert (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload) == want, (hidden, res, launch)
-        assert launch.maxnreg == 0
+        got = (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload, launch.maxnreg)
+        assert got == want, (hidden, res, launch)
         assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 2 * sm
+        if launch.maxnreg:                                  # the programs of an SM fit its 65536 registers
+            assert launch.maxnreg * launch.warps * 32 * launch.programs // sm <= 65536
     assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
 
 

@@ -63,45 +63,53 @@ def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
 def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) -> TrainLaunch:
     """Backward: programs walk row tiles in a grid-stride loop, each writing one fp32 dw partial row.
 
-    Measured on an H200 (bf16, graph mode, every launch of rows 1-16 x warps 4-32 x 1, 2 or 4
-    programs per SM x 1-2 pipeline stages x one or two column blocks, at 4096-65536 tokens;
-    experiments/backward_search.py), the fastest launches were:
+    Measured on an H200 (bf16, graph and cold mode; experiments/backward_search.py: every launch of
+    rows 1-16 x warps 4-32 x 1, 2 or 4 programs per SM x 1-2 pipeline stages x one or two column
+    blocks x one or two passes per row), the fastest launches were:
 
-    - up to 4096 columns, and widths below 8192 that are not a power of two: tiles of 8192 slots
-      (4 rows at 2048, 2 at 4096, 1 at 5120-8192 columns), 4 warps, 2 programs per SM. Two small
-      programs keep more rows in flight per SM than one large one; at 5120 and 6144 this took the
-      backward from 64% to 87-94% of copy bandwidth (one program per SM with 16 warps).
+    - up to 2048 columns: tiles of 8192 slots (4 rows at 2048), 4 warps, 2 programs per SM, one pass.
+      Two small programs keep more rows in flight per SM than one large one.
     - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
-      blocks (4096 + 1024 / 2048): no masked lanes holding registers.
-    - 4096 with a residual: 4 rows, 8 warps, one program per SM; 8192: 2 rows, 8 warps, one program
-      per SM, 2 stages.
+      blocks (4096 + 1024 / 2048): no masked lanes holding registers. 4096 with a residual: 4 rows,
+      8 warps, one program per SM; 8192 with a residual: 2 rows, 8 warps, one program per SM.
+    - from 4096 columns without a residual, and at 6144 with one: two passes per row (``reload`` 1:
+      the row's dot first, then s and dy read again from cache for ds and dw), 8 warps, 2 programs per
+      SM capped at 128 registers a thread (two programs fill the SM's 65536). Two passes never hold s,
+      dy, w and dw at once, so two such programs fit an SM where a one-pass program of that size did not;
+      at 32768 tokens against the one-pass launches they replace: 4096 211 -> 206 µs, 5120 289 -> 284,
+      6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Rows per tile: 2 up to 6144
+      columns, 1 at 8192; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block.
     - 16384 (searched at 4096-32768 tokens, every launch of 4-32 warps x 1-4 programs per SM x the
-      two-pass options): two passes per row (``reload``: the dot first, then s and dy read again from
-      cache for ds and dw), 1 row, 32 warps, one program per SM; with a residual w is read again too
-      (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled at 16
-      warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a residual),
-      0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row's columns over 2-4
-      programs, each computing the whole row's dot, was 1.1-1.2x slower than this, and left the kernel.
+      two-pass options): two passes, 1 row, 32 warps, one program per SM; with a residual w is read
+      again too (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled
+      at 16 warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a
+      residual), 0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row's columns
+      over 2-4 programs, each computing the whole row's dot, was 1.1-1.2x slower than this.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
-    tail, stages, reload = 0, 2 if residual else 1, 0
-    if block_n <= 4096 or (block_n == 8192 and not pow2):
-        rows, warps, per_sm = max(1, 8192 // block_n), 4, 2
-        if pow2 and block_n == 4096:
-            stages = 2
-            if residual:
-                rows, warps, per_sm = 4, 8, 1
-        elif residual and block_n == 8192:              # not a power of two: 4096 + a tail
-            block_n, tail = 4096, next_pow2(hidden - 4096)
+    tail, stages, reload, maxnreg = 0, 2 if residual else 1, 0, 0
+    exact_tail = not pow2 and block_n == 8192 and hidden - 4096 >= 2048 and not (hidden - 4096) & (hidden - 4097)
+    if block_n <= 2048 or (block_n == 4096 and not pow2):              # one pass, 8192-slot tiles
+        rows, warps, per_sm = 8192 // block_n, 4, 2
+    elif block_n == 4096 and residual:
+        rows, warps, per_sm = 4, 8, 1
+    elif block_n <= 8192 and (not residual or exact_tail):             # two passes, two programs per SM
+        rows = 2 if hidden <= 6144 and not residual else 1
+        warps, per_sm, reload, maxnreg = 8, 2, 1, 128
+        if exact_tail:                                                  # 6144: 4096 + 2048
+            block_n, tail, stages = 4096, hidden - 4096, 2
+    elif block_n == 8192 and not pow2:                                  # 5120, 7168 with a residual: 4096 + a tail
+        block_n, tail, rows, warps, per_sm = 4096, next_pow2(hidden - 4096), 1, 4, 2
     elif block_n == 8192:
-        rows, warps, per_sm, stages = 2, 8, 1, 2
+        rows, warps, per_sm = 2, 8, 1
     else:
         rows, warps, per_sm, stages = 1, 32, 1, 1
         reload = 2 if residual else 1
     tiles = max(1, -(-n_rows // rows))
-    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, per_sm * sm_count)), stages, tail, reload=reload)
+    return TrainLaunch(block_n, rows, warps, max(1, min(tiles, per_sm * sm_count)), stages, tail, reload=reload,
+                       maxnreg=maxnreg)
 
 
 def check_bwd_launch(cfg: TrainLaunch, hidden: int) -> None:
