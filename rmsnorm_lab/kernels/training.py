@@ -78,7 +78,10 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       dy, w and dw at once, so two such programs fit an SM where a one-pass program of that size did not;
       at 32768 tokens against the one-pass launches they replace: 4096 211 -> 206 µs, 5120 289 -> 284,
       6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Rows per tile: 2 up to 6144
-      columns, 1 at 8192; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block.
+      columns, 1 at 8192; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block. Between 6144
+      and 8192 columns with a residual the same launch (one 8192 block, 2 stages): at 7168 + residual
+      the one-pass 4096 + 4096 split reached 65-69% of copy bandwidth (1.3x quack), and this launch was
+      within 1% of the best at both neighbours (6144 and 8192 with a residual).
     - 16384 (searched at 4096-32768 tokens, every launch of 4-32 warps x 1-4 programs per SM x the
       two-pass options): two passes, 1 row, 32 warps, one program per SM; with a residual w is read
       again too (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled
@@ -95,12 +98,12 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
         rows, warps, per_sm = 8192 // block_n, 4, 2
     elif block_n == 4096 and residual:
         rows, warps, per_sm = 4, 8, 1
-    elif block_n <= 8192 and (not residual or exact_tail):             # two passes, two programs per SM
+    elif block_n <= 8192 and (not residual or exact_tail or (not pow2 and hidden > 6144)):    # two passes, 2 per SM
         rows = 2 if hidden <= 6144 and not residual else 1
         warps, per_sm, reload, maxnreg = 8, 2, 1, 128
         if exact_tail:                                                  # 6144: 4096 + 2048
             block_n, tail, stages = 4096, hidden - 4096, 2
-    elif block_n == 8192 and not pow2:                                  # 5120, 7168 with a residual: 4096 + a tail
+    elif block_n == 8192 and not pow2:                                  # 5120, 5376 with a residual: 4096 + a tail
         block_n, tail, rows, warps, per_sm = 4096, next_pow2(hidden - 4096), 1, 4, 2
     elif block_n == 8192:
         rows, warps, per_sm = 2, 8, 1
