@@ -76,3 +76,38 @@ def test_backward_search_grid_without_a_gpu():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"{2 * 2 * len(wide)} launches timed" in p.stdout
+
+
+def test_fp8_static_search_without_a_gpu():
+    """fp8_static_search's launches: the plain table's pick first, then the plain search's candidates,
+    each a valid config; --wide adds geometries; --dry-run counts launches and compile jobs without a GPU."""
+    spec = importlib.util.spec_from_file_location("fp8_static_search", ROOT / "experiments" / "fp8_static_search.py")
+    fs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fs)
+    from rmsnorm_lab.kernels.tables import pick
+    got = fs.launches(16384, 65536, False, 132, False)
+    assert got[0] == pick(16384, 65536, 2, False) and len(got) == len(set(got)) > 4
+    assert len(fs.launches(5120, 4096, True, 132, True)) > len(fs.launches(5120, 4096, True, 132, False))
+    args = fs.parse_args(["--hidden", "5120", "--tokens", "4096", "--residual", "0"])
+    assert len(fs.compile_jobs(args, 132)) == len(fs.launches(5120, 4096, False, 132, False))
+    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "fp8_static_search.py"), "--hidden", "5120",
+                        "--tokens", "4096", "--residual", "0", "--dry-run"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"{len(fs.launches(5120, 4096, False, 132, False))} launches timed" in p.stdout
+
+
+def test_fp8_static_search_smoke_on_cpu(tmp_path):
+    """Each launch checked against the float64 FP8 reference, then timed; peers that cannot run on CPU
+    are skip rows with their reason."""
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "fp8_static_search.py"), "--device", "cpu",
+                        "--hidden", "128", "--tokens", "4", "--budget-ms", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = pd.read_csv(tmp_path / "search.csv")
+    ours = rows[rows["subject"] == "ours"]
+    assert set(ours["status"]) == {"ok"} and set(ours["mode"]) == {"eager", "cold"} and ours["table_pick"].any()
+    assert set(rows.loc[rows["subject"] != "ours", "status"]) == {"skip"}
+    assert rows.loc[rows["status"] == "skip", "error"].str.len().min() > 0

@@ -226,6 +226,30 @@ def test_ours_matches_reference(case):
 
 
 @needs_kernel
+@needs_fp8
+@pytest.mark.parametrize("cfg", [dict(rows=2, warps=2), dict(warps=4, chunk=64), dict(warps=2, reread=True),
+                                 dict(rows=2, warps=2, per_sm=1, evict_last=True),
+                                 dict(warps=2, chunk=64, sum_first=True), dict(warps=2, late_ro=True)])
+@pytest.mark.parametrize("variant", ["fp8-static", "gemma"])
+def test_ours_with_a_given_launch_matches_reference(variant, cfg):
+    """The static-FP8 and Gemma norms with a launch other than the table's (``config``: what a launch
+    search times): one pass, two-pass slices, the row read twice, a grid-stride loop."""
+    from rmsnorm_lab.kernels import variants as kv
+    from rmsnorm_lab.kernels.config import LaunchConfig
+    case = V.VariantCase(variant, 5, 200, "bfloat16", residual=True)
+    inp = V.make_inputs(case, DEVICE, seed=7)
+    c = V.clone_inputs(inp)
+    if variant == "gemma":
+        ret = kv.gemma_rmsnorm(c["x"], c["w"], c["r"], config=LaunchConfig(**cfg))
+    else:
+        ret = kv.rmsnorm_fp8_static(c["x"], c["w"], c["scale"], c["r"], config=LaunchConfig(**cfg))
+    res = V.check(case, inp, ret)
+    assert res.status == "ok", (cfg, res.detail)
+    with pytest.raises(ValueError, match="LaunchConfig"):
+        kv.gemma_rmsnorm(c["x"], c["w"], config="two rows")
+
+
+@needs_kernel
 def test_qk_kernel_writes_in_place_into_the_fused_buffer():
     from rmsnorm_lab.kernels.variants import qk_rmsnorm
     case = V.VariantCase("qk-norm", 3, 2 * 64, "float32", head_dim=64, heads_kv=1, fused_qkv=True)

@@ -191,7 +191,7 @@ def _out(out, x, dtype, name):
 # ---------------------------------------------------------------------------------------------- row norms
 
 def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, scale_ub=None,
-               out=None, residual_out=None, scales=None):
+               out=None, residual_out=None, scales=None, config=None):
     import torch
     _check_float(x, "x")
     _check_cpu(x)
@@ -221,7 +221,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     if n_rows and quant != 2:      # the plain kernel with its launch table, Gemma's offset and a static scale
         from .launch import LAUNCHER
         with on_device(x):
-            LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps,
+            LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps, config=config,
                             variant=(scale if quant else None, w_offset, quant == 1, soft))
     elif n_rows:                   # per-row scales: the whole row before the first store, its own kernel
         p = row_policy(n, n_rows, sm_count(x.device))
@@ -240,15 +240,19 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
     return outs[0] if len(outs) == 1 else outs
 
 
-def gemma_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, residual_out=None):
+def gemma_rmsnorm(x, weight, residual=None, eps: float = 1e-6, *, out=None, residual_out=None, config=None):
     """Gemma's RMSNorm, ``x / rms(x) * (1 + w)`` in fp32, one rounding; with ``residual``: normalizes
-    ``x + residual`` and also returns that sum (``residual_out=residual, out=x`` for in place)."""
-    return _norm_rows(x, weight, residual, eps, w_offset=1.0, out=out, residual_out=residual_out)
+    ``x + residual`` and also returns that sum (``residual_out=residual, out=x`` for in place).
+    ``config``: the plain kernel's launch (a ``LaunchConfig``; None: its table's pick)."""
+    return _norm_rows(x, weight, residual, eps, w_offset=1.0, out=out, residual_out=residual_out, config=config)
 
 
-def rmsnorm_fp8_static(x, weight, scale, residual=None, eps: float = 1e-6, *, out=None, residual_out=None):
-    """RMSNorm then ``y / scale`` saturated to +-448 and stored as float8_e4m3fn (``scale``: fp32, one element)."""
-    return _norm_rows(x, weight, residual, eps, quant=1, scale=scale, out=out, residual_out=residual_out)
+def rmsnorm_fp8_static(x, weight, scale, residual=None, eps: float = 1e-6, *, out=None, residual_out=None,
+                       config=None):
+    """RMSNorm then ``y / scale`` saturated to +-448 and stored as float8_e4m3fn (``scale``: fp32, one element).
+    ``config``: the plain kernel's launch (a ``LaunchConfig``; None: its table's pick)."""
+    return _norm_rows(x, weight, residual, eps, quant=1, scale=scale, out=out, residual_out=residual_out,
+                      config=config)
 
 
 def rmsnorm_fp8_per_token(x, weight, residual=None, eps: float = 1e-6, *, scale_ub=None, out=None,

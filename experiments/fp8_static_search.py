@@ -1,0 +1,205 @@
+"""Which launch of our kernel is fastest for the static-scale FP8 norm, against the peers in one process?
+
+Our static-FP8 norm (``kernels.variants.rmsnorm_fp8_static``) runs the plain kernel with the plain
+(bf16-output) launch table's pick. For each (hidden, tokens, residual) this times, bf16 in and FP8 out,
+the launches the table search would try for the plain norm there (``rmsnorm_lab.tune.candidates``: the
+table's pick, evict-last loads, two-pass slices with each flag, the whole row read twice, persistent
+grids; ``--wide``: every geometry too), first in graph mode, then the fastest ``--top``, the table's
+pick and the peers (FlashInfer's ``rmsnorm_quant`` / ``fused_add_rmsnorm_quant``, vLLM's static-FP8 ops,
+torch.compile) in cold mode too. Each launch's output is checked against the float64 reference first
+(``variants.check``: no element more than one e4m3 step off). The kernels compile first in parallel
+worker processes (Triton's on-disk cache), so the timing process only loads them. Writes ``search.csv``
+(one row per subject, launch, shape and mode) and prints, per shape, the table's pick, the best launch
+and the fastest peer.
+
+    python experiments/fp8_static_search.py --hidden 4096,5120,16384 --tokens 4096,65536 --out /tmp/fs
+    python experiments/fp8_static_search.py --hidden 5120 --tokens 4096 --wide --dry-run
+    TRITON_INTERPRET=1 python experiments/fp8_static_search.py --device cpu --hidden 256 --tokens 8   (smoke)
+
+On ``--device cpu`` (a smoke run under the interpreter) nothing compiles ahead and eager timing stands in
+for graph mode.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import time
+
+FIELDS = ["hidden", "tokens", "residual", "subject", "config", "mode", "us", "pct_copy", "table_pick", "status",
+          "error"]
+PEERS = "flashinfer,vllm,torch-compile"
+EPS = 1e-6
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in str(text).split(",") if v.strip())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", default="4096,5120,16384")
+    p.add_argument("--tokens", default="4096,65536")
+    p.add_argument("--residual", default="0,1", help="0, 1 or 0,1")
+    p.add_argument("--wide", action="store_true", help="every geometry too (tune --wide)")
+    p.add_argument("--peers", default=PEERS, help="variant subjects, comma-separated ('' for none)")
+    p.add_argument("--top", type=int, default=4, help="launches per shape also timed cold")
+    p.add_argument("--workers", type=int, default=12)
+    p.add_argument("--budget-ms", type=float, default=10.0)
+    p.add_argument("--sm", type=int, default=132, help="SM count for --dry-run (a real run asks the GPU)")
+    p.add_argument("--dry-run", action="store_true", help="print the launch and compile-job counts and stop")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run under TRITON_INTERPRET=1")
+    p.add_argument("--out", default="fp8-static-search")
+    args = p.parse_args(argv)
+    args.hidden, args.tokens = _ints(args.hidden), _ints(args.tokens)
+    args.residual = tuple(bool(v) for v in _ints(args.residual))
+    return args
+
+
+def launches(h: int, t: int, res: bool, sms: int, wide: bool) -> list:
+    """The table's pick first, then the plain search's candidates at this shape."""
+    from rmsnorm_lab.kernels.tables import pick
+    from rmsnorm_lab.tune import candidates
+    return candidates(h, t, res, pick(h, t, 2, res), {}, new=True, wide=wide, sms=sms)
+
+
+def compile_jobs(args, sms: int) -> list:
+    jobs = {}
+    for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
+        for c in launches(h, t, res, sms, args.wide):
+            jobs.setdefault((h, res, json.dumps(c.to_dict(compact=True))), None)
+    return list(jobs)
+
+
+def warm(job) -> str | None:
+    """Compile one launch (in a worker) by running it on a few rows; None or the error."""
+    try:
+        import torch
+
+        from rmsnorm_lab.kernels.config import LaunchConfig
+        from rmsnorm_lab.kernels.variants import rmsnorm_fp8_static
+        h, res, cfg = job
+        cfg = LaunchConfig.from_dict(json.loads(cfg))
+        x = torch.randn(max(2, cfg.rows), h, device="cuda", dtype=torch.bfloat16)
+        w = torch.ones(h, device="cuda", dtype=torch.bfloat16)
+        r = torch.randn_like(x) if res else None
+        rmsnorm_fp8_static(x, w, torch.tensor([0.01], device="cuda"), r, EPS, config=cfg)
+        torch.cuda.synchronize()
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"{job}: {type(e).__name__}: {e}"[:300]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.dry_run:
+        total = 0
+        for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
+            n = len(launches(h, t, res, args.sm, args.wide))
+            total += n
+            print(f"{h:6} x {t:6}{' +res' if res else '     '}: {n} launches")
+        print(f"{total} launches timed, {len(compile_jobs(args, args.sm))} compile jobs")
+        return 0
+
+    import multiprocessing as mp
+
+    import torch
+
+    from rmsnorm_lab import variants as V
+    from rmsnorm_lab.bandwidth import measure_copy_bandwidth
+    from rmsnorm_lab.kernels.tables import pick
+    from rmsnorm_lab.kernels.variants import rmsnorm_fp8_static
+    from rmsnorm_lab.prewarm import worker_init
+    from rmsnorm_lab.timing import Runner, time_runner
+
+    os.makedirs(args.out, exist_ok=True)
+    dev = args.device
+    on_gpu = dev.startswith("cuda")
+    first = "graph" if on_gpu else "eager"
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else args.sm
+    if on_gpu and args.workers:
+        jobs = compile_jobs(args, sms)
+        t0 = time.perf_counter()
+        with mp.get_context("spawn").Pool(args.workers, initializer=worker_init) as pool:
+            errs = [e for e in pool.imap_unordered(warm, jobs, chunksize=1) if e]
+        print(f"compiled {len(jobs)} launches in {time.perf_counter() - t0:.0f} s; {len(errs)} failed"
+              + (f" ({errs[0]})" if errs else ""), flush=True)
+    copy = measure_copy_bandwidth(dev)
+    rows_out: list[dict] = []
+
+    def timed(case, inputs, fn, mode, inplace):
+        f2, x, w, r = V.timing_args(case, inputs, fn)
+        return time_runner(Runner(f2, x, w, r, EPS, inplace), mode, dev, budget_ms=args.budget_ms).median_us
+
+    for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
+        t_shape = time.perf_counter()
+        case = V.VariantCase("fp8-static", t, h, "bfloat16", residual=res)
+        inputs = V.make_inputs(case, dev, seed=0)
+        nbytes = V.bytes_moved(case)
+        base = {"hidden": h, "tokens": t, "residual": res}
+        table = pick(h, t, 2, res)
+
+        def row(subject, config, mode, us, status="ok", error=""):
+            pct = round(100 * nbytes / (us * 1e-6) / 1e9 / copy, 1) if us else None
+            rows_out.append({**base, "subject": subject, "config": config, "mode": mode, "us": us, "pct_copy": pct,
+                             "table_pick": config == json.dumps(table.to_dict(compact=True)), "status": status,
+                             "error": error})
+
+        graph, fns = {}, {}
+        for cfg in launches(h, t, res, sms, args.wide):
+            key = json.dumps(cfg.to_dict(compact=True))
+            fn = (lambda x, w, r, scale, eps, c=cfg: rmsnorm_fp8_static(x, w, scale, r, eps, config=c))
+            try:
+                got = V.check(case, inputs, V.call(case, fn, V.clone_inputs(inputs), EPS))
+                if got.status != "ok":
+                    row("ours", key, first, None, "wrong", got.detail[:200])
+                    continue
+                graph[key], fns[key] = timed(case, inputs, fn, first, False), fn
+                row("ours", key, first, round(graph[key], 3))
+            except Exception as e:  # noqa: BLE001 - a launch that fails (registers, resources) is a row
+                row("ours", key, first, None, "error", f"{type(e).__name__}: {e}"[:200])
+        tkey = json.dumps(table.to_dict(compact=True))
+        cold = {}
+        for key in dict.fromkeys(sorted(graph, key=graph.get)[:args.top] + ([tkey] if tkey in graph else [])):
+            cold[key] = timed(case, inputs, fns[key], "cold", False)
+            row("ours", key, "cold", round(cold[key], 3))
+        peer = {}
+        for sub in V.subjects("fp8-static", res, dev, names=[p for p in args.peers.split(",") if p]):
+            if not sub.support:
+                row(sub.name, "", "", None, "skip", sub.support.reason)
+                continue
+            try:
+                got = V.check(case, inputs, V.call(case, sub.fn, V.clone_inputs(inputs), EPS))
+                if got.status != "ok":
+                    row(sub.name, "", "", None, "wrong", got.detail[:200])
+                    continue
+                for mode in (first, "cold"):
+                    us = timed(case, inputs, sub.fn, mode, sub.inplace)
+                    peer[(sub.name, mode)] = us
+                    row(sub.name, "", mode, round(us, 3))
+            except Exception as e:  # noqa: BLE001
+                row(sub.name, "", "", None, "error", f"{type(e).__name__}: {e}"[:200])
+        if cold:
+            bc = min(cold, key=cold.get)
+            pc = min([v for (n, m), v in peer.items() if m == "cold"] or [math.nan])
+            pg = min([v for (n, m), v in peer.items() if m == first] or [math.nan])
+            print(f"{h:6} x {t:6}{' +res' if res else '     '}  table {cold.get(tkey, math.nan):8.1f} / "
+                  f"{graph.get(tkey, math.nan):8.1f}  best {cold[bc]:8.1f} / {graph[bc]:8.1f} {bc}  peers "
+                  f"{pc:8.1f} / {pg:8.1f}  best/peer {cold[bc] / pc:.3f} / {graph[bc] / pg:.3f}  "
+                  f"({len(graph)} launches, {time.perf_counter() - t_shape:.0f} s)", flush=True)
+        with open(os.path.join(args.out, "search.csv"), "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=FIELDS)
+            wr.writeheader()
+            wr.writerows(rows_out)
+        del inputs
+        if on_gpu:
+            torch.cuda.empty_cache()
+    print(f"copy {copy:.0f} GB/s; {torch.cuda.get_device_name(0) if on_gpu else dev}; cold / {first} µs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
