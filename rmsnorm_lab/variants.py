@@ -425,15 +425,22 @@ def _compiled(fn):
 # ---------------------------------------------------------------------------------------------- ours
 
 def _ours(variant):
+    """Our kernels; with a residual in place, as the plain entry and vLLM / FlashInfer: r <- x + r (and for
+    Gemma x <- the norm). A new residual in fresh memory costs L2 space: at shapes whose x and r fit in
+    L2, the plain kernel out of place was up to 1.76x slower in graph mode (experiments/INDEX.md, write
+    paths)."""
     from .kernels import variants as kv
 
     if variant == "gemma":
-        return kv.gemma_rmsnorm
+        def gemma(x, w, r, eps):
+            return kv.gemma_rmsnorm(x, w, eps=eps) if r is None else kv.gemma_rmsnorm(x, w, r, eps, out=x,
+                                                                                        residual_out=r)
+        return gemma
     if variant == "qk-norm":
         return kv.qk_rmsnorm
     if variant == "fp8-static":
-        return lambda x, w, r, scale, eps: kv.rmsnorm_fp8_static(x, w, scale, r, eps)
-    return lambda x, w, r, scale_ub, eps: kv.rmsnorm_fp8_per_token(x, w, r, eps, scale_ub=scale_ub)
+        return lambda x, w, r, scale, eps: kv.rmsnorm_fp8_static(x, w, scale, r, eps, residual_out=r)
+    return lambda x, w, r, scale_ub, eps: kv.rmsnorm_fp8_per_token(x, w, r, eps, scale_ub=scale_ub, residual_out=r)
 
 
 def _ours_unfused(variant):
@@ -593,7 +600,7 @@ class Subject:
 
 # name -> (role, variants, needs, residual form, inplace with residual, loader, note)
 _ENTRIES = {
-    "ours": ("ours", VARIANTS, ("triton",), True, False, _ours, "one fused pass, fp32 math"),
+    "ours": ("ours", VARIANTS, ("triton",), True, True, _ours, "one fused pass, fp32 math; the residual in place"),
     "torch": ("baseline", VARIANTS, (), True, False, lambda v: TORCH_FNS[v], "HF-style eager torch"),
     "torch-compile": ("peer", VARIANTS, (), True, False, lambda v: _compiled(TORCH_FNS[v]),
                       "torch.compile(dynamic=False) of the eager torch subject"),
