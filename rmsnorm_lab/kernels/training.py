@@ -67,8 +67,9 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     rows 1-16 x warps 4-32 x 1, 2 or 4 programs per SM x 1-2 pipeline stages x one or two column
     blocks x one or two passes per row), the fastest launches were:
 
-    - up to 2048 columns: tiles of 8192 slots (4 rows at 2048), 4 warps, 2 programs per SM, one pass.
-      Two small programs keep more rows in flight per SM than one large one.
+    - up to 2048 columns, and widths between 2048 and 4096 (2560, 3584: 2 rows): tiles of 8192 slots
+      (4 rows at 2048), 4 warps, 2 programs per SM, one pass. Two small programs keep more rows in
+      flight per SM than one large one.
     - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
       blocks (4096 + 1024 / 2048): no masked lanes holding registers. 4096 with a residual: 4 rows,
       8 warps, one program per SM; 8192 with a residual: 2 rows, 8 warps, one program per SM.
@@ -78,7 +79,7 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       dy, w and dw at once, so two such programs fit an SM where a one-pass program of that size did not;
       at 32768 tokens against the one-pass launches they replace: 4096 211 -> 206 µs, 5120 289 -> 284,
       6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Rows per tile: 2 up to 6144
-      columns, 1 at 8192; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block. Between 6144
+      columns without a residual, else 1; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block. Between 6144
       and 8192 columns with a residual the same launch (one 8192 block, 2 stages): at 7168 + residual
       the one-pass 4096 + 4096 split reached 65-69% of copy bandwidth (1.3x quack), and this launch was
       within 1% of the best at both neighbours (6144 and 8192 with a residual).
