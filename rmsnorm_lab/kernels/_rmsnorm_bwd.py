@@ -80,6 +80,28 @@ def rmsnorm_bwd_kernel(
 
 
 @triton.jit
+def _load_block(s_at, dy_at, mask, EVICT: tl.constexpr):
+    """s and dy of one column block of a row tile (their addresses), widened to fp32."""
+    s = tl.load(s_at, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    return s, dy
+
+
+@triton.jit
+def _store_grads(s, dy, w, rstd, c, DRO, DS, rows, mask, bcols, stride_dro, stride_ds, HAS_DRES: tl.constexpr,
+                 EVICT: tl.constexpr):
+    """ds of one column block (from its s, dy, w and the rows' c = mean(g * xhat)), stored; returns the
+    block's dw contribution, sum over the tile's rows of dy * xhat."""
+    xhat = s * rstd[:, None]
+    ds = (dy * w[None, :] - xhat * c[:, None]) * rstd[:, None]
+    if HAS_DRES:
+        ds += tl.load(DRO + rows[:, None] * stride_dro + bcols[None, :], mask=mask, other=0.0,
+                      eviction_policy=EVICT).to(tl.float32)
+    tl.store(DS + rows[:, None] * stride_ds + bcols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
+    return tl.sum(dy * xhat, axis=0)
+
+
+@triton.jit
 def _bwd_one_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_dro, stride_ds, n_rows,
                   N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, HAS_DRES: tl.constexpr,
                   STAGES: tl.constexpr, TAIL: tl.constexpr):
@@ -103,33 +125,21 @@ def _bwd_one_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
         xhat = s * rstd[:, None]
-        g = dy * w[None, :]
-        dot = tl.sum(g * xhat, axis=1)
+        dot = tl.sum((dy * w[None, :]) * xhat, axis=1)
         if TAIL > 0:
             tmask = row_ok[:, None] & t_ok[None, :]
             st = tl.load(S + rows[:, None] * stride_s + tcols[None, :], mask=tmask, other=0.0).to(tl.float32)
             dyt = tl.load(DY + rows[:, None] * stride_dy + tcols[None, :], mask=tmask, other=0.0).to(tl.float32)
             xhatt = st * rstd[:, None]
-            gt = dyt * wt[None, :]
-            dot += tl.sum(gt * xhatt, axis=1)
+            dot += tl.sum((dyt * wt[None, :]) * xhatt, axis=1)
         c = dot / N
-        ds = (g - xhat * c[:, None]) * rstd[:, None]
-        if HAS_DRES:
-            ds += tl.load(DRO + rows[:, None] * stride_dro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(DS + rows[:, None] * stride_ds + cols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
-        dw += tl.sum(dy * xhat, axis=0)
+        dw += _store_grads(s, dy, w, rstd, c, DRO, DS, rows, mask, cols, stride_dro, stride_ds, HAS_DRES, "")
         if TAIL > 0:
-            dst = (gt - xhatt * c[:, None]) * rstd[:, None]
-            if HAS_DRES:
-                dst += tl.load(DRO + rows[:, None] * stride_dro + tcols[None, :], mask=tmask,
-                               other=0.0).to(tl.float32)
-            tl.store(DS + rows[:, None] * stride_ds + tcols[None, :], dst.to(DS.dtype.element_ty), mask=tmask)
-            dwt += tl.sum(dyt * xhatt, axis=0)
+            dwt += _store_grads(st, dyt, wt, rstd, c, DRO, DS, rows, tmask, tcols, stride_dro, stride_ds,
+                                HAS_DRES, "")
     tl.store(DW_PART + pid.to(tl.int64) * N + cols, dw, mask=col_ok)
     if TAIL > 0:
         tl.store(DW_PART + pid.to(tl.int64) * N + tcols, dwt, mask=t_ok)
-
-
 
 
 @triton.jit
@@ -160,8 +170,7 @@ def _bwd_two_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_
         if RELOAD == 2:
             w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
         # pass 1: the row's dot
-        s = tl.load(s_at, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        s, dy = _load_block(s_at, dy_at, mask, "evict_last")
         dot = tl.sum((dy * w[None, :]) * (s * rstd[:, None]), axis=1)
         if TAIL > 0:
             tmask = row_ok[:, None] & t_ok[None, :]
@@ -169,34 +178,21 @@ def _bwd_two_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_
             dyt_at = DY + rows[:, None] * stride_dy + tcols[None, :]
             if RELOAD == 2:
                 wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
-            st = tl.load(st_at, mask=tmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            dyt = tl.load(dyt_at, mask=tmask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            st, dyt = _load_block(st_at, dyt_at, tmask, "evict_last")
             dot += tl.sum((dyt * wt[None, :]) * (st * rstd[:, None]), axis=1)
         c = dot / N
         # pass 2: s and dy again, ds and dw
-        s = tl.load(s_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-        dy = tl.load(dy_at, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        s, dy = _load_block(s_at, dy_at, mask, "evict_first")
         if RELOAD == 2:
             w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-        xhat = s * rstd[:, None]
-        ds = (dy * w[None, :] - xhat * c[:, None]) * rstd[:, None]
-        if HAS_DRES:
-            ds += tl.load(DRO + rows[:, None] * stride_dro + cols[None, :], mask=mask, other=0.0,
-                          eviction_policy="evict_first").to(tl.float32)
-        tl.store(DS + rows[:, None] * stride_ds + cols[None, :], ds.to(DS.dtype.element_ty), mask=mask)
-        dw += tl.sum(dy * xhat, axis=0)
+        dw += _store_grads(s, dy, w, rstd, c, DRO, DS, rows, mask, cols, stride_dro, stride_ds, HAS_DRES,
+                           "evict_first")
         if TAIL > 0:
-            st = tl.load(st_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            dyt = tl.load(dyt_at, mask=tmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            st, dyt = _load_block(st_at, dyt_at, tmask, "evict_first")
             if RELOAD == 2:
                 wt = tl.load(W + tcols, mask=t_ok, other=0.0).to(tl.float32)
-            xhatt = st * rstd[:, None]
-            dst = (dyt * wt[None, :] - xhatt * c[:, None]) * rstd[:, None]
-            if HAS_DRES:
-                dst += tl.load(DRO + rows[:, None] * stride_dro + tcols[None, :], mask=tmask, other=0.0,
-                               eviction_policy="evict_first").to(tl.float32)
-            tl.store(DS + rows[:, None] * stride_ds + tcols[None, :], dst.to(DS.dtype.element_ty), mask=tmask)
-            dwt += tl.sum(dyt * xhatt, axis=0)
+            dwt += _store_grads(st, dyt, wt, rstd, c, DRO, DS, rows, tmask, tcols, stride_dro, stride_ds,
+                                HAS_DRES, "evict_first")
     tl.store(DW_PART + pid.to(tl.int64) * N + cols, dw, mask=col_ok)
     if TAIL > 0:
         tl.store(DW_PART + pid.to(tl.int64) * N + tcols, dwt, mask=t_ok)
