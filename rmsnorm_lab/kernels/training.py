@@ -94,16 +94,15 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
     tail, stages, reload, maxnreg = 0, 2 if residual else 1, 0, 0
-    exact_tail = not pow2 and block_n == 8192 and hidden - 4096 >= 2048 and not (hidden - 4096) & (hidden - 4097)
     if block_n <= 2048 or (block_n == 4096 and not pow2):              # one pass, 8192-slot tiles
         rows, warps, per_sm = 8192 // block_n, 4, 2
     elif block_n == 4096 and residual:
         rows, warps, per_sm = 4, 8, 1
-    elif block_n <= 8192 and (not residual or exact_tail or (not pow2 and hidden > 6144)):    # two passes, 2 per SM
+    elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
         rows = 2 if hidden <= 6144 and not residual else 1
         warps, per_sm, reload, maxnreg = 8, 2, 1, 128
-        if exact_tail:                                                  # 6144: 4096 + 2048
-            block_n, tail, stages = 4096, hidden - 4096, 2
+        if hidden == 6144:                                              # 4096 + 2048 columns, none masked
+            block_n, tail, stages = 4096, 2048, 2
     elif block_n == 8192 and not pow2:                                  # 5120, 5376 with a residual: 4096 + a tail
         block_n, tail, rows, warps, per_sm = 4096, next_pow2(hidden - 4096), 1, 4, 2
     elif block_n == 8192:
