@@ -432,10 +432,7 @@ def _ours(variant):
     from .kernels import variants as kv
 
     if variant == "gemma":
-        def gemma(x, w, r, eps):
-            return kv.gemma_rmsnorm(x, w, eps=eps) if r is None else kv.gemma_rmsnorm(x, w, r, eps, out=x,
-                                                                                        residual_out=r)
-        return gemma
+        return lambda x, w, r, eps: kv.gemma_rmsnorm(x, w, r, eps, out=None if r is None else x, residual_out=r)
     if variant == "qk-norm":
         return kv.qk_rmsnorm
     if variant == "fp8-static":
