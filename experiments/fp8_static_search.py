@@ -18,6 +18,13 @@ and the fastest peer.
 
 On ``--device cpu`` (a smoke run under the interpreter) nothing compiles ahead and eager timing stands in
 for graph mode.
+
+``--table-from DIR [DIR ...] --write FILE`` turns search folders (``search.csv`` and ``meta.json``) into the
+static FP8 norm's launch table (``rmsnorm_lab/kernels/tables/<gpu>.fp8-static.json``): per shape the launch
+with the smallest ``max(cold / fastest peer cold, graph / fastest peer graph)`` among those timed in both
+modes (the fastest peer of the same folder and mode).
+
+    python experiments/fp8_static_search.py --table-from /tmp/fs /tmp/fs2 --write rmsnorm_lab/kernels/tables/nvidia-h200.fp8-static.json
 """
 from __future__ import annotations
 
@@ -53,7 +60,11 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the launch and compile-job counts and stop")
     p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run under TRITON_INTERPRET=1")
     p.add_argument("--out", default="fp8-static-search")
+    p.add_argument("--table-from", nargs="+", metavar="DIR", help="search folders to make a launch table of")
+    p.add_argument("--write", metavar="FILE", help="with --table-from: the table file to write")
     args = p.parse_args(argv)
+    if bool(args.table_from) != bool(args.write):
+        p.error("--table-from and --write go together")
     args.hidden, args.tokens = _ints(args.hidden), _ints(args.tokens)
     args.residual = tuple(bool(v) for v in _ints(args.residual))
     return args
@@ -93,8 +104,70 @@ def warm(job) -> str | None:
         return f"{job}: {type(e).__name__}: {e}"[:300]
 
 
+def best_launches(rows: list[dict]) -> dict:
+    """{(hidden, tokens, residual): (config json, score, cold ratio, graph ratio)} from one folder's rows:
+    the launch of ours with the smallest max(cold, graph) ratio to the fastest peer in that mode."""
+    by_shape: dict = {}
+    for r in rows:
+        if r["status"] != "ok" or not r["us"]:
+            continue
+        k = (int(r["hidden"]), int(r["tokens"]), str(r["residual"]) in ("True", "1", "true"))
+        d = by_shape.setdefault(k, {"ours": {}, "peer": {}})
+        us = float(r["us"])
+        if r["subject"] == "ours":
+            d["ours"].setdefault(r["config"], {})[r["mode"]] = us
+        else:
+            d["peer"][r["mode"]] = min(us, d["peer"].get(r["mode"], math.inf))
+    out = {}
+    for k, d in by_shape.items():
+        pc, pg = d["peer"].get("cold"), d["peer"].get("graph")
+        if not pc or not pg:
+            continue
+        scored = [(max(t["cold"] / pc, t["graph"] / pg), cfg, t["cold"] / pc, t["graph"] / pg)
+                  for cfg, t in d["ours"].items() if "cold" in t and "graph" in t]
+        if scored:
+            s, cfg, c, g = min(scored)
+            out[k] = (cfg, s, c, g)
+    return out
+
+
+def write_table(folders: list[str], path: str) -> int:
+    """The static FP8 norm's launch table from search folders (see the module doc)."""
+    from rmsnorm_lab.kernels.tables import dump_table, parse_configs, table_key
+    configs, searched, metas = {}, [], []
+    for folder in folders:
+        with open(os.path.join(folder, "search.csv"), newline="") as f:
+            best = best_launches(list(csv.DictReader(f)))
+        with open(os.path.join(folder, "meta.json")) as f:
+            metas.append(json.load(f))
+        for (h, t, res), (cfg, s, c, g) in sorted(best.items()):
+            key = table_key(h, t, res)
+            configs[key] = json.loads(cfg)
+            searched.append(f"{key} {s:.3f} (cold {c:.3f}, graph {g:.3f})")
+    parse_configs(configs, path)
+    devices = sorted({m["device"] for m in metas})
+    if len(devices) != 1:
+        raise SystemExit(f"--table-from: folders from different GPUs ({', '.join(devices)})")
+    meta = {"device": devices[0], "variant": "fp8-static",
+            "sms": metas[0].get("sms"), "triton": sorted({m.get("triton") for m in metas}),
+            "torch": sorted({m.get("torch") for m in metas}), "date": max(m.get("date", "") for m in metas),
+            "how": [m.get("command") for m in metas],
+            "selection": "per searched shape, bf16 in, FP8 out: the launch (of the plain search's candidates, "
+                         "tune --wide) with the smallest max(cold / fastest peer cold, graph / fastest peer graph), "
+                         "peers timed in the same process (experiments/fp8_static_search.py --table-from)",
+            "schema": "configs: {'<hidden>:<tokens bucket>:<residual>': LaunchConfig fields that differ from the "
+                      "defaults} (rmsnorm_lab/kernels/config.py), as the plain tables",
+            "searched": searched, "configs": configs}
+    with open(path, "w") as f:
+        f.write(dump_table(meta))
+    print(f"{path}: {len(configs)} entries from {', '.join(folders)}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table_from:
+        return write_table(args.table_from, args.write)
     if args.dry_run:
         total = 0
         for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
@@ -118,6 +191,15 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     dev = args.device
     on_gpu = dev.startswith("cuda")
+    import sys
+
+    import triton
+    with open(os.path.join(args.out, "meta.json"), "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(0) if on_gpu else dev,
+                   "sms": torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else None,
+                   "torch": torch.__version__, "triton": triton.__version__,
+                   "date": time.strftime("%Y-%m-%d"),
+                   "command": "python experiments/fp8_static_search.py " + " ".join(sys.argv[1:])}, f, indent=1)
     first = "graph" if on_gpu else "eager"
     sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else args.sm
     if on_gpu and args.workers:

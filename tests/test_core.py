@@ -513,15 +513,20 @@ TABLE_FILES = sorted(kt.TABLES_DIR.glob("*.json"))
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=lambda p: p.name)
 def test_launch_table_entries_parse(path):
-    """Every committed table (the default one and each device's own) parses in the one schema (named
-    LaunchConfig fields, only those that differ from the defaults), and the device it names reads it."""
+    """Every committed table (the default one, each device's own and a device's variant table) parses in the
+    one schema (named LaunchConfig fields, only those that differ from the defaults), and the device it names
+    reads it (for its variant, if it has one)."""
     from rmsnorm_lab.device import slug
     kt.use_table(None)
     raw = json.loads(path.read_text())
-    device = raw["device"]
-    assert path == kt.DEFAULT_TABLE or slug(device) == path.stem, (path, device)
-    assert kt.table_path(device) == path
-    table = kt.load_table(device)
+    device, variant = raw["device"], raw.get("variant")
+    if variant:
+        assert path.name == f"{slug(device)}.{variant}.json" and kt.variant_table_path(device, variant) == path
+        table = kt.parse_configs(raw["configs"])
+    else:
+        assert path == kt.DEFAULT_TABLE or slug(device) == path.stem, (path, device)
+        assert kt.table_path(device) == path
+        table = kt.load_table(device)
     assert sorted(table) == sorted(raw["configs"]) and len(table) > 0
     defaults = LaunchConfig().to_dict()
     for key, entry in raw["configs"].items():
@@ -534,7 +539,7 @@ def test_launch_table_entries_parse(path):
         assert isinstance(cfg, LaunchConfig) and cfg.to_dict(compact=True) == entry
         assert LaunchConfig.from_legacy(cfg.legacy()) == cfg                 # the old positional form round-trips
         assert cfg.pdl and cfg.lean                                          # A/B variants stay in the defaults
-        assert kt.pick(hidden, bucket, 2, bool(res), device) == cfg
+        assert kt.pick(hidden, bucket, 2, bool(res), device, variant=variant) == cfg
     assert {"device", "date", "triton", "torch", "how", "schema"} <= set(raw)   # provenance kept
 
 
@@ -813,3 +818,33 @@ def test_written_reading_counts_ties_for_first(monkeypatch):
                          "us_median": t, "us_p20": t, "us_p80": t, "correct": True, "error": ""})
     text = written_reading(pd.DataFrame(rows))
     assert "ours (triton) is fastest on 2 of 2 shapes (1 of them tied on the median with another; " in text
+
+
+def test_variant_table_first_then_the_plain_table():
+    """The static FP8 norm's own table on the H200: its own key, its nearest entry (adapted), else the plain
+    table's pick; other GPUs (and CPU tensors) read the plain table. The file parses and says how it was made."""
+    from rmsnorm_lab.kernels import tables as kt
+    gpu = "NVIDIA H200"
+    path = kt.variant_table_path(gpu, "fp8-static")
+    assert path is not None and path.name == "nvidia-h200.fp8-static.json"
+    meta = json.loads(path.read_text())
+    own = kt.parse_configs(meta["configs"])
+    assert meta["device"] == gpu and meta["variant"] == "fp8-static" and meta["selection"] and meta["searched"]
+    key = "5120:65536:0"
+    assert kt.pick_explained(5120, 65536, 2, False, gpu, variant="fp8-static") == (own[key], f"fp8-static table {key}")
+    cfg, why = kt.pick_explained(5120, 40000, 2, False, gpu, variant="fp8-static")     # bucket 65536: its own key
+    assert why == f"fp8-static table {key}"
+    cfg, why = kt.pick_explained(5120, 9000, 2, False, gpu, variant="fp8-static")      # bucket 16384: nearest
+    assert why.startswith("fp8-static nearest 5120:")
+    assert kt.pick_explained(256, 64, 2, False, gpu, variant="fp8-static") == kt.pick_explained(256, 64, 2, False, gpu)
+    # far from the searched token counts (a decode batch): the plain table, not a borrowed large-batch pick
+    assert kt.pick_explained(5120, 1, 2, True, gpu, variant="fp8-static") == kt.pick_explained(5120, 1, 2, True, gpu)
+    assert kt.pick_explained(5120, 128, 2, False, gpu, variant="fp8-static")[1].startswith("table ")
+    assert kt.pick_explained(5120, 300, 2, False, gpu, variant="fp8-static")[1] == "fp8-static nearest 5120:1024:0"
+    assert kt.variant_table_path(None, "fp8-static") is None
+    assert kt.variant_table_path("NVIDIA H100 80GB HBM3", "fp8-static") is None
+    assert kt.pick(5120, 65536, 2, False, "NVIDIA H100 80GB HBM3", variant="fp8-static") == \
+        kt.pick(5120, 65536, 2, False, "NVIDIA H100 80GB HBM3")
+    with pytest.raises(ValueError, match="variant"):
+        kt.variant_table_path(gpu, "gemma")
+    assert "fp8-static" in kt.table_info(gpu)["variant_tables"]

@@ -111,3 +111,31 @@ def test_fp8_static_search_smoke_on_cpu(tmp_path):
     assert set(ours["status"]) == {"ok"} and set(ours["mode"]) == {"eager", "cold"} and ours["table_pick"].any()
     assert set(rows.loc[rows["subject"] != "ours", "status"]) == {"skip"}
     assert rows.loc[rows["status"] == "skip", "error"].str.len().min() > 0
+
+
+def test_fp8_static_table_from_search_rows(tmp_path):
+    """--table-from: per shape the launch with the smallest max(cold, graph) ratio to the fastest peer, among
+    launches timed in both modes; the table file parses in the tables' schema and keeps the provenance."""
+    import json
+    spec = importlib.util.spec_from_file_location("fp8_static_search", ROOT / "experiments" / "fp8_static_search.py")
+    fs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fs)
+    a, b, c = '{"warps": 8, "chunk": 1024}', '{"warps": 16}', '{"warps": 32}'
+    rows = [dict(hidden=5120, tokens=65536, residual="False", subject=s, config=cfg, mode=m, us=us, status="ok")
+            for s, cfg, m, us in [("ours", a, "graph", 100), ("ours", a, "cold", 110),
+                                  ("ours", b, "graph", 90), ("ours", b, "cold", 130),    # best graph, poor cold
+                                  ("ours", c, "graph", 80),                              # graph only: not eligible
+                                  ("flashinfer", "", "graph", 95), ("flashinfer", "", "cold", 105),
+                                  ("vllm", "", "cold", 100), ("vllm", "", "graph", 99)]]
+    best = fs.best_launches(rows)
+    assert best[(5120, 65536, False)][0] == a and best[(5120, 65536, False)][1] == pytest.approx(110 / 100)
+    pd.DataFrame(rows).to_csv(tmp_path / "search.csv", index=False)
+    (tmp_path / "meta.json").write_text(json.dumps({"device": "GPU X", "sms": 1, "torch": "t", "triton": "3",
+                                                    "date": "2026-12-01", "command": "python ..."}))
+    out = tmp_path / "gpu-x.fp8-static.json"
+    assert fs.main(["--table-from", str(tmp_path), "--write", str(out)]) == 0
+    meta = json.loads(out.read_text())
+    assert meta["configs"] == {"5120:65536:0": json.loads(a)} and meta["device"] == "GPU X"
+    assert meta["variant"] == "fp8-static" and meta["searched"][0].startswith("5120:65536:0 1.100")
+    with pytest.raises(SystemExit):
+        fs.parse_args(["--table-from", str(tmp_path)])

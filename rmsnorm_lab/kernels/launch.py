@@ -120,7 +120,8 @@ class Launcher:
         has_res = r2 is not None
         on_cuda = x2.is_cuda
         cfg = (as_config(config) if config is not None else
-               pick(n, n_rows, x2.element_size(), has_res, self.device_name(x2.device) if on_cuda else None))
+               pick(n, n_rows, x2.element_size(), has_res, self.device_name(x2.device) if on_cuda else None,
+                    variant="fp8-static" if variant is not None and variant[2] else None))
         # on CPU (the interpreter) a nominal 2 SMs, so tests walk the grid-stride loop
         grid0 = grid_programs(n_rows, cfg.rows, cfg.per_sm,
                               (self.sm_count(x2.device) if on_cuda else 2) if cfg.per_sm else 0)

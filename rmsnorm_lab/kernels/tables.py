@@ -8,6 +8,10 @@ for your shapes) holds only some keys: lookups try it first, then the GPU's tabl
 an overlay in the user's tables folder (``user_dir()``), which every process on that GPU then reads.
 
 A shape without a key of its own borrows the nearest entry (``nearest``, ``adapt``), else the heuristic.
+
+A norm variant that runs the plain kernel with a different epilogue (the static-scale FP8 norm writes one
+byte an element) may have a table of its own, ``tables/<gpu slug>.<variant>.json`` (same schema, searched
+for that variant): its lookups try that table's own key and nearest entry, then the plain table.
 """
 from __future__ import annotations
 
@@ -248,19 +252,45 @@ def adapt(cfg: LaunchConfig, from_hidden: int, hidden: int) -> LaunchConfig:
     return cfg.replace(**changes)
 
 
+VARIANT_TOKEN_REACH = 4    # a variant table's entry serves token buckets up to this factor from its own
+
+
+def _near_tokens(table: dict, tokens: int) -> dict:
+    """The entries of a variant table whose token bucket is within VARIANT_TOKEN_REACH of the shape's.
+
+    A variant table is searched at a few token counts; its picks (two passes over column slices without a
+    residual, for the static FP8 norm) win where the grid fills the GPU many times over. Far below that (a
+    1024-token entry for a decode batch of 1-128 rows) a borrowed pick was measured slower than the plain
+    table's own small-batch entry (5120 x 1 + residual: 1.31x FlashInfer cold against about 1.0x), so such
+    shapes read the plain table."""
+    b = tokens_bucket(tokens)
+    return {k: v for k, v in table.items()
+            if max(b, int(k.split(":")[1])) <= VARIANT_TOKEN_REACH * min(b, int(k.split(":")[1]))}
+
+
 def pick_explained(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
-                   table: dict | None = None) -> tuple:
+                   table: dict | None = None, variant: str | None = None) -> tuple:
     """(LaunchConfig, where it came from): the table's own entry for the shape's key ("table <key>"), else
     the nearest entry adapted to the shape ("nearest <key>", see ``nearest`` and ``adapt``), else the
     heuristic ("heuristic"). Without ``table``, the GPU's table and each shape's pick are remembered until the
-    tables change (use_table, install_overlay): a launch's lookup is one dict access, no file is touched."""
+    tables change (use_table, install_overlay): a launch's lookup is one dict access, no file is touched.
+    ``variant`` (one of VARIANT_TABLES): the GPU's table for that variant first ("fp8-static table <key>",
+    "fp8-static nearest <key>"), then as without it."""
     if table is None:
-        memo = (hidden, tokens, itemsize, bool(residual), gpu_name)
+        memo = (hidden, tokens, itemsize, bool(residual), gpu_name, variant)
         got = STORE.picks.get(memo)
         if got is None:
             if len(STORE.picks) >= MAX_PICKS:
                 STORE.picks.clear()
-            got = STORE.picks[memo] = pick_explained(hidden, tokens, itemsize, residual, table=load_table(gpu_name))
+            got = None
+            vpath = variant_table_path(gpu_name, variant) if variant else None
+            if vpath is not None:
+                vt = _near_tokens(STORE.read(vpath)["configs"], tokens)
+                cfg, why = pick_explained(hidden, tokens, itemsize, residual, table=vt)
+                got = (cfg, f"{variant} {why}") if why != "heuristic" else None
+            if got is None:
+                got = pick_explained(hidden, tokens, itemsize, residual, table=load_table(gpu_name))
+            STORE.picks[memo] = got
         return got
     key = table_key(hidden, tokens, residual)
     cfg = table.get(key)
@@ -274,9 +304,23 @@ def pick_explained(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_
 
 
 def pick(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
-         table: dict | None = None) -> LaunchConfig:
+         table: dict | None = None, variant: str | None = None) -> LaunchConfig:
     """The launch config of a shape on a GPU (``pick_explained`` without the why)."""
-    return pick_explained(hidden, tokens, itemsize, residual, gpu_name, table)[0]
+    return pick_explained(hidden, tokens, itemsize, residual, gpu_name, table, variant)[0]
+
+
+VARIANT_TABLES = ("fp8-static",)      # variants of the plain kernel that may have a table of their own
+
+
+def variant_table_path(gpu_name: str | None, variant: str) -> Path | None:
+    """``tables/<gpu slug>.<variant>.json`` if this GPU has a table for the variant, else None."""
+    if variant not in VARIANT_TABLES:
+        raise ValueError(f"variant: expected one of {', '.join(VARIANT_TABLES)}, got {variant!r}")
+    if not gpu_name:
+        return None
+    from ..device import slug
+    p = TABLES_DIR / f"{slug(gpu_name)}.{variant}.json"
+    return p if p.is_file() else None
 
 
 def table_info(gpu_name: str | None = None) -> dict:
@@ -290,6 +334,10 @@ def table_info(gpu_name: str | None = None) -> dict:
             "tuned_on": ov["meta"].get("device"), "own": bool(gpu_name) and ov["meta"].get("device") == gpu_name}
         return {**info, "override": True}
     info = _file_info(table_path(gpu_name), gpu_name)
+    for v in VARIANT_TABLES:
+        vp = variant_table_path(gpu_name, v)
+        if vp is not None:
+            info.setdefault("variant_tables", {})[v] = _file_info(vp, gpu_name)
     user = user_overlay_path(gpu_name)
     if user is not None:
         info["user_overlay"] = _file_info(user, gpu_name)
