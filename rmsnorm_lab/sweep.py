@@ -258,6 +258,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
             for k in ("err_dw", "fp8_frac_off", "scale_err"):
                 if k in chk:
                     row[k] = chk[k]
+            oom = False
             try:
                 runner = Runner(fn, x, w, r, cfg.eps, inplace)
                 with phases.timed(f"time_{m}:{name}"):
@@ -286,8 +287,9 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                 row.update(status="skip", error=str(e))
             except Exception as e:  # noqa: BLE001
                 row.update(status="error", error=f"{type(e).__name__}: {e}".strip()[:500])
-                if _is_oom(e):
-                    _free(dev)
+                oom = _is_oom(e)
+            if oom:    # after the except block: its traceback holds the failed point's tensors until then
+                _free(dev)
             emit(row)
 
     def error_rows(common, todo, e):
@@ -334,8 +336,11 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                         except Exception as e:  # noqa: BLE001 - becomes an error row
                             error_rows(common, todo, e)
                             p = None
-                            if _is_oom(e):
-                                _free(dev)
+                            oom = _is_oom(e)
+                        else:
+                            oom = False
+                        if oom:    # freed after the except block (its traceback holds the point's tensors)
+                            _free(dev)
                         if p is not None:
                             time_modes(common, todo, case, pass_, p.fn, p.x, p.w, p.r, p.inplace, p.nbytes,
                                        p.setup_s, p.check)
@@ -373,7 +378,11 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                         chk = check_impl(name, case, dev, cfg.seed + ci, cfg.eps, inputs=inputs) if cfg.check else {}
                 except Exception as e:  # noqa: BLE001 - becomes an error row
                     error_rows(common, todo, e)
-                    if _is_oom(e):
+                    failed, oom = True, _is_oom(e)
+                else:
+                    failed = oom = False
+                if failed:
+                    if oom:    # freed after the except block (its traceback holds the point's tensors)
                         inputs = None
                         _free(dev)
                     if bar:

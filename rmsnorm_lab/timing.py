@@ -225,6 +225,12 @@ def _graph_capturer(runner):
 
     def capture(n):
         runner.restore()
+        # A capture allocates from the graph's own pool, and while a capture is under way the caching
+        # allocator does not give the general pool's cached blocks back to the driver when that pool runs
+        # short: after the warm-up calls of a large point (and the checks before them) those blocks can
+        # hold most of the GPU, and the capture fails with "out of memory" though 100+ GiB are "reserved
+        # but unallocated". Give them back first.
+        torch.cuda.empty_cache()
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             for _ in range(n):

@@ -96,3 +96,46 @@ def test_drop_graph_keeps_a_copy_outside_the_pool():
     r()
     _drop_graph(r, keep_output=False)
     assert r.last is None
+
+
+def test_capture_gives_cached_blocks_back_first(monkeypatch):
+    """Each CUDA-graph capture starts with the general pool's cached blocks given back to the driver: while a
+    capture is under way the caching allocator does not release them itself, so a large point's capture
+    would fail with most of the GPU cached but unused (CUDA calls faked: this machine may have no GPU)."""
+    import contextlib
+
+    import torch
+
+    from rmsnorm_lab import timing
+    calls = []
+
+    class Graph:
+        def replay(self):
+            calls.append("replay")
+
+    @contextlib.contextmanager
+    def graph(g):
+        calls.append("capture")
+        yield
+
+    @contextlib.contextmanager
+    def on_stream(s):
+        yield
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", on_stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    x = torch.ones(2, 4)
+    runner = timing.Runner(lambda x, w, r, eps: calls.append("call"), x, None, None, 1e-6, False)
+    capture = timing._graph_capturer(runner)
+    calls.clear()
+    capture(2)
+    assert calls == ["empty_cache", "capture", "call", "call", "replay"]
