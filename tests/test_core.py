@@ -848,3 +848,20 @@ def test_variant_table_first_then_the_plain_table():
     with pytest.raises(ValueError, match="variant"):
         kt.variant_table_path(gpu, "gemma")
     assert "fp8-static" in kt.table_info(gpu)["variant_tables"]
+
+
+def test_variant_table_in_the_user_folder_comes_first(tmp_path, monkeypatch):
+    """A variant table searched on your GPU and put in the user's tables folder is the one that GPU reads."""
+    from rmsnorm_lab.kernels import tables as kt
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert kt.variant_table_path("GPU X", "fp8-static") is None
+    p = kt.user_dir() / "gpu-x.fp8-static.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"device": "GPU X", "variant": "fp8-static", "configs": {"5120:4096:0": {"warps": 8}}}))
+    kt.STORE.reset()
+    try:
+        assert kt.variant_table_path("GPU X", "fp8-static") == p
+        assert kt.pick_explained(5120, 4096, 2, False, "GPU X", variant="fp8-static") == \
+            (LaunchConfig(warps=8), "fp8-static table 5120:4096:0")
+    finally:
+        kt.STORE.reset()

@@ -313,14 +313,19 @@ VARIANT_TABLES = ("fp8-static",)      # variants of the plain kernel that may ha
 
 
 def variant_table_path(gpu_name: str | None, variant: str) -> Path | None:
-    """``tables/<gpu slug>.<variant>.json`` if this GPU has a table for the variant, else None."""
+    """The table this GPU reads for the variant: ``<gpu slug>.<variant>.json`` in the user's tables folder
+    (``user_dir()``, where you put one searched on your GPU), else in the package's ``tables/``; None if
+    neither has one."""
     if variant not in VARIANT_TABLES:
         raise ValueError(f"variant: expected one of {', '.join(VARIANT_TABLES)}, got {variant!r}")
     if not gpu_name:
         return None
     from ..device import slug
-    p = TABLES_DIR / f"{slug(gpu_name)}.{variant}.json"
-    return p if p.is_file() else None
+    for folder in (user_dir(), TABLES_DIR):
+        p = folder / f"{slug(gpu_name)}.{variant}.json"
+        if p.is_file():
+            return p
+    return None
 
 
 def table_info(gpu_name: str | None = None) -> dict:
