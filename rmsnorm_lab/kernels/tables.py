@@ -260,9 +260,9 @@ def _near_tokens(table: dict, tokens: int) -> dict:
 
     A variant table is searched at a few token counts; its picks (two passes over column slices without a
     residual, for the static FP8 norm) win where the grid fills the GPU many times over. Far below that (a
-    1024-token entry for a decode batch of 1-128 rows) a borrowed pick was measured slower than the plain
-    table's own small-batch entry (5120 x 1 + residual: 1.31x FlashInfer cold against about 1.0x), so such
-    shapes read the plain table."""
+    1024-token entry borrowed for a decode batch of 1-128 rows) they were measured slower than the plain
+    table's own small-batch entries (H200, bf16, 2048-5120 x 1-128 tokens without a residual: 1.12x the
+    fastest peer cold against 1.01x), so such shapes read the plain table."""
     b = tokens_bucket(tokens)
     return {k: v for k, v in table.items()
             if max(b, int(k.split(":")[1])) <= VARIANT_TOKEN_REACH * min(b, int(k.split(":")[1]))}
