@@ -1,11 +1,11 @@
 """Which launch of our kernel is fastest for the static-scale FP8 norm, against the peers in one process?
 
-Our static-FP8 norm (``kernels.variants.rmsnorm_fp8_static``) runs the plain kernel with the plain
-(bf16-output) launch table's pick. For each (hidden, tokens, residual) this times, bf16 in and FP8 out,
-the launches the table search would try for the plain norm there (``rmsnorm_lab.tune.candidates``: the
-table's pick, evict-last loads, two-pass slices with each flag, the whole row read twice, persistent
-grids; ``--wide``: every geometry too), first in graph mode, then the fastest ``--top``, the table's
-pick and the peers (FlashInfer's ``rmsnorm_quant`` / ``fused_add_rmsnorm_quant``, vLLM's static-FP8 ops,
+Our static-FP8 norm (``kernels.variants.rmsnorm_fp8_static``) runs the plain kernel, with its own launch
+table where the GPU has one and the plain (bf16-output) table's pick elsewhere. For each (hidden, tokens,
+residual) this times, bf16 in and FP8 out, the plain table's pick on this GPU, the variant's current pick
+and the launches the table search would try for the plain norm there (``rmsnorm_lab.tune.candidates``:
+evict-last loads, two-pass slices with each flag, the whole row read twice, persistent grids; ``--wide``:
+every geometry too), first in graph mode, then the fastest ``--top``, the plain table's pick and the peers (FlashInfer's ``rmsnorm_quant`` / ``fused_add_rmsnorm_quant``, vLLM's static-FP8 ops,
 torch.compile) in cold mode too. Each launch's output is checked against the float64 reference first
 (``variants.check``: no element more than one e4m3 step off). With a residual, ours writes the new
 residual in place, as the front door's subject and the peers do. The kernels compile first in parallel
@@ -58,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--budget-ms", type=float, default=10.0)
     p.add_argument("--sm", type=int, default=132, help="SM count for --dry-run (a real run asks the GPU)")
+    p.add_argument("--gpu-name", default=None,
+                   help="whose tables the launches start from in --dry-run (a real run: the GPU's own; default: "
+                        "the default table)")
     p.add_argument("--dry-run", action="store_true", help="print the launch and compile-job counts and stop")
     p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run under TRITON_INTERPRET=1")
     p.add_argument("--out", default="fp8-static-search")
@@ -71,17 +74,20 @@ def parse_args(argv=None):
     return args
 
 
-def launches(h: int, t: int, res: bool, sms: int, wide: bool) -> list:
-    """The table's pick first, then the plain search's candidates at this shape."""
+def launches(h: int, t: int, res: bool, sms: int, wide: bool, gpu: str | None = None) -> list:
+    """The plain table's pick on this GPU first, then the static FP8 norm's current pick (its own table, if the
+    GPU has one), then the plain search's candidates at this shape (``gpu`` None: the default table)."""
     from rmsnorm_lab.kernels.tables import pick
     from rmsnorm_lab.tune import candidates
-    return candidates(h, t, res, pick(h, t, 2, res), {}, new=True, wide=wide, sms=sms)
+    got = candidates(h, t, res, pick(h, t, 2, res, gpu), {}, new=True, wide=wide, sms=sms)
+    own = pick(h, t, 2, res, gpu, variant="fp8-static")
+    return got if own in got else got[:1] + [own] + got[1:]
 
 
-def compile_jobs(args, sms: int) -> list:
+def compile_jobs(args, sms: int, gpu: str | None = None) -> list:
     jobs = {}
     for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
-        for c in launches(h, t, res, sms, args.wide):
+        for c in launches(h, t, res, sms, args.wide, gpu):
             jobs.setdefault((h, res, json.dumps(c.to_dict(compact=True))), None)
     return list(jobs)
 
@@ -172,10 +178,10 @@ def main(argv=None) -> int:
     if args.dry_run:
         total = 0
         for h, t, res in itertools.product(args.hidden, args.tokens, args.residual):
-            n = len(launches(h, t, res, args.sm, args.wide))
+            n = len(launches(h, t, res, args.sm, args.wide, args.gpu_name))
             total += n
             print(f"{h:6} x {t:6}{' +res' if res else '     '}: {n} launches")
-        print(f"{total} launches timed, {len(compile_jobs(args, args.sm))} compile jobs")
+        print(f"{total} launches timed, {len(compile_jobs(args, args.sm, args.gpu_name))} compile jobs")
         return 0
 
     import multiprocessing as mp
@@ -203,8 +209,9 @@ def main(argv=None) -> int:
                    "command": "python experiments/fp8_static_search.py " + " ".join(sys.argv[1:])}, f, indent=1)
     first = "graph" if on_gpu else "eager"
     sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else args.sm
+    gpu = torch.cuda.get_device_name(0) if on_gpu else args.gpu_name      # whose tables the launches start from
     if on_gpu and args.workers:
-        jobs = compile_jobs(args, sms)
+        jobs = compile_jobs(args, sms, gpu)
         t0 = time.perf_counter()
         with mp.get_context("spawn").Pool(args.workers, initializer=worker_init) as pool:
             errs = [e for e in pool.imap_unordered(warm, jobs, chunksize=1) if e]
@@ -223,7 +230,7 @@ def main(argv=None) -> int:
         inputs = V.make_inputs(case, dev, seed=0)
         nbytes = V.bytes_moved(case)
         base = {"hidden": h, "tokens": t, "residual": res}
-        table = pick(h, t, 2, res)
+        table = pick(h, t, 2, res, gpu)         # the plain table's pick on this GPU (``table_pick``)
 
         def row(subject, config, mode, us, status="ok", error=""):
             pct = round(100 * nbytes / (us * 1e-6) / 1e9 / copy, 1) if us else None
@@ -232,7 +239,7 @@ def main(argv=None) -> int:
                              "error": error})
 
         graph, fns = {}, {}
-        for cfg in launches(h, t, res, sms, args.wide):
+        for cfg in launches(h, t, res, sms, args.wide, gpu):
             key = json.dumps(cfg.to_dict(compact=True))
             # the new residual in place, as the front door's subject and the peers write it
             fn = (lambda x, w, r, scale, eps, c=cfg: rmsnorm_fp8_static(x, w, scale, r, eps, residual_out=r,

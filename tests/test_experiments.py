@@ -87,6 +87,9 @@ def test_fp8_static_search_without_a_gpu():
     from rmsnorm_lab.kernels.tables import pick
     got = fs.launches(16384, 65536, False, 132, False)
     assert got[0] == pick(16384, 65536, 2, False) and len(got) == len(set(got)) > 4
+    h200 = fs.launches(5120, 65536, False, 132, False, "NVIDIA H200")      # that GPU's plain pick, then its FP8 pick
+    assert h200[0] == pick(5120, 65536, 2, False, "NVIDIA H200")
+    assert pick(5120, 65536, 2, False, "NVIDIA H200", variant="fp8-static") in h200 and len(h200) == len(set(h200))
     assert len(fs.launches(5120, 4096, True, 132, True)) > len(fs.launches(5120, 4096, True, 132, False))
     args = fs.parse_args(["--hidden", "5120", "--tokens", "4096", "--residual", "0"])
     assert len(fs.compile_jobs(args, 132)) == len(fs.launches(5120, 4096, False, 132, False))
