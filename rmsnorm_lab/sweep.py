@@ -325,6 +325,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                         for m in todo:
                             emit({**common, "mode": m, "status": "skip", "error": s.reason})
                     else:
+                        oom = False
                         try:
                             with phases.timed(f"check:{name}"):
                                 p = points.prepare(name, data, cfg.check, sm_count)
@@ -337,8 +338,6 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                             error_rows(common, todo, e)
                             p = None
                             oom = _is_oom(e)
-                        else:
-                            oom = False
                         if oom:    # freed after the except block (its traceback holds the point's tensors)
                             _free(dev)
                         if p is not None:
@@ -357,6 +356,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                     if bar:
                         bar.update(1)
                     continue
+                failed = oom = False
                 try:
                     if inputs is None:
                         with phases.timed("inputs"):
@@ -379,8 +379,6 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
                 except Exception as e:  # noqa: BLE001 - becomes an error row
                     error_rows(common, todo, e)
                     failed, oom = True, _is_oom(e)
-                else:
-                    failed = oom = False
                 if failed:
                     if oom:    # freed after the except block (its traceback holds the point's tensors)
                         inputs = None

@@ -229,7 +229,7 @@ def _graph_capturer(runner):
         # allocator does not give the general pool's cached blocks back to the driver when that pool runs
         # short: after the warm-up calls of a large point (and the checks before them) those blocks can
         # hold most of the GPU, and the capture fails with "out of memory" though 100+ GiB are "reserved
-        # but unallocated". Give them back first.
+        # but unallocated". Give them back first (and the pool of a graph deleted before this one).
         torch.cuda.empty_cache()
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
@@ -282,8 +282,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     g = capture(trial)
     per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
     _drop_graph(runner, keep_output=False)
-    del g
-    torch.cuda.empty_cache()    # a graph's memory pool stays reserved after it is gone: give it back
+    del g                       # its pool goes back to the driver when the next capture starts
     calls = int(max(1, min(100, 500.0 / per_call)))  # ~0.5 ms of work per replay for small kernels
     g = capture(calls)
     reps = int(max(min_reps, min(200, budget_ms * 1000 / max(per_call * calls, 1.0))))
@@ -435,8 +434,7 @@ def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     g = capture(trial)
     per_call = max(min(replays(g, trial, 3)), 0.5)
     _drop_graph(runner, keep_output=False)
-    del g
-    torch.cuda.empty_cache()            # a graph's memory pool stays reserved after it is gone: give it back
+    del g                       # its pool goes back to the driver when the next capture starts
     calls = int(max(1, min(100, 500.0 / per_call)))
     g = capture(calls)
     t0 = time.perf_counter()
