@@ -29,7 +29,7 @@ import os
 import time
 
 FIELDS = ["dtype", "hidden", "tokens", "residual", "launch", "block_n", "tail", "rows", "warps", "per_sm",
-          "stages", "reload", "maxnreg", "mode", "us", "pct_copy", "policy", "matches"]
+          "stages", "reload", "maxnreg", "sum_cols", "sum_rows", "mode", "us", "pct_copy", "policy", "matches"]
 WIDE = 8192              # default of --wide-from: from this width the grid also has two-pass launches
 REGS_PER_SM = 65536      # 32-bit registers an SM holds (H100, H200)
 MIN_REGS = 64            # a register cap below this is left out
@@ -52,6 +52,9 @@ def parse_args(argv=None):
                    help="the width from which two-pass launches join the grid")
     p.add_argument("--reload", default="0,1,2", help="0 one pass, 1 s and dy re-read, 2 w too (from --wide-from)")
     p.add_argument("--per-sm", default="1,2,4", help="programs per SM in the grid")
+    p.add_argument("--sum", default="",
+                   help="instead of the grid, the policy's launch with these tiles of dw's second step "
+                        "(columns x partial rows a load), e.g. 64x32,0x0 (0x0: sum_launch's choice); all timed cold too")
     p.add_argument("--top", type=int, default=4, help="launches per shape also timed cold")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--budget-ms", type=float, default=15.0)
@@ -61,7 +64,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for name in ("rows", "warps", "stages", "reload", "per_sm"):
         setattr(args, name, _ints(getattr(args, name)))
+    args.sum = [tuple(int(v) for v in t.split("x")) for t in args.sum.split(",")] if args.sum else []
     return args
+
+
+def sum_grid(policy, sums) -> dict:
+    """{the policy's launch with each (sum_cols, sum_rows): -1} (``--sum``)."""
+    import dataclasses
+    return {dataclasses.replace(policy, sum_cols=c, sum_rows=r): -1 for c, r in sums}
 
 
 def column_blocks(hidden: int) -> list[tuple[int, int]]:
@@ -121,7 +131,7 @@ def compile_jobs(args, dtypes, hiddens, tokens, residuals, sm) -> list[tuple]:
     jobs = {}
     for dtype, h, res in itertools.product(dtypes, hiddens, residuals):
         for n in tokens:
-            for c in [*launch_grid(h, n, sm, args), bwd_launch(h, n, sm, res)]:
+            for c in [*([] if args.sum else launch_grid(h, n, sm, args)), bwd_launch(h, n, sm, res)]:
                 jobs.setdefault((dtype, h, res, *compile_key(c)), None)
     return list(jobs)
 
@@ -173,9 +183,12 @@ def main(argv=None) -> int:
     tokens = list(_ints(args.tokens))
     residuals = [bool(v) for v in _ints(args.residual)]
     if args.dry_run:
+        def grid(h, n, res):
+            from rmsnorm_lab.kernels.training import bwd_launch
+            return sum_grid(bwd_launch(h, n, args.sm, res), args.sum) if args.sum else launch_grid(h, n, args.sm, args)
         for h, n, res in itertools.product(hiddens, tokens, residuals):
-            print(f"{h:6} x {n:6}{' +res' if res else '     '}: {len(launch_grid(h, n, args.sm, args))} launches")
-        total = sum(len(launch_grid(h, n, args.sm, args)) for h, n, r in itertools.product(hiddens, tokens, residuals))
+            print(f"{h:6} x {n:6}{' +res' if res else '     '}: {len(grid(h, n, res))} launches")
+        total = sum(len(grid(h, n, r)) for h, n, r in itertools.product(hiddens, tokens, residuals))
         jobs = compile_jobs(args, dtypes, hiddens, tokens, residuals, args.sm)
         print(f"{len(dtypes)} dtype(s): {total * len(dtypes)} launches timed, {len(jobs)} compile jobs")
         return 0
@@ -217,7 +230,7 @@ def main(argv=None) -> int:
                 s, (_, rstd) = x, T.rmsnorm_fwd(x, w, 1e-6)
             policy = T.bwd_launch(h, n, sm, res)
             ref_ds, ref_dw = T._backward(dy, s, w, rstd, d_res, policy)
-            launches = launch_grid(h, n, sm, args)
+            launches = sum_grid(policy, args.sum) if args.sum else launch_grid(h, n, sm, args)
             launches.setdefault(policy, -1)
             base = {"dtype": dtype, "hidden": h, "tokens": n, "residual": res}
             nbytes = lambda c: B.bwd_bytes(n, h, x.element_size(), res,  # noqa: E731
@@ -228,7 +241,7 @@ def main(argv=None) -> int:
                     graph[c] = timed(lambda *_a, c=c: T._backward(dy, s, w, rstd, d_res, c), x, w, "graph")
                 except Exception as e:  # noqa: BLE001 - a launch that fails (registers, resources) is left out
                     print(f"  {h} x {n} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-            best = sorted(graph, key=graph.get)[:args.top]
+            best = sorted(graph, key=graph.get)[:len(graph) if args.sum else args.top]
             cold = {}
             for c in dict.fromkeys(best + [policy]):
                 cold[c] = timed(lambda *_a, c=c: T._backward(dy, s, w, rstd, d_res, c), x, w, "cold")
@@ -240,7 +253,8 @@ def main(argv=None) -> int:
                         continue
                     rows_out.append({**base, "launch": "ours", "block_n": c.block_n, "tail": c.tail,
                                      "rows": c.rows, "warps": c.warps, "per_sm": launches[c], "stages": c.stages,
-                                     "reload": c.reload, "maxnreg": c.maxnreg, "mode": mode,
+                                     "reload": c.reload, "maxnreg": c.maxnreg, "sum_cols": c.sum_cols,
+                                     "sum_rows": c.sum_rows, "mode": mode,
                                      "us": round(t, 3),
                                      "pct_copy": round(100 * nbytes(c) / (t * 1e-6) / 1e9 / copy, 1),
                                      "policy": c == policy, "matches": ok})
@@ -252,6 +266,9 @@ def main(argv=None) -> int:
                     rows_out.append({**base, "launch": "quack", "mode": mode, "us": round(q[mode], 3),
                                      "pct_copy": round(100 * nbytes(policy) / (q[mode] * 1e-6) / 1e9 / copy, 1)})
                 del st
+            if args.sum:
+                print("   " + "  ".join(f"sum {c.sum_cols}x{c.sum_rows}: {cold[c]:.1f} / {graph[c]:.1f}"
+                                        for c in cold if c in graph), flush=True)
             bc = min(cold, key=cold.get)
             pct = 100 * nbytes(bc) / (cold[bc] * 1e-6) / 1e9 / copy
             print(f"{dtype:8} {h:6} x {n:6}{' +res' if res else '     '}  policy {cold[policy]:8.1f} / "

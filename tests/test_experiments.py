@@ -76,6 +76,13 @@ def test_backward_search_grid_without_a_gpu():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"{2 * 2 * len(wide)} launches timed" in p.stdout
+    sums = bs.parse_args(["--sum", "64x32,0x0,16x512"]).sum
+    assert sums == [(64, 32), (0, 0), (16, 512)]
+    from rmsnorm_lab.kernels.training import bwd_launch
+    policy = bwd_launch(2048, 32768, 132)
+    grid = bs.sum_grid(policy, sums)
+    assert policy in grid and {(c.sum_cols, c.sum_rows) for c in grid} == set(sums)
+    assert {c.block_n for c in grid} == {policy.block_n}
 
 
 def test_fp8_static_search_without_a_gpu():

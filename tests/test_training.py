@@ -122,7 +122,7 @@ def test_backward_two_pass_tail_and_wide_rows(hidden, block, tail, reload):
 
 
 @pytest.mark.parametrize("cfg", [dict(reload=3), dict(block_n=192), dict(block_n=128), dict(tail=48),
-                                 dict(maxnreg=8), dict(rows=0)])
+                                 dict(maxnreg=8), dict(rows=0), dict(sum_cols=24), dict(sum_rows=-2)])
 def test_backward_refuses_a_bad_launch_naming_cfg(cfg):
     """An unknown reload, a block that is not a power of two or does not cover the row, too few registers
     or no rows: ValueError naming ``cfg``."""
@@ -130,6 +130,35 @@ def test_backward_refuses_a_bad_launch_naming_cfg(cfg):
     launch = TrainLaunch(**{**dict(block_n=256, rows=1, warps=4, programs=4), **cfg})
     with pytest.raises(ValueError, match="cfg"):
         check_bwd_launch(launch, 200)
+
+
+def test_sum_launch_loads_every_partial_row_at_once():
+    """dw's second step: all partial rows of a column block in one load (up to 512), SUM_TILE elements a
+    program, 16-64 columns, never wider than the row's block."""
+    from rmsnorm_lab.kernels.training import SUM_TILE, sum_launch
+    assert sum_launch(2048, 264) == (16, 512)        # two programs per SM on 132 SMs
+    assert sum_launch(16384, 132) == (32, 256)
+    assert sum_launch(4096, 1) == (64, 1)
+    assert sum_launch(8, 3) == (8, 4)                # narrow rows: one block
+    assert sum_launch(4096, 5000) == (16, 512)       # more partials than one load: the kernel loops
+    for parts in (1, 7, 100, 264, 513, 4096):
+        cols, rows = sum_launch(4096, parts)
+        assert rows >= min(parts, 512) and cols * rows <= max(SUM_TILE, 16 * 512)
+
+
+@needs_kernels
+@pytest.mark.parametrize("sum_cols,sum_rows", [(64, 32), (16, 8), (8, 1)])
+def test_backward_sum_launches_agree(sum_cols, sum_rows):
+    """dw's second step in other tiles (the kernel loops over the partial rows when they exceed a load):
+    the same gradients as the policy's step, to fp32 rounding, and bitwise stable per launch."""
+    from rmsnorm_lab.kernels.training import TrainLaunch, _backward
+    x, w, r, dy, d_res, s, rstd = _saved(37, 200, "float32", False)
+    base = TrainLaunch(256, 1, 4, 19)
+    ds, dw = _backward(dy, s, w, rstd, d_res, base)
+    cfg = TrainLaunch(256, 1, 4, 19, sum_cols=sum_cols, sum_rows=sum_rows)
+    ds2, dw2 = _backward(dy, s, w, rstd, d_res, cfg)
+    assert torch.equal(ds, ds2) and torch.allclose(dw, dw2, rtol=1e-6, atol=1e-6)
+    assert torch.equal(_backward(dy, s, w, rstd, d_res, cfg)[1], dw2)
 
 
 @needs_kernels
@@ -145,11 +174,13 @@ def test_backward_launch_policy():
     from rmsnorm_lab.kernels.training import bwd_launch
     sm = 132
     # (block_n, tail, rows, warps, reload, maxnreg)
-    for hidden, res, want in [(2048, False, (2048, 0, 4, 4, 0, 0)), (3584, False, (4096, 0, 2, 4, 0, 0)),
+    for hidden, res, want in [(2048, False, (2048, 0, 4, 4, 0, 0)), (3584, False, (4096, 0, 2, 8, 1, 128)),
                               (4096, False, (4096, 0, 2, 8, 1, 128)), (4096, True, (4096, 0, 4, 8, 0, 0)),
                               (5120, False, (8192, 0, 2, 8, 1, 128)), (5120, True, (4096, 1024, 1, 4, 0, 0)),
                               (6144, False, (4096, 2048, 2, 8, 1, 128)), (6144, True, (4096, 2048, 1, 8, 1, 128)),
-                              (7168, False, (8192, 0, 1, 8, 1, 128)), (7168, True, (8192, 0, 1, 8, 1, 128)), (5376, True, (4096, 2048, 1, 4, 0, 0)),
+                              (7168, False, (8192, 0, 1, 8, 1, 128)), (7168, True, (8192, 0, 1, 8, 1, 128)), (5376, True, (4096, 2048, 1, 8, 0, 0)),
+                              (5376, False, (4096, 2048, 2, 8, 1, 128)), (3584, True, (4096, 0, 2, 8, 1, 128)),
+                              (2560, False, (4096, 0, 2, 4, 0, 0)), (5120, True, (4096, 1024, 1, 4, 0, 0)),
                               (8192, False, (8192, 0, 1, 8, 1, 128)), (8192, True, (8192, 0, 2, 8, 0, 0)),
                               (16384, False, (16384, 0, 1, 32, 1, 0)), (16384, True, (16384, 0, 1, 32, 2, 0)),
                               (32768, True, (32768, 0, 1, 32, 2, 0))]:

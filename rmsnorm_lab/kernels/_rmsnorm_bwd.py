@@ -208,7 +208,8 @@ def sum_partials_kernel(
 ):
     """dw[c] = sum over p of DW_PART[p, c] in fp32: tiles of BLOCK_P partial rows added in order, then the
     tile's rows summed by one fixed reduction tree (deterministic for a given launch). Narrow column blocks
-    spread the sum over many SMs, and BLOCK_P rows a load keep few loop trips (132 partial rows: 5 with 32)."""
+    spread the sum over many SMs; BLOCK_P as large as the partial rows (training.sum_launch) loads them all
+    in one trip."""
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = cols < N
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)

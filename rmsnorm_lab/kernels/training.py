@@ -46,10 +46,29 @@ class TrainLaunch:
     reload: int = 0      # backward: 0 one pass; 1 two passes, s and dy re-read for ds; 2 w re-read too
     maxnreg: int = 0     # backward: registers a thread may use (0: the compiler's choice), so that
                          # several two-pass programs fit an SM's 65536 registers
+    sum_cols: int = 0    # backward, dw's second step: columns a program and partial rows a load
+    sum_rows: int = 0    # (0: ``sum_launch``'s choice)
 
 
 TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
-SUM_COLS, SUM_ROWS = 64, 32   # dw's second step: 64 columns a program (32 programs at hidden 2048), 32 partials a load
+SUM_TILE = 8192      # dw's second step: partials a program loads at once (64 fp32 a thread over 4 warps)
+SUM_MAX_ROWS = 512   # ... and at most this many partial rows a load
+
+
+def sum_launch(hidden: int, parts: int) -> tuple[int, int]:
+    """dw's second step, (columns a program, partial rows a load): every partial row of a column block
+    in one load (up to SUM_MAX_ROWS), the columns narrowed to keep SUM_TILE elements a program.
+
+    The partials (one fp32 row per backward program: 264 rows with two programs per SM on 132 SMs)
+    are still in L2 when this step runs, so its time is latency: one round of loads in flight per program,
+    and enough programs (hidden / 16 at 264 rows) to spread them over the SMs. A loop over 32 rows a load
+    with 64 columns a program paid one L2 round trip per 32 rows on 32 programs at hidden 2048; this
+    launch took 1.1-4.3 µs off the backward cold, 0.5-3.7 µs in graph mode (H200, bf16, 2048-8192 x
+    16384-32768 tokens, 15 of 16 shapes; experiments/backward_search.py --sum 64x32,0x0).
+    """
+    rows = min(SUM_MAX_ROWS, next_pow2(max(1, parts)))
+    cols = max(16, min(64, SUM_TILE // rows))
+    return min(cols, next_pow2(hidden)), rows
 
 
 def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
@@ -89,22 +108,32 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       at 16 warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a
       residual), 0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row's columns
       over 2-4 programs, each computing the whole row's dot, was 1.1-1.2x slower than this.
+    - widths off that grid (bf16, 16384 tokens, every launch of 1-4 rows x 4-8 warps x 1-2 programs per
+      SM x 1-2 stages x one or two passes; fp16 at 3584 + residual, 16384 and 65536 tokens too): at 3584
+      the two-pass launch above (2 rows, 8 warps, 2 stages) took 115.6 -> 101.1 µs and, with a residual,
+      135.7 -> 124.5 (fp16 + residual at 65536 tokens 532 -> 452, quack 484). At 5376 the 4096 + 2048
+      split (as 6144) took 151.3 -> 145.4 µs, and with a residual 8 warps on the 4096 + 2048 blocks 201.5
+      -> 184.9. 1536, 2560 and 4608 + residual kept their launches; widths between 2560 and 3584 were
+      not searched and keep the one-pass launch.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
     tail, stages, reload, maxnreg = 0, 2 if residual else 1, 0, 0
-    if block_n <= 2048 or (block_n == 4096 and not pow2):              # one pass, 8192-slot tiles
+    if 3072 < hidden < 4096:                                            # 3584: two passes, two programs per SM
+        rows, warps, per_sm, reload, maxnreg, stages = 2, 8, 2, 1, 128, 2
+    elif block_n <= 2048 or (block_n == 4096 and not pow2):            # one pass, 8192-slot tiles
         rows, warps, per_sm = 8192 // block_n, 4, 2
     elif block_n == 4096 and residual:
         rows, warps, per_sm = 4, 8, 1
     elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
         rows = 2 if hidden <= 6144 and not residual else 1
         warps, per_sm, reload, maxnreg = 8, 2, 1, 128
-        if hidden == 6144:                                              # 4096 + 2048 columns, none masked
+        if 5120 < hidden <= 6144:                                       # 4096 + 2048 columns, few masked
             block_n, tail, stages = 4096, 2048, 2
     elif block_n == 8192 and not pow2:                                  # 5120, 5376 with a residual: 4096 + a tail
-        block_n, tail, rows, warps, per_sm = 4096, next_pow2(hidden - 4096), 1, 4, 2
+        block_n, tail, rows, per_sm = 4096, next_pow2(hidden - 4096), 1, 2
+        warps = 8 if tail >= 2048 else 4
     elif block_n == 8192:
         rows, warps, per_sm = 2, 8, 1
     else:
@@ -123,6 +152,10 @@ def check_bwd_launch(cfg: TrainLaunch, hidden: int) -> None:
         raise ValueError(f"cfg: reload must be 0, 1 or 2, got {cfg.reload}")
     if cfg.maxnreg and not 16 <= cfg.maxnreg <= 255:
         raise ValueError(f"cfg: maxnreg must be 0 (the compiler's choice) or 16-255, got {cfg.maxnreg}")
+    for name in ("sum_cols", "sum_rows"):
+        v = getattr(cfg, name)
+        if v < 0 or v & (v - 1):
+            raise ValueError(f"cfg: {name} must be 0 (sum_launch's choice) or a power of two, got {v}")
     if cfg.rows < 1 or cfg.programs < 1:
         raise ValueError(f"cfg: rows and programs must be >= 1, got {cfg.rows} and {cfg.programs}")
 
@@ -189,9 +222,10 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
             N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
             TAIL=cfg.tail, RELOAD=cfg.reload, num_warps=cfg.warps,
             **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
-        block_c = min(SUM_COLS, cfg.block_n)
+        block_c, block_p = sum_launch(n, cfg.programs)
+        block_c, block_p = cfg.sum_cols or block_c, cfg.sum_rows or block_p
         k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c,
-                                                   BLOCK_P=SUM_ROWS, num_warps=4)
+                                                   BLOCK_P=block_p, num_warps=4)
     return ds.view(s.shape), dw
 
 
