@@ -10,6 +10,36 @@ import sys
 CPU_GRID = {"hidden": [1024, 4096], "batch": [1], "seq": [4, 16]}
 
 
+# The CUDA caching allocator's setting for the lab's own processes, unless the user set one. A sweep
+# allocates and frees inputs of 0.001-8 GiB a point, hundreds of points in one process; with the
+# default fixed-size segments a small tensor that outlives a point pins the rest of a large cached
+# block, and a later large point (or a CUDA graph's capture, which cannot give cached blocks back)
+# runs out of memory with 100+ GiB "reserved but unallocated". Expandable segments give free pages back
+# at any offset. It changes where tensors live, not what a kernel reads or writes.
+ALLOC_CONF = "expandable_segments:True"
+_ALLOC_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def use_expandable_segments() -> str:
+    """Set ``ALLOC_CONF`` for this process (and its children) before CUDA starts, unless an allocator
+    setting is already there (the user's, or the lab's from a parent process); returns what the
+    allocator runs with, for env.json."""
+    for var in _ALLOC_VARS:
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]}"
+    import torch
+    if torch.cuda.is_initialized():
+        return "the allocator's default (CUDA had started before the lab could choose)"
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONF
+    setter = getattr(getattr(torch.cuda, "memory", None), "_set_allocator_settings", None)
+    if setter is not None and torch.cuda.is_available():
+        try:
+            setter(ALLOC_CONF)
+        except Exception:  # noqa: BLE001 - the environment variable still applies when CUDA starts
+            pass
+    return f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF} (set here)"
+
+
 def interpreter_on() -> bool:
     """Whether Triton kernels run on CPU tensors in this process (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET") == "1"

@@ -168,7 +168,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
 
     from . import envinfo
     from .bandwidth import measure_copy_bandwidth, same_size_copy_runner
-    from .device import device_name
+    from .device import device_name, use_expandable_segments
     from .results import ResultStore
 
     _check_kwargs(kwargs)
@@ -181,6 +181,7 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
     else:
         cfg = SweepConfig(**{**(asdict(config) if config is not None else {}), **kwargs}).validate()
     dev = cfg.device
+    allocator = use_expandable_segments() if dev.startswith("cuda") else ""
     gpu = device_name(dev)
     store = ResultStore(cfg.save_path) if cfg.save_path else None
     command = cfg.command or " ".join(sys.argv)
@@ -190,6 +191,8 @@ def run_sweep(config: SweepConfig | None = None, **kwargs):
         copy_gbps = measure_copy_bandwidth(dev)
     meta = envinfo.collect(dev, copy_gbps, command)
     meta["config"] = asdict(cfg)
+    if allocator:
+        meta["allocator"] = allocator
     if store:
         store.write_meta(meta)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import os
 import time
 from pathlib import Path
 
@@ -139,3 +140,21 @@ def test_capture_gives_cached_blocks_back_first(monkeypatch):
     calls.clear()
     capture(2)
     assert calls == ["empty_cache", "capture", "call", "call", "replay"]
+
+
+def test_sweeps_use_expandable_segments_unless_the_user_chose(monkeypatch):
+    """The lab's processes ask for expandable segments before CUDA starts (large points after many others
+    otherwise ran out of memory with 100+ GiB reserved but unallocated); a user's allocator setting wins."""
+    from rmsnorm_lab import device as D
+    for var in D._ALLOC_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    got = D.use_expandable_segments()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == D.ALLOC_CONF and got.endswith("(set here)")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    assert D.use_expandable_segments() == "PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:512"
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert "CUDA had started" in D.use_expandable_segments()
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
