@@ -209,6 +209,28 @@ def _cuda_cold(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     return _quantiles([s.elapsed_time(e) * 1000 for s, e in zip(starts, ends)], "cold")
 
 
+_GRAPH_POOLS: dict = {}
+
+
+def _graph_pool():
+    """The memory pool every timing capture on this device shares (``torch.cuda.graph(pool=...)``).
+
+    A graph's private pool goes back to the driver only when the graph is destroyed after a capture
+    that completed; a capture that fails (out of memory, say) leaves its pool reserved for the rest of
+    the process in torch 2.11 (pytorch/pytorch#190348), and every later capture then starts short of
+    that memory. On an H200 one failed capture at 16384 x 65536 + residual (fwd+bwd) was followed by a
+    failed capture at every later point, with 120-133 GiB "reserved but unallocated", as such a leak
+    would do. With one shared pool a later capture reuses the free blocks of earlier ones, a leaked
+    one's included. Sharing is safe here:
+    the harness destroys each graph before it captures the next one, and never replays an old one.
+    """
+    import torch
+    dev = torch.cuda.current_device()
+    if dev not in _GRAPH_POOLS:
+        _GRAPH_POOLS[dev] = torch.cuda.graph_pool_handle()
+    return _GRAPH_POOLS[dev]
+
+
 def _graph_capturer(runner):
     """Warm ``runner`` (and a side stream) for capture; returns ``capture(n)``: a CUDA graph of n calls,
     replayed once."""
@@ -232,7 +254,7 @@ def _graph_capturer(runner):
         # but unallocated". Give them back first (and the pool of a graph deleted before this one).
         torch.cuda.empty_cache()
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        with torch.cuda.graph(g, pool=_graph_pool()):
             for _ in range(n):
                 runner()
         g.replay()

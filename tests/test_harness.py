@@ -102,7 +102,8 @@ def test_drop_graph_keeps_a_copy_outside_the_pool():
 def test_capture_gives_cached_blocks_back_first(monkeypatch):
     """Each CUDA-graph capture starts with the general pool's cached blocks given back to the driver: while a
     capture is under way the caching allocator does not release them itself, so a large point's capture
-    would fail with most of the GPU cached but unused (CUDA calls faked: this machine may have no GPU)."""
+    would fail with most of the GPU cached but unused; and all captures share one pool (CUDA calls faked:
+    this machine may have no GPU)."""
     import contextlib
 
     import torch
@@ -114,9 +115,12 @@ def test_capture_gives_cached_blocks_back_first(monkeypatch):
         def replay(self):
             calls.append("replay")
 
+    pools = []
+
     @contextlib.contextmanager
-    def graph(g):
+    def graph(g, pool=None):
         calls.append("capture")
+        pools.append(pool)
         yield
 
     @contextlib.contextmanager
@@ -134,12 +138,17 @@ def test_capture_gives_cached_blocks_back_first(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", on_stream)
     monkeypatch.setattr(torch.cuda, "current_stream", Stream)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (7, 7))
+    monkeypatch.setattr(timing, "_GRAPH_POOLS", {})
     x = torch.ones(2, 4)
     runner = timing.Runner(lambda x, w, r, eps: calls.append("call"), x, None, None, 1e-6, False)
     capture = timing._graph_capturer(runner)
     calls.clear()
     capture(2)
     assert calls == ["empty_cache", "capture", "call", "call", "replay"]
+    capture(1)                 # every capture shares one pool (a failed capture's pool is then reused)
+    assert pools == [(7, 7), (7, 7)]
 
 
 def test_sweeps_use_expandable_segments_unless_the_user_chose(monkeypatch):
