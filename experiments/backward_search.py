@@ -64,7 +64,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for name in ("rows", "warps", "stages", "reload", "per_sm"):
         setattr(args, name, _ints(getattr(args, name)))
-    args.sum = [tuple(int(v) for v in t.split("x")) for t in args.sum.split(",")] if args.sum else []
+    try:
+        args.sum = [tuple(int(v) for v in t.split("x")) for t in args.sum.split(",")] if args.sum else []
+    except ValueError:
+        p.error(f"--sum: expected COLSxROWS[,COLSxROWS...], e.g. 64x32,0x0; got {args.sum!r}")
+    if any(len(t) != 2 or any(v < 0 or v & (v - 1) for v in t) for t in args.sum):
+        p.error(f"--sum: columns and rows must be 0 (sum_launch's choice) or powers of two; got {args.sum}")
     return args
 
 
@@ -195,6 +200,8 @@ def main(argv=None) -> int:
 
     import multiprocessing as mp
 
+    from rmsnorm_lab.device import use_expandable_segments
+    use_expandable_segments()                    # before CUDA starts (65536-token shapes ran out of memory)
     import torch
 
     from rmsnorm_lab import backward as B

@@ -22,8 +22,8 @@ _ALLOC_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 
 def use_expandable_segments() -> str:
     """Set ``ALLOC_CONF`` for this process (and its children) before CUDA starts, unless an allocator
-    setting is already there (the user's, or the lab's from a parent process); returns what the
-    allocator runs with, for env.json."""
+    setting is already there (the user's, or the lab's from a parent process); returns the setting the
+    allocator runs with, for env.json (which of the two set it is not recorded)."""
     for var in _ALLOC_VARS:
         if os.environ.get(var):
             return f"{var}={os.environ[var]}"
@@ -37,7 +37,7 @@ def use_expandable_segments() -> str:
             setter(ALLOC_CONF)
         except Exception:  # noqa: BLE001 - the environment variable still applies when CUDA starts
             pass
-    return f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF} (set here)"
+    return f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}"
 
 
 def interpreter_on() -> bool:

@@ -223,6 +223,8 @@ def _graph_pool():
     would do. With one shared pool a later capture reuses the free blocks of earlier ones, a leaked
     one's included. Sharing is safe here:
     the harness destroys each graph before it captures the next one, and never replays an old one.
+    The cost: after a failed capture the shared pool stays reserved at its high-water mark, for graphs
+    only, where separate pools would each have stayed reserved.
     """
     import torch
     dev = torch.cuda.current_device()
@@ -304,7 +306,7 @@ def _cuda_graph(runner, device, budget_ms, min_reps, max_reps) -> Timing:
     g = capture(trial)
     per_call = max(min(replay_us(g, trial) for _ in range(3)), 0.5)
     _drop_graph(runner, keep_output=False)
-    del g                       # its pool goes back to the driver when the next capture starts
+    del g                       # its memory is free for the next capture (which empties the cache first)
     calls = int(max(1, min(100, 500.0 / per_call)))  # ~0.5 ms of work per replay for small kernels
     g = capture(calls)
     reps = int(max(min_reps, min(200, budget_ms * 1000 / max(per_call * calls, 1.0))))
@@ -456,7 +458,7 @@ def _fast_cuda_graph(runner, device, budget_ms) -> Timing:
     g = capture(trial)
     per_call = max(min(replays(g, trial, 3)), 0.5)
     _drop_graph(runner, keep_output=False)
-    del g                       # its pool goes back to the driver when the next capture starts
+    del g                       # its memory is free for the next capture (which empties the cache first)
     calls = int(max(1, min(100, 500.0 / per_call)))
     g = capture(calls)
     t0 = time.perf_counter()

@@ -76,6 +76,9 @@ def test_backward_search_grid_without_a_gpu():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"{2 * 2 * len(wide)} launches timed" in p.stdout
+    for bad in ("64", "64x24", "axb"):
+        with pytest.raises(SystemExit):
+            bs.parse_args(["--sum", bad])
     sums = bs.parse_args(["--sum", "64x32,0x0,16x512"]).sum
     assert sums == [(64, 32), (0, 0), (16, 512)]
     from rmsnorm_lab.kernels.training import bwd_launch

@@ -86,8 +86,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     rows 1-16 x warps 4-32 x 1, 2 or 4 programs per SM x 1-2 pipeline stages x one or two column
     blocks x one or two passes per row), the fastest launches were:
 
-    - up to 2048 columns, and widths between 2048 and 4096 (2560, 3584: 2 rows): tiles of 8192 slots
-      (4 rows at 2048), 4 warps, 2 programs per SM, one pass. Two small programs keep more rows in
+    - up to 2048 columns, and widths from 2049 to 3072 (2560: 2 rows): tiles of 8192 slots (4 rows at
+      2048), 4 warps, 2 programs per SM, one pass. Two small programs keep more rows in
       flight per SM than one large one.
     - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
       blocks (4096 + 1024 / 2048): no masked lanes holding registers. 4096 with a residual: 4 rows,
@@ -113,14 +113,16 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       the two-pass launch above (2 rows, 8 warps, 2 stages) took 115.6 -> 101.1 µs and, with a residual,
       135.7 -> 124.5 (fp16 + residual at 65536 tokens 532 -> 452, quack 484). At 5376 the 4096 + 2048
       split (as 6144) took 151.3 -> 145.4 µs, and with a residual 8 warps on the 4096 + 2048 blocks 201.5
-      -> 184.9. 1536, 2560 and 4608 + residual kept their launches; widths between 2560 and 3584 were
-      not searched and keep the one-pass launch.
+      -> 184.9. 1536, 2560 and 4608 + residual kept their launches. The rules cover ranges: 3073-4095
+      columns take 3584's launch (a 4096 block at least three quarters used, as at 3584), 5121-6143
+      the 4096 + 2048 split of 5376 and 6144 (a tail block at least a quarter used); widths inside those
+      ranges other than 3584 and 5376 were not searched.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
     tail, stages, reload, maxnreg = 0, 2 if residual else 1, 0, 0
-    if 3072 < hidden < 4096:                                            # 3584: two passes, two programs per SM
+    if 3072 < hidden < 4096:                                            # as 3584: two passes, two programs per SM
         rows, warps, per_sm, reload, maxnreg, stages = 2, 8, 2, 1, 128, 2
     elif block_n <= 2048 or (block_n == 4096 and not pow2):            # one pass, 8192-slot tiles
         rows, warps, per_sm = 8192 // block_n, 4, 2
@@ -129,7 +131,7 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
         rows = 2 if hidden <= 6144 and not residual else 1
         warps, per_sm, reload, maxnreg = 8, 2, 1, 128
-        if 5120 < hidden <= 6144:                                       # 4096 + 2048 columns, few masked
+        if 5120 < hidden <= 6144:                                       # as 5376 and 6144: 4096 + 2048 columns
             block_n, tail, stages = 4096, 2048, 2
     elif block_n == 8192 and not pow2:                                  # 5120, 5376 with a residual: 4096 + a tail
         block_n, tail, rows, per_sm = 4096, next_pow2(hidden - 4096), 1, 2
