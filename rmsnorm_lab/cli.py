@@ -119,16 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-from .device import say_once  # noqa: E402
+from .device import say_once, use_expandable_segments  # noqa: E402
 from .validate import USER_ERRORS  # noqa: E402
 from .validate import exit_with_error as _one_line_error  # noqa: E402
-
-
-def _allocator_setting() -> None:
-    """Before anything starts CUDA: the allocator setting the lab's GPU processes (and the notebooks' and
-    children's processes they start) run with (``device.use_expandable_segments``)."""
-    from .device import use_expandable_segments
-    use_expandable_segments()
 
 
 def main(argv=None) -> int:
@@ -141,7 +134,7 @@ def main(argv=None) -> int:
     if cmd == "list":
         return _list_main(argv)
     if cmd in COMMANDS:
-        _allocator_setting()
+        use_expandable_segments()       # before anything starts CUDA; the notebooks' processes inherit it
         return _dispatch(cmd, argv)
     if cmd != "run":
         choices = ["run", "list", *COMMANDS]
@@ -150,7 +143,7 @@ def main(argv=None) -> int:
               f"{suggest(cmd, choices)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    _allocator_setting()
+    use_expandable_segments()
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -221,10 +221,9 @@ def _graph_pool():
     that memory. On an H200 one failed capture at 16384 x 65536 + residual (fwd+bwd) was followed by a
     failed capture at every later point, with 120-133 GiB "reserved but unallocated", as such a leak
     would do. With one shared pool a later capture reuses the free blocks of earlier ones, a leaked
-    one's included. Sharing is safe here:
-    the harness destroys each graph before it captures the next one, and never replays an old one.
-    The cost: after a failed capture the shared pool stays reserved at its high-water mark, for graphs
-    only, where separate pools would each have stayed reserved.
+    one's included. Sharing is safe here: the harness destroys each graph before it captures the next
+    one, and never replays an old one. The cost: after a failed capture the shared pool stays reserved
+    at its high-water mark, for graphs only, where separate pools would each have stayed reserved.
     """
     import torch
     dev = torch.cuda.current_device()

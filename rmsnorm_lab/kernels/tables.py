@@ -264,8 +264,11 @@ def _near_tokens(table: dict, tokens: int) -> dict:
     table's own small-batch entries (H200, bf16, 2048-5120 x 1-128 tokens without a residual: 1.12x the
     fastest peer cold against 1.01x), so such shapes read the plain table."""
     b = tokens_bucket(tokens)
-    return {k: v for k, v in table.items()
-            if max(b, int(k.split(":")[1])) <= VARIANT_TOKEN_REACH * min(b, int(k.split(":")[1]))}
+
+    def near(key: str) -> bool:
+        kb = int(key.split(":")[1])
+        return max(b, kb) <= VARIANT_TOKEN_REACH * min(b, kb)
+    return {k: v for k, v in table.items() if near(k)}
 
 
 def pick_explained(hidden: int, tokens: int, itemsize: int, residual: bool, gpu_name: str | None = None,
