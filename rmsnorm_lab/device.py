@@ -31,7 +31,8 @@ def use_expandable_segments() -> str:
     if torch.cuda.is_initialized():
         return "the allocator's default (CUDA had started before the lab could choose)"
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONF
-    setter = getattr(getattr(torch.cuda, "memory", None), "_set_allocator_settings", None)
+    setter = (getattr(torch._C, "_accelerator_setAllocatorSettings", None)        # torch 2.10+
+              or getattr(getattr(torch.cuda, "memory", None), "_set_allocator_settings", None))
     if setter is not None and torch.cuda.is_available():
         try:
             setter(ALLOC_CONF)

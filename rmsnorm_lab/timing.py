@@ -222,14 +222,23 @@ def _graph_pool():
     failed capture at every later point, with 120-133 GiB "reserved but unallocated", as such a leak
     would do. With one shared pool a later capture reuses the free blocks of earlier ones, a leaked
     one's included. Sharing is safe here: the harness destroys each graph before it captures the next
-    one, and never replays an old one. The cost: after a failed capture the shared pool stays reserved
-    at its high-water mark, for graphs only, where separate pools would each have stayed reserved.
+    one, and never replays an old one.
+
+    A pool lives only while some graph captured into it does: once the last one is destroyed, the next
+    capture into the same handle fails inside the allocator (torch 2.11 asserts ``use_count > 0``; seen
+    on an H200 at the second graph point). So a one-kernel anchor graph, captured into the pool here and
+    kept with the handle, holds it for the life of the process. The cost: the pool stays reserved at its
+    high-water mark (the largest capture), for graphs only.
     """
     import torch
     dev = torch.cuda.current_device()
     if dev not in _GRAPH_POOLS:
-        _GRAPH_POOLS[dev] = torch.cuda.graph_pool_handle()
-    return _GRAPH_POOLS[dev]
+        handle = torch.cuda.graph_pool_handle()
+        anchor, scratch = torch.cuda.CUDAGraph(), torch.zeros(1, device=f"cuda:{dev}")
+        with torch.cuda.graph(anchor, pool=handle):
+            scratch.add_(1)                      # in place: the anchor allocates nothing in the pool
+        _GRAPH_POOLS[dev] = (handle, anchor, scratch)
+    return _GRAPH_POOLS[dev][0]
 
 
 def _graph_capturer(runner):

@@ -144,12 +144,19 @@ def test_capture_gives_cached_blocks_back_first(monkeypatch):
     monkeypatch.setattr(timing, "_GRAPH_POOLS", {})
     x = torch.ones(2, 4)
     runner = timing.Runner(lambda x, w, r, eps: calls.append("call"), x, None, None, 1e-6, False)
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *shape, device=None: zeros(*shape))   # no GPU here
     capture = timing._graph_capturer(runner)
     calls.clear()
-    capture(2)
-    assert calls == ["empty_cache", "capture", "call", "call", "replay"]
+    capture(2)                 # the first capture on a device makes the shared pool and its anchor graph
+    assert calls == ["empty_cache", "capture", "capture", "call", "call", "replay"]
+    calls.clear()
     capture(1)                 # every capture shares one pool (a failed capture's pool is then reused)
-    assert len(pools) == 2 and pools[0] is not None and pools[0] == pools[1]
+    assert calls == ["empty_cache", "capture", "call", "replay"]
+    assert len(pools) == 3 and pools[0] is not None and pools[0] == pools[1] == pools[2]
+    handle, anchor, scratch = timing._GRAPH_POOLS[0]
+    assert handle == pools[0] and isinstance(anchor, Graph)   # the anchor graph keeps the pool alive
+    assert scratch.tolist() == [1.0]                         # its one kernel ran while it was captured
 
 
 def test_sweeps_use_expandable_segments_unless_the_user_chose(monkeypatch):
