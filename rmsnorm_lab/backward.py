@@ -312,17 +312,24 @@ def reference_grads(x, w, r, eps, dy, d_res, chunk_rows: int = 4096):
     return dx, dw, dr
 
 
-def rel_err(got, ref) -> float:
-    """||got - ref|| / ||ref|| in float64; NaN if got is missing or has a non-finite value."""
+def rel_err(got, ref, chunk: int = 1 << 26) -> float:
+    """||got - ref|| / ||ref|| in float64; NaN if got is missing or has a non-finite value. Summed over
+    chunks of ``chunk`` elements, so that a 2^30-element gradient needs 1 GiB of float64 at a time, not 16."""
     import torch
     if got is None:
         return float("nan")
-    g = got.detach().to(torch.float64).reshape(ref.shape)
-    if not bool(torch.isfinite(g).all()):
-        return float("nan")
-    den = float(torch.linalg.vector_norm(ref))
-    num = float(torch.linalg.vector_norm(g - ref))
-    return num / den if den else num
+    g, r = got.detach().reshape(-1), ref.reshape(-1)
+    if g.numel() != r.numel():
+        raise ValueError(f"got: {tuple(got.shape)} does not match the reference's {tuple(ref.shape)}")
+    num = den = 0.0
+    for i in range(0, r.numel(), chunk):
+        gc, rc = g[i:i + chunk].to(torch.float64), r[i:i + chunk].to(torch.float64)
+        if not bool(torch.isfinite(gc).all()):
+            return float("nan")
+        num += float(torch.sum((gc - rc) ** 2))
+        den += float(torch.sum(rc * rc))
+        del gc, rc
+    return (num / den) ** 0.5 if den else num ** 0.5
 
 
 def check_grads(ops: BwdOps, x, w, r, eps, dy, d_res, dtype: str, ref=None, use: str = "bwd") -> dict:

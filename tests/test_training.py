@@ -6,6 +6,7 @@ GPU-only checks (CUDA-graph capture, Inductor on CUDA, dw over 65536 tokens) run
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -190,18 +191,20 @@ def test_backward_launch_policy():
                               (6144, False, (4096, 2048, 2, 8, 1, 128)), (6144, True, (4096, 2048, 1, 8, 1, 128)),
                               (7168, False, (8192, 0, 1, 8, 1, 128)), (7168, True, (8192, 0, 1, 8, 1, 128)), (5376, True, (4096, 2048, 1, 8, 0, 0)),
                               (5376, False, (4096, 2048, 2, 8, 1, 128)), (3584, True, (4096, 0, 2, 8, 1, 128)),
-                              (2560, False, (4096, 0, 2, 4, 0, 0)),
+                              (2560, False, (4096, 0, 2, 4, 1, 168)), (1536, False, (2048, 0, 4, 4, 1, 168)),
+                              (2560, True, (4096, 0, 2, 4, 0, 0)), (1536, True, (2048, 0, 4, 4, 0, 0)),
                               (8192, False, (8192, 0, 1, 8, 1, 128)), (8192, True, (8192, 0, 2, 8, 0, 0)),
                               (16384, False, (16384, 0, 1, 32, 1, 0)), (16384, True, (16384, 0, 1, 32, 2, 0)),
                               (32768, True, (32768, 0, 1, 32, 2, 0))]:
         launch = bwd_launch(hidden, 65536, sm, res)
         got = (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload, launch.maxnreg)
         assert got == want, (hidden, res, launch)
-        assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 2 * sm
+        assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 3 * sm
         if launch.maxnreg:                                  # the programs of an SM fit its 65536 registers
             assert launch.maxnreg * launch.warps * 32 * launch.programs // sm <= 65536
     assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
     assert bwd_launch(3584, 65536, sm).stages == bwd_launch(5376, 65536, sm).stages == 2
+    assert bwd_launch(2560, 65536, sm).programs == 3 * sm and bwd_launch(2560, 65536, sm).stages == 2
 
 
 @needs_kernels
@@ -332,6 +335,21 @@ def test_bytes_model():
     assert B.pass_bytes("fwd+bwd", t, h, 2, False) == B.bwd_bytes(t, h, 2, False) + 2 * t * h * 2 + h * 2 + 4 * t
     with pytest.raises(ValueError, match="pass"):
         B.pass_bytes("fwd", t, h, 2, False)
+
+
+def test_rel_err_in_chunks():
+    """The gradient error is summed in chunks (a 2^30-element dx in float64 at once took 8 GiB more than
+    a 16384 x 65536 fwd+bwd point had): the same figure as one float64 norm, and NaN when any chunk has a
+    non-finite value."""
+    g = torch.randn(7, 13, dtype=torch.bfloat16)
+    ref = torch.randn(7, 13, dtype=torch.float64)
+    want = float(torch.linalg.vector_norm(g.double() - ref) / torch.linalg.vector_norm(ref))
+    assert B.rel_err(g, ref, chunk=5) == pytest.approx(want, rel=1e-12)
+    assert B.rel_err(g.t().contiguous().t(), ref, chunk=5) == pytest.approx(want, rel=1e-12)   # strided
+    g[6, 12] = float("inf")
+    assert math.isnan(B.rel_err(g, ref, chunk=5)) and math.isnan(B.rel_err(None, ref))
+    with pytest.raises(ValueError, match="got"):
+        B.rel_err(g[:3], ref)
 
 
 def test_torch_path_matches_float64():

@@ -117,6 +117,13 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       columns take 3584's launch (a 4096 block at least three quarters used, as at 3584), 5121-6143
       the 4096 + 2048 split of 5376 and 6144 (a tail block at least a quarter used); widths inside those
       ranges other than 3584 and 5376 were not searched.
+    - 1536 and 2560 without a residual (bf16, 16384 tokens; rows 2-8 x 4-8 warps x 3-4 programs per SM x
+      1-2 stages x one or two passes, at the register cap that fits them): two passes (reload 1), 4 warps,
+      3 programs per SM capped at 168 registers a thread, 8192-slot tiles, 2 stages. Cold, against the
+      one-pass launch in the same process: 1536 52.1 -> 49.0 µs, 2560 82.2 -> 76.3 (graph 46.1 -> 42.6,
+      75.8 -> 68.8); quack 67.5 and 97.1. The rule covers the non-power-of-two widths 1025-3072 without
+      a residual; only 1536 and 2560 were searched. With a residual, and at 4608, the kept launches were
+      the fastest (1536 + res: a two-pass launch at 4 programs per SM was 1.5% faster, not taken).
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
@@ -124,6 +131,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     tail, stages, reload, maxnreg = 0, 2 if residual else 1, 0, 0
     if 3072 < hidden < 4096:                                            # as 3584: two passes, two programs per SM
         rows, warps, per_sm, reload, maxnreg, stages = 2, 8, 2, 1, 128, 2
+    elif 1024 < hidden <= 3072 and not pow2 and not residual:          # as 1536 and 2560: two passes, 3 per SM
+        rows, warps, per_sm, reload, maxnreg, stages = 8192 // block_n, 4, 3, 1, 168, 2
     elif block_n <= 2048 or (block_n == 4096 and not pow2):            # one pass, 8192-slot tiles
         rows, warps, per_sm = 8192 // block_n, 4, 2
     elif block_n == 4096 and residual:
