@@ -839,8 +839,13 @@ def test_variant_table_first_then_the_plain_table():
     assert kt.pick_explained(256, 64, 2, False, gpu, variant="fp8-static") == kt.pick_explained(256, 64, 2, False, gpu)
     # far from the searched token counts (a decode batch): the plain table, not a borrowed large-batch pick
     assert kt.pick_explained(5120, 1, 2, True, gpu, variant="fp8-static") == kt.pick_explained(5120, 1, 2, True, gpu)
+    # below the smallest searched token count (256), though within reach of it: the plain table too
     assert kt.pick_explained(5120, 128, 2, False, gpu, variant="fp8-static")[1].startswith("table ")
-    assert kt.pick_explained(5120, 300, 2, False, gpu, variant="fp8-static")[1] == "fp8-static nearest 5120:1024:0"
+    assert kt.pick_explained(5120, 300, 2, False, gpu, variant="fp8-static")[1] == "fp8-static table 5120:512:0"
+    assert kt.pick_explained(5120, 2000, 2, False, gpu, variant="fp8-static")[1].startswith("fp8-static nearest 5120:")
+    two = {"2048:256:0": 1, "2048:4096:0": 2}
+    assert kt._near_tokens(two, 1024) == two and kt._near_tokens(two, 128) == {} and kt._near_tokens({}, 8) == {}
+    assert kt._near_tokens(two, 16384) == {"2048:4096:0": 2} and kt._near_tokens(two, 65536) == {}
     assert kt.variant_table_path(None, "fp8-static") is None
     assert kt.variant_table_path("NVIDIA H100 80GB HBM3", "fp8-static") is None
     assert kt.pick(5120, 65536, 2, False, "NVIDIA H100 80GB HBM3", variant="fp8-static") == \

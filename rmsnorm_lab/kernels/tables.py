@@ -262,8 +262,14 @@ def _near_tokens(table: dict, tokens: int) -> dict:
     residual, for the static FP8 norm) win where the grid fills the GPU many times over. Far below that (a
     1024-token entry borrowed for a decode batch of 1-128 rows) they were measured slower than the plain
     table's own small-batch entries (H200, bf16, 2048-5120 x 1-128 tokens without a residual: 1.12x the
-    fastest peer cold against 1.01x), so such shapes read the plain table."""
+    fastest peer cold against 1.01x), so such shapes read the plain table. Nor does an entry serve token
+    counts below the table's smallest searched one: the static FP8 table's 256-token entries are two-pass
+    launches for several rows a program, and 1-128 tokens on the plain table's picks were measured at 1.02x
+    the fastest peer cold and 0.93x in graph mode (H200, bf16, 2048-16384 columns)."""
     b = tokens_bucket(tokens)
+    buckets = {int(k.split(":")[1]) for k in table}
+    if not buckets or b < min(buckets):
+        return {}
 
     def near(key: str) -> bool:
         kb = int(key.split(":")[1])
