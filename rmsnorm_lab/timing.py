@@ -261,7 +261,7 @@ def _graph_capturer(runner):
         # allocator does not give the general pool's cached blocks back to the driver when that pool runs
         # short: after the warm-up calls of a large point (and the checks before them) those blocks can
         # hold most of the GPU, and the capture fails with "out of memory" though 100+ GiB are "reserved
-        # but unallocated". Give them back first (and the pool of a graph deleted before this one).
+        # but unallocated". Give them back first.
         torch.cuda.empty_cache()
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=_graph_pool()):

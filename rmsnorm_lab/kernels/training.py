@@ -86,9 +86,9 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     rows 1-16 x warps 4-32 x 1, 2 or 4 programs per SM x 1-2 pipeline stages x one or two column
     blocks x one or two passes per row), the fastest launches were:
 
-    - up to 2048 columns, and widths from 2049 to 3072 (2560: 2 rows): tiles of 8192 slots (4 rows at
-      2048), 4 warps, 2 programs per SM, one pass. Two small programs keep more rows in
-      flight per SM than one large one.
+    - up to 2048 columns, and widths from 2049 to 3072 (2560: 2 rows), except non-power-of-two widths
+      without a residual (below): tiles of 8192 slots (4 rows at 2048), 4 warps, 2 programs per SM, one
+      pass. Two small programs keep more rows in flight per SM than one large one.
     - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
       blocks (4096 + 1024 / 2048): no masked lanes holding registers. 4096 with a residual: 4 rows,
       8 warps, one program per SM; 8192 with a residual: 2 rows, 8 warps, one program per SM.
@@ -113,7 +113,7 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       the two-pass launch above (2 rows, 8 warps, 2 stages) took 115.6 -> 101.1 µs and, with a residual,
       135.7 -> 124.5 (fp16 + residual at 65536 tokens 532 -> 452, quack 484). At 5376 the 4096 + 2048
       split (as 6144) took 151.3 -> 145.4 µs, and with a residual 8 warps on the 4096 + 2048 blocks 201.5
-      -> 184.9. 1536, 2560 and 4608 + residual kept their launches. The rules cover ranges: 3073-4095
+      -> 184.9. 4608 + residual kept its launch (1536 and 2560: the next rule). The rules cover ranges: 3073-4095
       columns take 3584's launch (a 4096 block at least three quarters used, as at 3584), 5121-6143
       the 4096 + 2048 split of 5376 and 6144 (a tail block at least a quarter used); widths inside those
       ranges other than 3584 and 5376 were not searched.
