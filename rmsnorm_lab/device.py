@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # The sweep's default grid on a machine without a GPU. Our Triton kernel runs there
 # through the Triton interpreter, thousands of times slower than on a GPU: the seed's
@@ -85,6 +86,24 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 2
+
+
+def physical_cores(cpuinfo: str = "/proc/cpuinfo") -> int | None:
+    """Physical CPU cores of the machine (distinct package and core ids in /proc/cpuinfo; with
+    simultaneous multithreading, fewer than the logical CPUs), or None where unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    ids, pkg = set(), None
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            pkg = val.strip()
+        elif key == "core id":
+            ids.add((pkg, val.strip()))
+    return len(ids) or None
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:

@@ -304,8 +304,10 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
 # ---------------------------------------------------------------- many children
 
 MAX_JOBS = 12               # children at once by default, at most (``default_jobs``)
-COMPILES_PER_CHILD = 24     # compile jobs one child takes on before its entry is split (``shard``): a child
+COMPILES_PER_CHILD = 32     # compile jobs one child takes on before its entry is split (``shard``): a child
                             # costs ~10 s to start on a busy host (torch, CUDA, the library), a compile ~0.7 s
+CHILD_START_S, COMPILE_S, CASE_S = 10.0, 0.7, 0.1   # a child's cost model (seconds on a busy host, seen on an
+                            # H200's 16-core host): start and load, one compile job, one case (``child_cost``)
 
 
 def default_jobs(device: str) -> int:
@@ -373,6 +375,21 @@ def shard(name: str, cases, todo, device: str, jobs: int, per_child: int | None 
     return [sorted(p) for p in parts if p]
 
 
+def child_cost(name: str, part, cases, device: str) -> float:
+    """Seconds a child running ``part`` (indices into ``cases``) of implementation ``name`` is expected
+    to take: ``CHILD_START_S`` + ``COMPILE_S`` per compile job of its cases (``Impl.prewarm_jobs``, else
+    its JIT compile keys) + ``CASE_S`` per case. Only used to start the longest children first."""
+    from .impls import get_impl, registry
+
+    n_jobs = 0
+    if name in registry():
+        try:
+            n_jobs = len(_compile_jobs(get_impl(name), [cases[i] for i in part], device))
+        except Exception:  # noqa: BLE001 - a failing hook: no compile jobs assumed
+            n_jobs = 0
+    return CHILD_START_S + COMPILE_S * n_jobs + CASE_S * len(part)
+
+
 def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120, seeds=0, eps: float = 1e-6,
                  imports=(), known_limits: bool = True, log=None, per_child: int | None = None,
                  profile: list | None = None) -> dict:
@@ -384,8 +401,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
 
     Returns {name: {index: row}} (``run_isolated``'s rows); the rows do not depend on ``jobs``.
     The children of an entry that builds on load (``Impl.load_builds``: its build is the longest
-    wait, and the library's own lock makes its other children wait for it) start first, then those of an entry that is not split (how long they compile is not
-    known), then the split ones, largest first. ``profile``: a list that gets one dict per child, in order of
+    wait, and the library's own lock makes its other children wait for it) start first, then the others,
+    the longest first by ``child_cost`` (so the last to start are short). ``profile``: a list that gets one dict per child, in order of
     start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start,
     ``ready_s``: from its start until it had loaded the implementation, of which ``load_s`` the
     loading itself (imports and builds), ``wait_s``: waiting for the large-input lock, ``case_s``:
@@ -402,8 +419,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     for name, todo in work:
         parts = shard(name, cases, todo, device, jobs, per_child)
         builds = get_impl(name).load_builds if name in registry() else False
-        units += [(not builds, len(parts) > 1, -len(p) if len(parts) > 1 else 0, name, p) for p in parts]
-    units = [u[3:] for u in sorted(units, key=lambda u: u[:3])]      # stable: work order among equals
+        units += [(not builds, -child_cost(name, p, cases, device), name, p) for p in parts]
+    units = [u[2:] for u in sorted(units, key=lambda u: u[:2])]      # stable: work order among equals
     results: dict = {name: {} for name, _ in work}
 
     with tempfile.TemporaryDirectory(prefix="rmsnorm-children-") as td:

@@ -242,11 +242,16 @@ def format_timings(t: dict) -> str:
     """The table printed at the end of a report run."""
     lines = [f"wall time: {t['total_s']:.1f} s ({t['device']}, preset {t['preset']})"]
     for name, nb in t["notebooks"].items():
+        busy = nb.get("host_cpu_busy")
         lines.append(f"  {name}: {nb['wall_s']:.1f} s (kernel start and I/O {nb['overhead_s']:.1f} s, "
-                     f"HTML {nb.get('html_s', 0):.1f} s)")
+                     f"HTML {nb.get('html_s', 0):.1f} s" + (f", host CPU {busy:.0%} busy" if busy is not None else "")
+                     + ")")
         for c in sorted(nb["cells"], key=lambda c: -c["s"])[:4]:
             if c["s"] >= 0.5:
                 lines.append(f"    cell {c['cell']:>2}: {c['s']:7.1f} s  {c['code']}")
+    for name, b in (t.get("build_ahead") or {}).items():
+        lines.append(f"  built ahead: {name}" + (f" by {b['ready_s']:.1f} s" if b.get("ready_s") is not None else "")
+                     + (f" ({b['error'][:100]})" if b.get("error") else ""))
     for key, label in (("prewarm_ahead", "compiled ahead during 01"), ("prewarm", "sweep's own prewarm")):
         pw = t.get(key) or t.get("sweep", {}).get(key)
         if pw and pw.get("jobs"):
@@ -262,6 +267,85 @@ def format_timings(t: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_ticks() -> tuple | None:
+    """(busy, total) CPU ticks of the whole host so far (Linux ``/proc/stat``), or None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)          # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def busy_between(a, b) -> float | None:
+    """The host's CPU busy fraction between two ``cpu_ticks()`` readings (None when unknown)."""
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return round((b[0] - a[0]) / (b[1] - a[1]), 3)
+
+
+def _build_entry(name: str) -> tuple:
+    """Load implementation ``name`` in this (spawned) process, which builds what it builds on load; returns
+    (the wall clock when done, "" or the error as text)."""
+    try:
+        from .impls import get_impl
+        get_impl(name).load()
+        return time.time(), ""
+    except Exception as e:  # noqa: BLE001 - reported, never fatal
+        return time.time(), f"{type(e).__name__}: {e}"[:300]
+
+
+class BuildAhead:
+    """Entries that build native code when they load (``Impl.load_builds``: FlashInfer's CUDA kernels,
+    built by nvcc on first use, ~30 s) start building in a process of their own as the report starts,
+    at full priority. The correctness notebook's child for such an entry then waits on the library's
+    build lock and loads the result, instead of starting the build itself some seconds later, among
+    the other children. CUDA only; a failure here is never the report's (the child loads, or reports
+    why not)."""
+
+    def __init__(self, pool, results: dict, t0: float):
+        self.pool, self.results, self.t0 = pool, results, t0
+
+    @classmethod
+    def start(cls, params: dict, device: str):
+        if not str(device).startswith("cuda"):
+            return None
+        try:
+            import multiprocessing as mp
+
+            from .impls import get_impl, resolve_names
+            names = [n for n in resolve_names(params.get("impls", "all"))
+                     if get_impl(n).load_builds and get_impl(n).available(device)]
+            if not names:
+                return None
+            t0 = time.time()
+            pool = mp.get_context("spawn").Pool(len(names))
+            return cls(pool, {n: pool.apply_async(_build_entry, (n,)) for n in names}, t0)
+        except Exception:  # noqa: BLE001 - the notebook's child builds it
+            return None
+
+    def done(self) -> dict:
+        """{name: {"ready_s": seconds from the report's start until built, or None, "error": text}}
+        of the builds finished by now; those still running are stopped."""
+        out = {}
+        for name, res in self.results.items():
+            ready, err = None, "still building when it was no longer needed"
+            if res.ready():
+                try:
+                    end, err = res.get()
+                    ready = round(end - self.t0, 1)
+                except Exception as e:  # noqa: BLE001
+                    err = f"{type(e).__name__}: {e}"
+            out[name] = {"ready_s": ready, "error": err[:300]}
+        self.stop()
+        return out
+
+    def stop(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
 class AheadPrewarm:
     """The sweep's compile jobs (``rmsnorm_lab.prewarm``) run in worker processes while the
     correctness notebook runs, which times nothing; the sweep then finds the on-disk caches warm.
@@ -272,7 +356,7 @@ class AheadPrewarm:
     first and the prewarm takes the cores they leave idle. Fewer workers instead would leave cores
     idle whenever the notebook is not compiling, and the sweep would wait longer for the rest.
     """
-    NICE = 10
+    NICE = 19
 
     def __init__(self, pool, result, jobs: int):
         self.pool, self.result, self.jobs, self.t0 = pool, result, jobs, time.perf_counter()
@@ -357,7 +441,9 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     set_text = " ".join(f"--set {k}={_flow(v)}" for k, v in overrides.items())
     log(f"report: {device_name(dev)}, preset {pname}{' ' + set_text if set_text else ''} -> {run_dir}")
 
-    timings = {"device": device_name(dev), "preset": pname, "overrides": overrides, "notebooks": {}}
+    from .device import cpu_cores, physical_cores
+    timings = {"device": device_name(dev), "preset": pname, "overrides": overrides,
+               "host": {"cpu_cores": cpu_cores(), "physical_cores": physical_cores()}, "notebooks": {}}
     injected = {"01_correctness": {"save_dir": str(run_dir)},
                 "02_performance_sweep": {"save_dir": str(run_dir), "progress": False},
                 "03_compare_runs": {"run_dirs": [], "reports_root": str(root), "new_run": str(run_dir)}}
@@ -367,8 +453,9 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     # the kernels import this very package, also from a checkout that was never pip-installed
     pkg_parent = str(Path(__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([path_before] if path_before else []))
-    ahead = None
+    ahead = builds = None
     try:
+        builds = BuildAhead.start(params, dev)               # nvcc builds start before the first notebook
         if "02_performance_sweep" in notebooks and notebooks[0] != "02_performance_sweep":
             ahead = AheadPrewarm.start(params, dev)          # compiles 02's sweep while 01 checks
         for name in notebooks:
@@ -383,7 +470,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
             known = _notebook_params(src)
             nb_params = {k: v for k, v in {**params, **injected.get(name, {})}.items() if k in known}
             dst = run_dir / f"{name}.ipynb"
-            t0 = time.perf_counter()
+            t0, ticks0 = time.perf_counter(), cpu_ticks()
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=nb_params, kernel_name="python3",
                                     cwd=str(src.parent), progress_bar=False, report_mode=False)
@@ -400,6 +487,7 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                 export_html(dst)
                 nbt["html_s"] = round(time.perf_counter() - t1, 2)
             nbt["wall_s"] = round(time.perf_counter() - t0, 2)
+            nbt["host_cpu_busy"] = busy_between(ticks0, cpu_ticks())
             children = run_dir / nb_mod.CHILDREN_TIMING
             if children.exists():                               # 01's child processes (check and probe)
                 try:
@@ -409,9 +497,14 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
                 children.unlink()
             timings["notebooks"][name] = nbt
             log(f"  {name}: {nbt['wall_s']:.1f} s")
+            if builds is not None:                              # the first notebook loaded what they built
+                timings["build_ahead"] = builds.done()
+                builds = None
     finally:
         if ahead is not None:
             ahead.stop()
+        if builds is not None:
+            builds.stop()
         if path_before is None:
             os.environ.pop("PYTHONPATH", None)
         else:

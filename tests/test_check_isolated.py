@@ -95,6 +95,18 @@ def test_shard_splits_compile_jobs(monkeypatch):
     assert shard("torch_compile", cases, todo, "cpu", jobs=4) == [todo]       # a failing hook: one child
 
 
+def test_child_cost_puts_compiling_children_first():
+    """The cost model that orders children: a per-case compiler's child costs a compile per case more
+    than a child of an entry that compiles nothing."""
+    from rmsnorm_lab import isolate
+    cases = [Case(1, s, h, "float32") for h in (8, 16, 24) for s in (2, 64)]
+    todo = list(range(len(cases)))
+    plain = isolate.child_cost("huggingface", todo, cases, "cpu")
+    assert plain == pytest.approx(isolate.CHILD_START_S + isolate.CASE_S * len(todo))
+    assert isolate.child_cost("torch_compile", todo, cases, "cpu") == pytest.approx(plain + isolate.COMPILE_S * 6)
+    assert isolate.child_cost("_not_registered", todo, cases, "cpu") == plain
+
+
 def test_shard_splits_by_jit_compile_key(monkeypatch):
     """An entry that JIT-compiles per shape without prewarm jobs (quack's CuTe-DSL kernels) is
     split by its compile key: cases of one key stay together; quack buckets rows by powers of two."""

@@ -54,3 +54,39 @@ def test_ahead_prewarm_reports_and_never_fails_the_report():
     pool = mp.get_context("spawn").Pool(1)
     got = AheadPrewarm(pool, pool.map_async(warm_job, [("_no_such_impl", 1)]), 1).wait()
     assert got["jobs"] == 1 and got["failed"] == 1 and "_no_such_impl" in got["first_error"]
+
+
+def test_build_ahead_reports_and_never_fails_the_report():
+    """Entries that build on load start building as the report starts (CUDA only); what they report."""
+    import multiprocessing as mp
+
+    from rmsnorm_lab.report import BuildAhead, _build_entry
+
+    assert BuildAhead.start({"impls": ["all"]}, "cpu") is None             # CUDA only
+    assert BuildAhead.start({"impls": ["_no_such_impl"]}, "cuda") is None  # a name it cannot read: nothing
+    end, err = _build_entry("_no_such_impl")
+    assert end > 0 and "_no_such_impl" in err
+    pool = mp.get_context("spawn").Pool(1)
+    b = BuildAhead(pool, {"torch": pool.apply_async(_build_entry, ("torch",)),
+                          "_x": pool.apply_async(_build_entry, ("_no_such_impl",))}, 0.0)
+    b.results["torch"].wait(60)
+    b.results["_x"].wait(60)
+    got = b.done()
+    assert got["torch"]["error"] == "" and got["torch"]["ready_s"] > 0
+    assert "_no_such_impl" in got["_x"]["error"]
+    text = format_timings({"total_s": 1.0, "device": "d", "preset": "p", "notebooks": {}, "build_ahead": got})
+    assert "built ahead: torch by" in text
+
+
+def test_host_cpu_busy_and_cores():
+    from rmsnorm_lab.device import physical_cores
+    from rmsnorm_lab.report import busy_between
+
+    assert busy_between((10, 100), (40, 200)) == 0.3
+    assert busy_between(None, (1, 2)) is None and busy_between((1, 2), (1, 2)) is None
+    info = "processor: 0\nphysical id: 0\ncore id: 0\n\nprocessor: 1\nphysical id: 0\ncore id: 0\n\n" \
+           "processor: 2\nphysical id: 0\ncore id: 1\n"
+    p = Path(__import__("tempfile").mkdtemp()) / "cpuinfo"
+    p.write_text(info)
+    assert physical_cores(str(p)) == 2                       # three logical CPUs on two cores
+    assert physical_cores(str(p) + ".missing") is None
