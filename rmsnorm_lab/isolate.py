@@ -303,21 +303,22 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
 
 # ---------------------------------------------------------------- many children
 
-MAX_JOBS = 12               # children at once by default, at most (``default_jobs``)
+MAX_JOBS = 16               # children at once by default, at most (``default_jobs``)
 COMPILES_PER_CHILD = 32     # compile jobs one child takes on before its entry is split (``shard``): a child
                             # costs ~10 s to start on a busy host (torch, CUDA, the library), a compile ~0.7 s
-CHILD_START_S, COMPILE_S, CASE_S = 10.0, 0.7, 0.1   # a child's cost model (seconds on a busy host, seen on an
-                            # H200's 16-core host): start and load, one compile job, one case (``child_cost``)
+CHILD_START_S, LIBRARY_S, COMPILE_S, CASE_S = 10.0, 8.0, 0.7, 0.1   # a child's cost model (seconds seen on an
+                            # H200's 16-core host): start, importing a library beyond torch, one compile job, one case
 
 
 def default_jobs(device: str) -> int:
-    """How many children run at once by default: on CUDA half the CPU cores (each child imports
-    torch and compiles on one core), 1 to ``MAX_JOBS``; 1 on the CPU (its cases compete for the
-    cores)."""
+    """How many children run at once by default: on CUDA one per CPU core, 1 to ``MAX_JOBS`` (each
+    child imports torch and compiles on one core, and spends much of its time waiting: on imports, the
+    GPU, a build lock; eight children kept a 16-core H200 host 34-48% busy); 1 on the CPU (its cases
+    compete for the cores)."""
     if not str(device).startswith("cuda"):
         return 1
     from .device import cpu_cores
-    return max(1, min(MAX_JOBS, cpu_cores() // 2))
+    return max(1, min(MAX_JOBS, cpu_cores()))
 
 
 def check_jobs(jobs, device: str) -> int:
@@ -377,17 +378,20 @@ def shard(name: str, cases, todo, device: str, jobs: int, per_child: int | None 
 
 def child_cost(name: str, part, cases, device: str) -> float:
     """Seconds a child running ``part`` (indices into ``cases``) of implementation ``name`` is expected
-    to take: ``CHILD_START_S`` + ``COMPILE_S`` per compile job of its cases (``Impl.prewarm_jobs``, else
-    its JIT compile keys) + ``CASE_S`` per case. Only used to start the longest children first."""
+    to take: ``CHILD_START_S``, ``LIBRARY_S`` when it imports a library beyond torch (``Impl.requires``),
+    ``COMPILE_S`` per compile job of its cases (``Impl.prewarm_jobs``, else its JIT compile keys) and
+    ``CASE_S`` per case. Only used to start the longest children first."""
     from .impls import get_impl, registry
 
-    n_jobs = 0
+    n_jobs, library = 0, False
     if name in registry():
+        entry = get_impl(name)
+        library = any(m != "torch" for m in entry.requires)
         try:
-            n_jobs = len(_compile_jobs(get_impl(name), [cases[i] for i in part], device))
+            n_jobs = len(_compile_jobs(entry, [cases[i] for i in part], device))
         except Exception:  # noqa: BLE001 - a failing hook: no compile jobs assumed
             n_jobs = 0
-    return CHILD_START_S + COMPILE_S * n_jobs + CASE_S * len(part)
+    return CHILD_START_S + LIBRARY_S * library + COMPILE_S * n_jobs + CASE_S * len(part)
 
 
 def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120, seeds=0, eps: float = 1e-6,

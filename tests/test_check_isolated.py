@@ -104,6 +104,7 @@ def test_child_cost_puts_compiling_children_first():
     plain = isolate.child_cost("huggingface", todo, cases, "cpu")
     assert plain == pytest.approx(isolate.CHILD_START_S + isolate.CASE_S * len(todo))
     assert isolate.child_cost("torch_compile", todo, cases, "cpu") == pytest.approx(plain + isolate.COMPILE_S * 6)
+    assert isolate.child_cost("liger", todo, cases, "cpu") == pytest.approx(plain + isolate.LIBRARY_S)
     assert isolate.child_cost("_not_registered", todo, cases, "cpu") == plain
 
 
