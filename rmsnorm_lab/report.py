@@ -352,7 +352,7 @@ class AheadPrewarm:
     CUDA only; a failure here is never the report's (the sweep compiles what is missing).
 
     The workers run at a lower CPU priority (``NICE``): the correctness notebook's child processes
-    (its check and its support probe run in the same children, one per core) come
+    (its check and its support probe run in the same children, 1.5 per core) come
     first and the prewarm takes the cores they leave idle. Fewer workers instead would leave cores
     idle whenever the notebook is not compiling, and the sweep would wait longer for the rest.
     """

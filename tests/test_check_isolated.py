@@ -108,6 +108,26 @@ def test_child_cost_puts_compiling_children_first():
     assert isolate.child_cost("_not_registered", todo, cases, "cpu") == plain
 
 
+def test_expected_faults_run_alone(monkeypatch):
+    """A probe case its entry says faults the GPU context runs in a child of its own, so its crash
+    restarts no other case's child; a check case (known limits on) and other refusals do not."""
+    from rmsnorm_lab.impls.base import Support
+    entry = get_impl("huggingface")
+    monkeypatch.setattr(entry, "case_check", lambda c, d: Support.no("faults", fault=True) if c.hidden == 16
+                        else Support.no("refuses") if c.hidden == 24 else Support.yes())
+    cases = [Case(1, 2, h, "float32") for h in (8, 16, 24, 16)]
+    limits = [False, False, False, True]
+    assert isolate.expected_failures("huggingface", cases, range(4), "cpu", limits) == [1]
+    assert isolate.expected_failures("_not_registered", cases, range(4), "cpu", limits) == []
+    seen = []
+    monkeypatch.setattr(isolate, "run_isolated", lambda name, cs, *a, **k: seen.append([c.hidden for c in cs]) or {})
+    isolate.run_children([("huggingface", [0, 1, 2, 3])], cases, "cpu", jobs=2, known_limits=limits)
+    assert sorted(seen) == [[8, 24, 16], [16]]
+    seen.clear()
+    isolate.run_children([("huggingface", [0, 1, 2, 3])], cases, "cpu", jobs=1, known_limits=limits)
+    assert seen == [[8, 16, 24, 16]]                    # one at a time: one child, as before
+
+
 def test_shard_splits_by_jit_compile_key(monkeypatch):
     """An entry that JIT-compiles per shape without prewarm jobs (quack's CuTe-DSL kernels) is
     split by its compile key: cases of one key stay together; quack buckets rows by powers of two."""

@@ -11,16 +11,17 @@ from typing import Callable
 class Support:
     ok: bool
     reason: str = ""
+    fault: bool = False         # a refusal because the input is known to fault the GPU context
 
     @classmethod
     def yes(cls):
         return cls(True, "")
 
     @classmethod
-    def no(cls, reason: str):
+    def no(cls, reason: str, fault: bool = False):
         if not reason:
             raise ValueError("Support.no: a refusal needs a reason")
-        return cls(False, reason)
+        return cls(False, reason, fault)
 
     def __bool__(self):
         return self.ok

@@ -51,7 +51,7 @@ def path_name() -> str:
 def _cuda_limits(case, device) -> Support:
     """What FlashInfer's CUDA kernels are known to fail on (seen on an H200, flashinfer-python 0.6.x)."""
     if case.misaligned:
-        return Support.no(MISALIGNED_FAULT.format(case.misaligned))
+        return Support.no(MISALIGNED_FAULT.format(case.misaligned), fault=True)
     if case.w_dtype != case.dtype:
         return Support.no(f"a {case.w_dtype} weight with {case.dtype} x gives NaN (reads the weight as x's dtype)")
     return Support.yes()

@@ -53,7 +53,7 @@ def _check() -> Support:
 def _limits(case, device) -> Support:
     """What vLLM's kernels are known to fail on (seen on an H200)."""
     if case.misaligned:
-        return Support.no(MISALIGNED_FAULT.format(case.misaligned))
+        return Support.no(MISALIGNED_FAULT.format(case.misaligned), fault=True)
     if case.w_dtype != case.dtype:
         return Support.no(f"refuses a {case.w_dtype} weight with {case.dtype} x (one dtype for all tensors)")
     return Support.yes()
