@@ -434,11 +434,11 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     ~8 s each).
     The children of an entry that builds on load (``Impl.load_builds``: its build is the longest
     wait, and the library's own lock makes its other children wait for it) start first, then the others,
-    the longest first by ``child_cost`` (so the last to start are short). ``profile``: a list that gets one dict per child, in order of
-    start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the first child's start,
-    ``ready_s``: from its start until it had loaded the implementation, of which ``load_s`` the
-    loading itself (imports and builds), ``wait_s``: waiting for the large-input lock, ``case_s``:
-    the seconds its cases took; a fresh child after a crash adds its own).
+    the longest first by ``child_cost`` (so the last to start are short). ``profile``: a list that gets
+    one dict per child, in order of start (its ``impl``, ``cases``, ``start_s`` and ``end_s`` from the
+    first child's start, ``ready_s``: from its start until it had loaded the implementation, of which
+    ``load_s`` the loading itself (imports and builds), ``wait_s``: waiting for the large-input lock,
+    ``case_s``: the seconds its cases took; a fresh child after a crash adds its own to the same dict).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -450,8 +450,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     units = []
     for name, todo in work:
         alone = expected_failures(name, cases, todo, device, limits) if jobs > 1 else []
-        parts = shard(name, cases, [i for i in todo if i not in alone], device, jobs, per_child) if len(alone) < len(todo) else []
-        parts += [[i] for i in alone]
+        rest = [i for i in todo if i not in alone]
+        parts = (shard(name, cases, rest, device, jobs, per_child) if rest else []) + [[i] for i in alone]
         builds = get_impl(name).load_builds if name in registry() else False
         units += [(not builds, -child_cost(name, p, cases, device), name, p) for p in parts]
     units = [u[2:] for u in sorted(units, key=lambda u: u[:2])]      # stable: work order among equals

@@ -455,7 +455,8 @@ def run_report(preset: str = "auto", run_name: str | None = None, out: str | os.
     os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([path_before] if path_before else []))
     ahead = builds = None
     try:
-        builds = BuildAhead.start(params, dev)               # nvcc builds start before the first notebook
+        if {"01_correctness", "02_performance_sweep"} & set(notebooks):    # the notebooks that load peers
+            builds = BuildAhead.start(params, dev)           # nvcc builds start before the first notebook
         if "02_performance_sweep" in notebooks and notebooks[0] != "02_performance_sweep":
             ahead = AheadPrewarm.start(params, dev)          # compiles 02's sweep while 01 checks
         for name in notebooks:
