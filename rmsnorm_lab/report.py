@@ -298,11 +298,11 @@ def _build_entry(name: str) -> tuple:
 
 class BuildAhead:
     """Entries that build native code when they load (``Impl.load_builds``: FlashInfer's CUDA kernels,
-    built by nvcc on first use, ~30 s) start building in a process of their own as the report starts,
-    at full priority. The correctness notebook's child for such an entry then waits on the library's
-    build lock and loads the result, instead of starting the build itself some seconds later, among
-    the other children. CUDA only; a failure here is never the report's (the child loads, or reports
-    why not)."""
+    built by nvcc on first use; on an H200 host done 43 s after a report's start, imports included)
+    start building in a process of their own as the report starts, at full priority. The correctness
+    notebook's child for such an entry then waits on the library's build lock and loads the result,
+    instead of starting the build itself some seconds later, among the other children. CUDA only; a
+    failure here is never the report's (the child loads, or reports why not)."""
 
     def __init__(self, pool, results: dict, t0: float):
         self.pool, self.results, self.t0 = pool, results, t0
