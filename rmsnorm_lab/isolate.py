@@ -43,6 +43,7 @@ from pathlib import Path
 FATAL_EXIT = 3      # a child's exit status after it reported a case that broke its GPU context
 LOAD_TIMEOUT_FACTOR = 5      # importing / JIT-building a peer may take longer than one case
 LOAD_TIMEOUT_MIN_S = 60      # and importing torch and CUDA alone takes seconds on a busy host, whatever the case limit
+CHILD_NICE = 5      # run_children's children of entries that do not build on load: a build gets the cores first
 
 
 def import_extra(spec: str):
@@ -118,8 +119,10 @@ def _child_main(spec_path: str, out_path: str) -> int:
     from .impls import get_impl
     from .prewarm import single_compile_thread
 
-    single_compile_thread()             # before the implementation loads (and compiles anything)
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("nice"):
+        os.nice(int(spec["nice"]))
+    single_compile_thread()             # before the implementation loads (and compiles anything)
     out = open(out_path, "a", buffering=1)
 
     def emit(d):
@@ -237,14 +240,15 @@ def _watch(proc, out_path: Path, timeout_s: float, on_done, phases: dict | None 
 
 def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: int = 0, eps: float = 1e-6,
                  imports=(), known_limits: bool = True, log=None, large_lock=None, seeds=None,
-                 phases: dict | None = None) -> dict:
+                 phases: dict | None = None, nice: int = 0) -> dict:
     """index -> check row (``check.check_impl``'s, plus ``seconds``) for each case of ``cases`` (a
     list of ``Case``), each run in a child process; a fresh child after each crash. ``log(i, row)``
     is called as each row arrives. ``large_lock``: a lock file path shared with the children of
     other implementations running at the same time (see the module's docstring). ``seeds``: the
     seed of each case (a list as long as ``cases``); None: ``seed`` for every case.
     ``known_limits``: skip the inputs the entry declares it fails on (``check.check_impl``); a bool,
-    or a list with one per case."""
+    or a list with one per case. ``nice``: the child lowers its CPU priority by this much first
+    (checks time nothing, so no figure depends on it)."""
     results: dict = {}
     seeds = [seed] * len(cases) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(cases):
@@ -267,7 +271,7 @@ def run_isolated(name: str, cases, device: str, timeout_s: float = 120, seed: in
             spec_path = Path(td) / f"spec{attempt}.json"
             out_path = Path(td) / f"out{attempt}.jsonl"
             err_path = Path(td) / f"err{attempt}.txt"
-            spec_path.write_text(json.dumps({"impl": name, "device": device, "eps": eps,
+            spec_path.write_text(json.dumps({"impl": name, "device": device, "eps": eps, "nice": int(nice),
                                              "imports": list(imports),
                                              "large_lock": None if large_lock is None else os.fspath(large_lock),
                                              "cases": [[i, cases[i].to_dict(), seeds[i], limits[i]]
@@ -439,6 +443,9 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     first child's start, ``ready_s``: from its start until it had loaded the implementation, of which
     ``load_s`` the loading itself (imports and builds), ``wait_s``: waiting for the large-input lock,
     ``case_s``: the seconds its cases took; a fresh child after a crash adds its own to the same dict).
+    With ``jobs`` > 1 the children of entries that do not build run at ``CHILD_NICE``: an nvcc build
+    (in a child, or made ahead by the report runner) is the longest path and shares the host with
+    ~1.5 children per core; the checks time nothing, so the priority moves no figure.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -453,7 +460,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
         rest = [i for i in todo if i not in alone]
         parts = (shard(name, cases, rest, device, jobs, per_child) if rest else []) + [[i] for i in alone]
         builds = get_impl(name).load_builds if name in registry() else False
-        units += [(not builds, -child_cost(name, p, cases, device), name, p) for p in parts]
+        nice = 0 if builds or jobs <= 1 else CHILD_NICE
+        units += [(not builds, -child_cost(name, p, cases, device), name, p, nice) for p in parts]
     units = [u[2:] for u in sorted(units, key=lambda u: u[:2])]      # stable: work order among equals
     results: dict = {name: {} for name, _ in work}
 
@@ -462,7 +470,7 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
 
         t_first = time.perf_counter()
 
-        def one(name, part):
+        def one(name, part, nice):
             def on_row(j, row):
                 if log:
                     log(name, part[j], row)
@@ -470,20 +478,20 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
             phases: dict = {}
             got = run_isolated(name, [cases[i] for i in part], device, timeout_s, eps=eps, imports=imports,
                                known_limits=[limits[i] for i in part], log=on_row, large_lock=lock_path,
-                               seeds=[seeds[i] for i in part], phases=phases)
+                               seeds=[seeds[i] for i in part], phases=phases, nice=nice)
             if profile is not None:
                 profile.append({"impl": name, "cases": len(part), "start_s": round(t0 - t_first, 2),
-                                "end_s": round(time.perf_counter() - t_first, 2),
+                                "end_s": round(time.perf_counter() - t_first, 2), "nice": nice,
                                 **{k: round(phases.get(k, 0.0), 2) for k in ("ready_s", "load_s", "wait_s")},
                                 "case_s": round(sum(float(r.get("seconds") or 0) for r in got.values()), 2)})
             return name, {part[j]: row for j, row in got.items()}
 
         if jobs <= 1 or len(units) <= 1:
-            done = [one(name, part) for name, part in units]
+            done = [one(*u) for u in units]
         else:
             pool = ThreadPoolExecutor(max_workers=min(jobs, len(units)), thread_name_prefix="rmsnorm-child")
             try:
-                futures = [pool.submit(one, name, part) for name, part in units]
+                futures = [pool.submit(one, *u) for u in units]
                 done = [f.result() for f in futures]
             except BaseException:           # interrupted: start no more children
                 pool.shutdown(wait=True, cancel_futures=True)

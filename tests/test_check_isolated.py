@@ -189,6 +189,10 @@ def test_a_crash_in_one_shard_leaves_a_row_for_every_case(monkeypatch, test_impl
 def test_one_compile_thread_in_children_and_prewarm_workers(test_impls):
     df = check_all([_h(8)], ["threads"], "cpu", imports=[THREADS], jobs=2, isolated=True)
     assert df["status"][0] == "error" and "compile_threads=1" in df["reason"][0]
+    nice = min(os.nice(0) + isolate.CHILD_NICE, 19)    # children side by side yield to a build
+    assert f"nice={nice}" in df["reason"][0] and df.attrs["children"][0]["nice"] == isolate.CHILD_NICE
+    df = check_all([_h(8)], ["threads"], "cpu", imports=[THREADS], jobs=1, isolated=True)
+    assert f"nice={os.nice(0)}" in df["reason"][0]       # one child at a time: the caller's priority
     with mp.get_context("spawn").Pool(1, initializer=_worker_init_nice) as pool:
         threads, nice = pool.apply(_threads_and_nice)
     assert threads == 1 and nice >= 5

@@ -1,5 +1,5 @@
 """A test-only implementation, ``threads``: it refuses every input, naming the number of Inductor
-compile threads its process would use (``ValueError: compile_threads=N``). Registered by passing
+compile threads its process would use and its CPU priority (``ValueError: compile_threads=N nice=M``). Registered by passing
 this file in ``imports`` (``rmsnorm_lab.isolate.import_extra``)."""
 import os
 
@@ -13,7 +13,7 @@ def _load():
     import torch._inductor.config as inductor_config       # imported after the child's setting
 
     def threads_rmsnorm(x, weight, residual=None, eps: float = 1e-6):
-        raise ValueError(f"compile_threads={inductor_config.compile_threads}")
+        raise ValueError(f"compile_threads={inductor_config.compile_threads} nice={os.nice(0)}")
     return threads_rmsnorm
 
 
