@@ -209,6 +209,14 @@ def test_supports_case_reasons_never_empty():
     from rmsnorm_lab.impls.vllm import _limits
     assert "misaligned address" in _limits(Case(1, 2, 8, misaligned="x"), "cuda").reason
     assert "refuses" in _limits(Case(1, 2, 8, weight_dtype="float32"), "cuda").reason
+    from rmsnorm_lab.impls.flashinfer import _cuda_limits       # what the H200's support matrix showed
+    assert _cuda_limits(Case(1, 2, 65536, "bfloat16"), "cuda").ok
+    wide_res = _cuda_limits(Case(1, 2, 65536, "bfloat16", residual=True), "cuda")
+    assert not wide_res.ok and not wide_res.fault and "invalid argument" in wide_res.reason
+    for res in (False, True):
+        wider = _cuda_limits(Case(1, 2, 131072, "bfloat16", residual=res), "cuda")
+        assert not wider.ok and wider.fault and "fault" in wider.reason
+    assert _cuda_limits(Case(1, 2, 16385, "bfloat16", residual=True), "cuda").ok
 
 
 def test_roles_colours_provenance_prewarm():
