@@ -195,16 +195,19 @@ def test_backward_launch_policy():
                               (2560, True, (4096, 0, 2, 4, 0, 0)), (1536, True, (2048, 0, 4, 4, 0, 0)),
                               (8192, False, (8192, 0, 1, 8, 1, 128)), (8192, True, (8192, 0, 2, 8, 0, 0)),
                               (16384, False, (16384, 0, 1, 32, 1, 0)), (16384, True, (16384, 0, 1, 32, 2, 0)),
-                              (32768, True, (32768, 0, 1, 32, 2, 0))]:
+                              (32768, True, (32768, 0, 1, 32, 2, 0)),
+                              (4608, False, (8192, 0, 1, 4, 2, 128)), (4608, True, (4096, 512, 1, 4, 1, 168)),
+                              (5000, True, (4096, 1024, 1, 4, 1, 168))]:
         launch = bwd_launch(hidden, 65536, sm, res)
         got = (launch.block_n, launch.tail, launch.rows, launch.warps, launch.reload, launch.maxnreg)
         assert got == want, (hidden, res, launch)
-        assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 3 * sm
+        assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 4 * sm
         if launch.maxnreg:                                  # the programs of an SM fit its 65536 registers
             assert launch.maxnreg * launch.warps * 32 * launch.programs // sm <= 65536
     assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
     assert bwd_launch(3584, 65536, sm).stages == bwd_launch(5376, 65536, sm).stages == 2
     assert bwd_launch(2560, 65536, sm).programs == 3 * sm and bwd_launch(2560, 65536, sm).stages == 2
+    assert bwd_launch(4608, 65536, sm).programs == 4 * sm and bwd_launch(4608, 65536, sm, True).programs == 3 * sm
 
 
 @needs_kernels

@@ -122,8 +122,16 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       3 programs per SM capped at 168 registers a thread, 8192-slot tiles, 2 stages. Cold, against the
       one-pass launch in the same process: 1536 52.1 -> 49.0 µs, 2560 82.2 -> 76.3 (graph 46.1 -> 42.6,
       75.8 -> 68.8); quack 67.5 and 97.1. The rule covers the non-power-of-two widths 1025-3072 without
-      a residual; only 1536 and 2560 were searched. With a residual, and at 4608, the kept launches were
-      the fastest (1536 + res: a two-pass launch at 4 programs per SM was 1.5% faster, not taken).
+      a residual; only 1536 and 2560 were searched. With a residual the kept launches were the fastest
+      (1536 + res: a two-pass launch at 4 programs per SM was 1.5% faster, not taken).
+    - 4608 (bf16 and fp16, 16384 and 65536 tokens; rows 1-4 x 4-16 warps x 1-4 programs per SM x 1-2
+      stages x one or two column blocks x one or two passes): small programs, many per SM. Without a
+      residual one 8192 block, 1 row, 4 warps, 4 programs per SM capped at 128 registers, two passes
+      with w read again (reload 2): cold 139.9 -> 123.1 µs at 16384 tokens and 502.2 -> 446.9 at 65536
+      (bf16; 94% and 100% of copy bandwidth). With a residual 4096 + 512 columns, 1 row, 4 warps, 3
+      programs per SM at 168 registers, 2 stages, reload 1: 168.6 -> 156.6 and 619.5 -> 575.0 (96%,
+      103%); fp16 the same within 1%. The rule covers 4097-5119 columns (a tail block of up to 1024);
+      only 4608 was searched.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
@@ -137,6 +145,12 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
         rows, warps, per_sm = 8192 // block_n, 4, 2
     elif block_n == 4096 and residual:
         rows, warps, per_sm = 4, 8, 1
+    elif 4096 < hidden < 5120:                                          # as 4608: one row, 4 warps, 3-4 per SM
+        rows, warps, reload = 1, 4, 1 if residual else 2
+        if residual:                                                    # 4096 + a tail block, 2 stages
+            block_n, tail, per_sm, maxnreg, stages = 4096, next_pow2(hidden - 4096), 3, 168, 2
+        else:
+            per_sm, maxnreg = 4, 128
     elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
         rows = 2 if hidden <= 6144 and not residual else 1
         warps, per_sm, reload, maxnreg = 8, 2, 1, 128
