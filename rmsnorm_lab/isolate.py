@@ -120,7 +120,7 @@ def _child_main(spec_path: str, out_path: str) -> int:
     from .prewarm import single_compile_thread
 
     spec = json.loads(Path(spec_path).read_text())
-    if spec.get("nice"):
+    if spec.get("nice") and hasattr(os, "nice"):       # POSIX only; elsewhere the caller's priority
         os.nice(int(spec["nice"]))
     single_compile_thread()             # before the implementation loads (and compiles anything)
     out = open(out_path, "a", buffering=1)
@@ -457,7 +457,8 @@ def run_children(work, cases, device: str, jobs: int = 1, timeout_s: float = 120
     units = []
     for name, todo in work:
         alone = expected_failures(name, cases, todo, device, limits) if jobs > 1 else []
-        rest = [i for i in todo if i not in alone]
+        skip = set(alone)
+        rest = [i for i in todo if i not in skip]
         parts = (shard(name, cases, rest, device, jobs, per_child) if rest else []) + [[i] for i in alone]
         builds = get_impl(name).load_builds if name in registry() else False
         nice = 0 if builds or jobs <= 1 else CHILD_NICE
