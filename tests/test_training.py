@@ -185,12 +185,12 @@ def test_backward_launch_policy():
     from rmsnorm_lab.kernels.training import bwd_launch
     sm = 132
     # (block_n, tail, rows, warps, reload, maxnreg)
-    for hidden, res, want in [(2048, False, (2048, 0, 4, 4, 0, 0)), (3584, False, (4096, 0, 2, 8, 1, 128)),
-                              (4096, False, (4096, 0, 2, 8, 1, 128)), (4096, True, (4096, 0, 4, 8, 0, 0)),
-                              (5120, False, (8192, 0, 2, 8, 1, 128)), (5120, True, (4096, 1024, 1, 4, 0, 0)),
-                              (6144, False, (4096, 2048, 2, 8, 1, 128)), (6144, True, (4096, 2048, 1, 8, 1, 128)),
+    for hidden, res, want in [(2048, False, (2048, 0, 2, 4, 2, 128)), (3584, False, (4096, 0, 2, 8, 1, 128)),
+                              (4096, False, (4096, 0, 1, 4, 2, 128)), (4096, True, (4096, 0, 4, 8, 0, 0)),
+                              (5120, False, (8192, 0, 1, 4, 2, 128)), (5120, True, (4096, 1024, 1, 4, 1, 168)),
+                              (6144, False, (4096, 2048, 1, 4, 1, 168)), (6144, True, (4096, 2048, 1, 8, 1, 128)),
                               (7168, False, (8192, 0, 1, 8, 1, 128)), (7168, True, (8192, 0, 1, 8, 1, 128)), (5376, True, (4096, 2048, 1, 8, 0, 0)),
-                              (5376, False, (4096, 2048, 2, 8, 1, 128)), (3584, True, (4096, 0, 2, 8, 1, 128)),
+                              (5376, False, (4096, 2048, 1, 4, 1, 168)), (3584, True, (4096, 0, 2, 8, 1, 128)),
                               (2560, False, (4096, 0, 2, 4, 1, 168)), (1536, False, (2048, 0, 4, 4, 1, 168)),
                               (2560, True, (4096, 0, 2, 4, 0, 0)), (1536, True, (2048, 0, 4, 4, 0, 0)),
                               (8192, False, (8192, 0, 1, 8, 1, 128)), (8192, True, (8192, 0, 2, 8, 0, 0)),
@@ -204,10 +204,12 @@ def test_backward_launch_policy():
         assert launch.block_n + launch.tail >= hidden and 1 <= launch.programs <= 4 * sm
         if launch.maxnreg:                                  # the programs of an SM fit its 65536 registers
             assert launch.maxnreg * launch.warps * 32 * launch.programs // sm <= 65536
-    assert bwd_launch(4096, 3, sm).programs == 2          # never more programs than tiles
+    assert bwd_launch(4096, 3, sm).programs == 3 and bwd_launch(2048, 3, sm).programs == 2  # programs <= tiles
     assert bwd_launch(3584, 65536, sm).stages == bwd_launch(5376, 65536, sm).stages == 2
     assert bwd_launch(2560, 65536, sm).programs == 3 * sm and bwd_launch(2560, 65536, sm).stages == 2
     assert bwd_launch(4608, 65536, sm).programs == 4 * sm and bwd_launch(4608, 65536, sm, True).programs == 3 * sm
+    assert bwd_launch(2048, 65536, sm).programs == bwd_launch(5120, 65536, sm).programs == 4 * sm
+    assert bwd_launch(6144, 65536, sm).programs == bwd_launch(5120, 65536, sm, True).programs == 3 * sm
 
 
 @needs_kernels

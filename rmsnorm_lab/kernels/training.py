@@ -97,8 +97,8 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       SM capped at 128 registers a thread (two programs fill the SM's 65536). Two passes never hold s,
       dy, w and dw at once, so two such programs fit an SM where a one-pass program of that size did not;
       at 32768 tokens against the one-pass launches they replace: 4096 211 -> 206 µs, 5120 289 -> 284,
-      6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Rows per tile: 2 up to 6144
-      columns without a residual, else 1; 6144 splits its columns 4096 + 2048, 5120 runs one 8192 block. Between 6144
+      6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Now 1 row per tile; 6144 + residual
+      splits its columns 4096 + 2048; 4096-6144 without a residual take the later rules below. Between 6144
       and 8192 columns with a residual the same launch (one 8192 block, 2 stages): at 7168 + residual
       the one-pass 4096 + 4096 split reached 65-69% of copy bandwidth (1.3x quack), and this launch was
       within 1% of the best at both neighbours (6144 and 8192 with a residual).
@@ -130,8 +130,18 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
       with w read again (reload 2): cold 139.9 -> 123.1 µs at 16384 tokens and 502.2 -> 446.9 at 65536
       (bf16; 94% and 100% of copy bandwidth). With a residual 4096 + 512 columns, 1 row, 4 warps, 3
       programs per SM at 168 registers, 2 stages, reload 1: 168.6 -> 156.6 and 619.5 -> 575.0 (96%,
-      103%); fp16 the same within 1%. The rule covers 4097-5119 columns (a tail block of up to 1024);
-      only 4608 was searched.
+      103%); fp16 the same within 1%. With the next bullet the rules cover 4096-5120 columns.
+    - the grid's widths where ours stayed under 90% of copy bandwidth (bf16, 8192-32768 tokens; rows
+      1-4 x 4-8 warps x 1-4 programs per SM x 1-2 stages x one or two column blocks x one or two passes,
+      up to 144 launches a shape, `search-grid`): 4608's launches are the fastest or within 2% from 4096
+      to 5120 columns; at 2048 without a residual two passes, 2 rows, 4 programs per SM with w read
+      again; 5121-6144 without a residual one row, 4 warps, 3 programs per SM at 168 registers on 4096 +
+      2048 blocks. Through the front door against the launches before (ours / quack, cold, bf16, each in
+      its own process): 5120 x 16384 0.70 -> 0.65, + res 0.84 -> 0.81; 6144 x 16384 0.76 -> 0.73;
+      2048 x 16384 0.88 -> 0.81; 4096 x 8192 0.86 -> 0.81; 5376 x 16384 (unsearched) 0.67 -> 0.67 at
+      88 -> 92% of copy. The policy's launch is within 3% of the search's best at every searched shape;
+      with a residual at 2048, 4096, 6144 and 8192, and at 8192 and 16384 without one, the launches
+      above were kept.
     Wider rows use the 16384 launch.
     """
     block_n = next_pow2(hidden)
@@ -141,22 +151,23 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
         rows, warps, per_sm, reload, maxnreg, stages = 2, 8, 2, 1, 128, 2
     elif 1024 < hidden <= 3072 and not pow2 and not residual:          # as 1536 and 2560: two passes, 3 per SM
         rows, warps, per_sm, reload, maxnreg, stages = 8192 // block_n, 4, 3, 1, 168, 2
+    elif hidden == 2048 and not residual:                               # two passes, 4 per SM
+        rows, warps, per_sm, reload, maxnreg = 2, 4, 4, 2, 128
     elif block_n <= 2048 or (block_n == 4096 and not pow2):            # one pass, 8192-slot tiles
         rows, warps, per_sm = 8192 // block_n, 4, 2
+    elif 4096 <= hidden <= 5120 and not residual:                       # as 4608: one row, 4 warps, 4 per SM
+        rows, warps, per_sm, reload, maxnreg = 1, 4, 4, 2, 128
     elif block_n == 4096 and residual:
         rows, warps, per_sm = 4, 8, 1
-    elif 4096 < hidden < 5120:                                          # as 4608: one row, 4 warps, 3-4 per SM
-        rows, warps, reload = 1, 4, 1 if residual else 2
-        if residual:                                                    # 4096 + a tail block, 2 stages
-            block_n, tail, per_sm, maxnreg, stages = 4096, next_pow2(hidden - 4096), 3, 168, 2
-        else:
-            per_sm, maxnreg = 4, 128
+    elif 4096 < hidden <= 5120:                                         # + res: 4096 + a tail block, 3 per SM
+        block_n, tail, rows, warps, per_sm, reload, maxnreg, stages = 4096, next_pow2(hidden - 4096), 1, 4, 3, 1, 168, 2
+    elif 5120 < hidden <= 6144 and not residual:                        # 4096 + 2048, one row, 3 per SM
+        block_n, tail, rows, warps, per_sm, reload, maxnreg, stages = 4096, 2048, 1, 4, 3, 1, 168, 2
     elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
-        rows = 2 if hidden <= 6144 and not residual else 1
-        warps, per_sm, reload, maxnreg = 8, 2, 1, 128
-        if 5120 < hidden <= 6144:                                       # as 5376 and 6144: 4096 + 2048 columns
+        rows, warps, per_sm, reload, maxnreg = 1, 8, 2, 1, 128
+        if hidden == 6144:                                              # + res: 4096 + 2048 columns
             block_n, tail, stages = 4096, 2048, 2
-    elif block_n == 8192 and not pow2:                                  # 5120, 5376 with a residual: 4096 + a tail
+    elif block_n == 8192 and not pow2:                                  # 5121-6143 + res (5376): 4096 + a tail
         block_n, tail, rows, per_sm = 4096, next_pow2(hidden - 4096), 1, 2
         warps = 8 if tail >= 2048 else 4
     elif block_n == 8192:
