@@ -82,67 +82,31 @@ def fwd_launch(hidden: int, n_rows: int) -> TrainLaunch:
 def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) -> TrainLaunch:
     """Backward: programs walk row tiles in a grid-stride loop, each writing one fp32 dw partial row.
 
-    Measured on an H200 (bf16, graph and cold mode; experiments/backward_search.py: every launch of
-    rows 1-16 x warps 4-32 x 1, 2 or 4 programs per SM x 1-2 pipeline stages x one or two column
-    blocks x one or two passes per row), the fastest launches were:
+    ``programs`` is ``per_sm`` x the SMs (never more than the tiles), so dw's partials are a few hundred
+    rows whatever the token count. The rules, each the fastest launch (or within 3% of it) of a search
+    on an H200 over rows x warps x programs per SM x stages x column blocks x one or two passes (the
+    searches and their figures: ``reports/nvidia-h200/README.md``, ``backward/`` -> ``search/``):
 
-    - up to 2048 columns, and widths from 2049 to 3072 (2560: 2 rows), except non-power-of-two widths
-      without a residual (below): tiles of 8192 slots (4 rows at 2048), 4 warps, 2 programs per SM, one
-      pass. Two small programs keep more rows in flight per SM than one large one.
-    - with a residual (a third tensor read), a 2-stage pipeline, and at 5120 and 6144 two column
-      blocks (4096 + 1024 / 2048): no masked lanes holding registers. 4096 with a residual: 4 rows,
-      8 warps, one program per SM; 8192 with a residual: 2 rows, 8 warps, one program per SM.
-    - from 4096 columns without a residual, and at 6144 with one: two passes per row (``reload`` 1:
-      the row's dot first, then s and dy read again from cache for ds and dw), 8 warps, 2 programs per
-      SM capped at 128 registers a thread (two programs fill the SM's 65536). Two passes never hold s,
-      dy, w and dw at once, so two such programs fit an SM where a one-pass program of that size did not;
-      at 32768 tokens against the one-pass launches they replace: 4096 211 -> 206 µs, 5120 289 -> 284,
-      6144 321 -> 308 (+ res 411 -> 391), 8192 443 -> 393 (cold). Now 1 row per tile; 6144 + residual
-      splits its columns 4096 + 2048; 4096-6144 without a residual take the later rules below. Between 6144
-      and 8192 columns with a residual the same launch (one 8192 block, 2 stages): at 7168 + residual
-      the one-pass 4096 + 4096 split reached 65-69% of copy bandwidth (1.3x quack), and this launch was
-      within 1% of the best at both neighbours (6144 and 8192 with a residual).
-    - 16384 (searched at 4096-32768 tokens, every launch of 4-32 warps x 1-4 programs per SM x the
-      two-pass options): two passes, 1 row, 32 warps, one program per SM; with a residual w is read
-      again too (reload 2). Held in registers for one pass, a 16384-wide row of s, dy, w and dw spilled
-      at 16 warps and reached 61-69% of copy bandwidth; two passes reach 90-96% (95-100% with a
-      residual), 0.70-0.80x the time of quack's backward (bf16, graph mode). Splitting a row's columns
-      over 2-4 programs, each computing the whole row's dot, was 1.1-1.2x slower than this.
-    - widths off that grid (bf16, 16384 tokens, every launch of 1-4 rows x 4-8 warps x 1-2 programs per
-      SM x 1-2 stages x one or two passes; fp16 at 3584 + residual, 16384 and 65536 tokens too): at 3584
-      the two-pass launch above (2 rows, 8 warps, 2 stages) took 115.6 -> 101.1 µs and, with a residual,
-      135.7 -> 124.5 (fp16 + residual at 65536 tokens 532 -> 452, quack 484). At 5376 the 4096 + 2048
-      split (as 6144) took 151.3 -> 145.4 µs, and with a residual 8 warps on the 4096 + 2048 blocks 201.5
-      -> 184.9. 4608 + residual kept its launch (1536 and 2560: the next rule). The rules cover ranges: 3073-4095
-      columns take 3584's launch (a 4096 block at least three quarters used, as at 3584), 5121-6143
-      the 4096 + 2048 split of 5376 and 6144 (a tail block at least a quarter used); widths inside those
-      ranges other than 3584 and 5376 were not searched.
-    - 1536 and 2560 without a residual (bf16, 16384 tokens; rows 2-8 x 4-8 warps x 3-4 programs per SM x
-      1-2 stages x one or two passes, at the register cap that fits them): two passes (reload 1), 4 warps,
-      3 programs per SM capped at 168 registers a thread, 8192-slot tiles, 2 stages. Cold, against the
-      one-pass launch in the same process: 1536 52.1 -> 49.0 µs, 2560 82.2 -> 76.3 (graph 46.1 -> 42.6,
-      75.8 -> 68.8); quack 67.5 and 97.1. The rule covers the non-power-of-two widths 1025-3072 without
-      a residual; only 1536 and 2560 were searched. With a residual the kept launches were the fastest
-      (1536 + res: a two-pass launch at 4 programs per SM was 1.5% faster, not taken).
-    - 4608 (bf16 and fp16, 16384 and 65536 tokens; rows 1-4 x 4-16 warps x 1-4 programs per SM x 1-2
-      stages x one or two column blocks x one or two passes): small programs, many per SM. Without a
-      residual one 8192 block, 1 row, 4 warps, 4 programs per SM capped at 128 registers, two passes
-      with w read again (reload 2): cold 139.9 -> 123.1 µs at 16384 tokens and 502.2 -> 446.9 at 65536
-      (bf16; 94% and 100% of copy bandwidth). With a residual 4096 + 512 columns, 1 row, 4 warps, 3
-      programs per SM at 168 registers, 2 stages, reload 1: 168.6 -> 156.6 and 619.5 -> 575.0 (96%,
-      103%); fp16 the same within 1%. With the next bullet the rules cover 4096-5120 columns.
-    - the grid's widths where ours stayed under 90% of copy bandwidth (bf16, 8192-32768 tokens; rows
-      1-4 x 4-8 warps x 1-4 programs per SM x 1-2 stages x one or two column blocks x one or two passes,
-      up to 144 launches a shape, `search-grid`): 4608's launches are the fastest or within 2% from 4096
-      to 5120 columns; at 2048 without a residual two passes, 2 rows, 4 programs per SM with w read
-      again; 5121-6144 without a residual one row, 4 warps, 3 programs per SM at 168 registers on 4096 +
-      2048 blocks. Through the front door against the launches before (ours / quack, cold, bf16, each in
-      its own process): 5120 x 16384 0.70 -> 0.65, + res 0.84 -> 0.81; 6144 x 16384 0.76 -> 0.73;
-      2048 x 16384 0.88 -> 0.81; 4096 x 8192 0.86 -> 0.81; 5376 x 16384 (unsearched) 0.67 -> 0.67 at
-      88 -> 92% of copy. The policy's launch is within 3% of the search's best at every searched shape;
-      with a residual at 2048, 4096, 6144 and 8192, and at 8192 and 16384 without one, the launches
-      above were kept.
-    Wider rows use the 16384 launch.
+    | columns | launch | why |
+    | --- | --- | --- |
+    | up to 1024; 1025-3072 + res | 8192-slot tiles, 4 warps, 2 per SM, one pass | two small programs keep more rows in flight than one large one |
+    | 2048, no res | 2 rows, 4 warps, 4 per SM, two passes, w re-read, 128 regs | 4 programs fit at 128 registers; more loads in flight |
+    | 1025-3072 not a power of two, no res | 8192-slot tiles, 4 warps, 3 per SM, two passes, 168 regs, 2 stages | as above, at 3 programs |
+    | 3073-4095 | 2 rows, 8 warps, 2 per SM, two passes, 128 regs, 2 stages | a 4096 block at least 3/4 used (3584) |
+    | 4096-5120, no res | 1 row, 4 warps, 4 per SM, two passes, w re-read, 128 regs | small programs, many per SM (4608, 4096, 5120) |
+    | 4096 + res | 4 rows, 8 warps, 1 per SM, one pass, 2 stages | the residual's third tensor through a 2-stage pipeline |
+    | 4097-5120 + res | 4096 + a tail block, 1 row, 4 warps, 3 per SM, two passes, 168 regs, 2 stages | no masked lanes holding registers (a 5120 row in one 8192 block leaves 3/8 idle) |
+    | 5121-6144, no res | 4096 + 2048 blocks, 1 row, 4 warps, 3 per SM, two passes, 168 regs, 2 stages | as above |
+    | 5121-6143 + res | 4096 + a tail block, 1 row, 2 per SM (8 warps from a 2048 tail), one pass, 2 stages | 5376 + res |
+    | 6145-8192 no res; 6144-8191 + res | 1 row, 8 warps, 2 per SM, two passes, 128 regs (6144 + res: 4096 + 2048, 2 stages) | 7168 + res: one pass over 4096 + 4096 reached 65-69% of copy |
+    | 8192 + res | 2 rows, 8 warps, 1 per SM, one pass, 2 stages | |
+    | wider | 1 row, 32 warps, 1 per SM, two passes (w re-read with a residual) | one pass over a 16384 row spills (61-69% of copy); two reach 85-101% |
+
+    Two passes (``reload`` 1): the row's dot first, then s and dy read again (L1/L2 hits) for ds and
+    dw, so s, dy, w and dw are never live at once; with the registers capped (``maxnreg``) so that
+    ``per_sm`` programs fit an SM's 65536, more programs run per SM than a one-pass program allows.
+    ``reload`` 2 reads w again too. Widths inside a range other than the searched ones (1536, 2048,
+    2560, 3584, 4096, 4608, 5120, 5376, 6144, 7168, 8192, 16384) were not searched.
     """
     block_n = next_pow2(hidden)
     pow2 = block_n == hidden
