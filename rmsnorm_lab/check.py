@@ -271,7 +271,7 @@ def check_all(cases, impls=None, device: str = "cpu", seed: int = 0, eps: float 
     cases outer. Case ``i``'s inputs come from seed ``seed + i``, the same for every implementation.
 
     jobs: child processes at once (None: ``isolate.default_jobs(device)``: 1.5 per CPU core on
-    CUDA, 1 on the CPU). isolated: None: in child processes on CUDA when ``jobs`` > 1, in this
+    CUDA, one per core on the CPU). isolated: None: in child processes on CUDA when ``jobs`` > 1, in this
     process otherwise; True / False: always / never. In children (``isolate.run_children``) an
     implementation that compiles per case is split among several, and a process that dies, runs
     past ``timeout_s`` or faults the GPU makes its case a ``crash`` row; otherwise the rows are

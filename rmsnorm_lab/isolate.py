@@ -317,11 +317,11 @@ CHILD_START_S, LIBRARY_S, COMPILE_S, CASE_S = 10.0, 8.0, 0.7, 0.1   # a child's 
 def default_jobs(device: str) -> int:
     """How many children run at once by default: on CUDA 1.5 per CPU core, 1 to ``MAX_JOBS`` (each
     child imports torch and compiles on one core, and spends much of its time waiting: on imports, the
-    GPU, a build lock; 8 and 16 children kept a 16-core H200 host 34-49% busy); 1 on the CPU (its
-    cases compete for the cores)."""
-    if not str(device).startswith("cuda"):
-        return 1
+    GPU, a build lock; 8 and 16 children kept a 16-core H200 host 34-49% busy); one per core on the
+    CPU, where the cases themselves run on the cores."""
     from .device import cpu_cores
+    if not str(device).startswith("cuda"):
+        return max(1, min(MAX_JOBS, cpu_cores()))
     return max(1, min(MAX_JOBS, cpu_cores() * 3 // 2))
 
 

@@ -132,7 +132,7 @@ def probe_support(impls="all", cases=None, device="auto", timeout_s: float = 120
     (``support_matrix.csv`` inside it) or a ``.csv`` file, written atomically. imports: extra
     modules (dotted names or .py paths) imported here and in each child first, e.g. one that
     registers an implementation. jobs: how many children run at once (None:
-    ``isolate.default_jobs(device)``: 1.5 per CPU core on CUDA, 1 on the CPU); an implementation
+    ``isolate.default_jobs(device)``: 1.5 per CPU core on CUDA, one per core on the CPU); an implementation
     that compiles per case is split among several children (``isolate.run_children``); the rows do
     not depend on it, and the 2**31+ element cases still run one at a time across children (a lock
     file). background: validate the arguments, then run
@@ -346,7 +346,7 @@ def main(argv=None, prog: str = "python -m rmsnorm_lab.probe") -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per case (default: %(default)s)")
     p.add_argument("--save-path", default=None, help="directory (support_matrix.csv) or .csv file")
     p.add_argument("--jobs", type=int, default=None,
-                   help="child processes at once (default: 1.5 per CPU core on CUDA, at most 24; 1 on the CPU)")
+                   help="child processes at once (default: 1.5 per CPU core on CUDA, at most 24; one per core on the CPU)")
     p.add_argument("--list-cases", action="store_true", help="list the default cases, then exit")
     args = p.parse_args(argv)
     if args.list_cases:
