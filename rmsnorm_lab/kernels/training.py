@@ -98,8 +98,7 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
     | 4097-5120 + res | 4096 + a tail block, 1 row, 4 warps, 3 per SM, two passes, 168 regs, 2 stages | no masked lanes holding registers (a 5120 row in one 8192 block leaves 3/8 idle) |
     | 5121-6144, no res | 4096 + 2048 blocks, 1 row, 4 warps, 3 per SM, two passes, 168 regs, 2 stages | as above |
     | 5121-6143 + res | 4096 + 2048 blocks, 1 row, 8 warps, 2 per SM, one pass, 2 stages | 5376 + res |
-    | 6145-8192 no res; 6144-8191 + res | 1 row, 8 warps, 2 per SM, two passes, 128 regs (6144 + res: 4096 + 2048, 2 stages) | 7168 + res: one pass over 4096 + 4096 reached 65-69% of copy |
-    | 8192 + res | 2 rows, 8 warps, 1 per SM, one pass, 2 stages | |
+    | 6145-8192 no res; 6144-8192 + res | 1 row, 8 warps, 2 per SM, two passes, 128 regs (6144 + res: 4096 + 2048, 2 stages) | 7168 + res: one pass over 4096 + 4096 reached 65-69% of copy; 8192 + res: one pass (2 rows, 1 per SM) spilled, fp16 5-9% slower |
     | wider | 1 row, 32 warps, 1 per SM, two passes (w re-read with a residual) | one pass over a 16384 row spills (61-69% of copy); two reach 85-101% |
 
     Two passes (``reload`` 1): the row's dot first, then s and dy read again (L1/L2 hits) for ds and
@@ -127,14 +126,12 @@ def bwd_launch(hidden: int, n_rows: int, sm_count: int, residual: bool = False) 
         block_n, tail, rows, warps, per_sm, reload, maxnreg, stages = 4096, next_pow2(hidden - 4096), 1, 4, 3, 1, 168, 2
     elif 5120 < hidden <= 6144 and not residual:                        # 4096 + 2048, one row, 3 per SM
         block_n, tail, rows, warps, per_sm, reload, maxnreg, stages = 4096, 2048, 1, 4, 3, 1, 168, 2
-    elif block_n <= 8192 and (not residual or 6144 <= hidden < 8192):  # two passes, two programs per SM
+    elif block_n <= 8192 and (not residual or 6144 <= hidden):         # two passes, two programs per SM
         rows, warps, per_sm, reload, maxnreg = 1, 8, 2, 1, 128
         if hidden == 6144:                                              # + res: 4096 + 2048 columns
             block_n, tail, stages = 4096, 2048, 2
-    elif block_n == 8192 and not pow2:                                  # 5121-6143 + res (5376): 4096 + 2048
+    elif block_n == 8192:                                               # 5121-6143 + res (5376): 4096 + 2048
         block_n, tail, rows, warps, per_sm = 4096, 2048, 1, 8, 2
-    elif block_n == 8192:
-        rows, warps, per_sm = 2, 8, 1
     else:
         rows, warps, per_sm, stages = 1, 32, 1, 1
         reload = 2 if residual else 1
