@@ -15,11 +15,6 @@ sums that buffer over programs in a fixed order; no atomics.
 import triton
 import triton.language as tl
 
-try:  # programmatic dependent launch (Hopper+); absent from older Triton
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # pragma: no cover - depends on the Triton version
-    gdc_wait = gdc_launch_dependents = None
-
 
 @triton.jit
 def rmsnorm_fwd_train_kernel(
@@ -63,7 +58,6 @@ def rmsnorm_bwd_kernel(
                                          # 5120 = 4096 + 1024 holds 5120 columns, not 8192 with 3072 masked
     RELOAD: tl.constexpr = 0,            # 0: one pass, s and dy held from the dot to ds; 1: two passes, s and
                                          # dy re-read for ds (w held); 2: w re-read too
-    PDL: tl.constexpr = False,           # let dw's second step (launched with PDL) launch at our start
 ):
     """A program walks row tiles pid, pid + programs, ... and writes its fp32 partial sum of dy * xhat
     to DW_PART[pid, :].
@@ -77,8 +71,6 @@ def rmsnorm_bwd_kernel(
     The two passes' loads carry different eviction hints, which also keeps the compiler from merging
     the second read into the first.
     """
-    if PDL:
-        gdc_launch_dependents()
     if RELOAD == 0:
         _bwd_one_pass(DY, S, W, RSTD, DRO, DS, DW_PART, stride_dy, stride_s, stride_dro, stride_ds, n_rows,
                       N, BLOCK_N, ROWS, HAS_DRES, STAGES, TAIL)
@@ -213,14 +205,11 @@ def sum_partials_kernel(
     N: tl.constexpr,
     BLOCK_C: tl.constexpr,               # columns per program
     BLOCK_P: tl.constexpr = 1,           # partial rows per load (a BLOCK_P x BLOCK_C tile)
-    PDL: tl.constexpr = False,           # launched with PDL after the backward: wait for its partials first
 ):
     """dw[c] = sum over p of DW_PART[p, c] in fp32: tiles of BLOCK_P partial rows added in order, then the
     tile's rows summed by one fixed reduction tree (deterministic for a given launch). Narrow column blocks
     spread the sum over many SMs; BLOCK_P as large as the partial rows (training.sum_launch) loads them all
     in one trip."""
-    if PDL:
-        gdc_wait()
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = cols < N
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)

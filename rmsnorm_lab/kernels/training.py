@@ -18,7 +18,6 @@ They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,7 +48,6 @@ class TrainLaunch:
                          # several two-pass programs fit an SM's 65536 registers
     sum_cols: int = 0    # backward, dw's second step: columns a program and partial rows a load
     sum_rows: int = 0    # (0: ``sum_launch``'s choice)
-    pdl: bool = True     # backward: dw's second step launched with PDL where the GPU and Triton have it
 
 
 TILE = 4096          # forward: elements of one tensor a program holds (rows x block_n)
@@ -196,16 +194,6 @@ def _forward(x, residual, weight, eps):
     return (out, rstd) if residual is None else (out, new_res.view(shape), rstd)
 
 
-def _has_pdl(t: torch.Tensor) -> bool:
-    """Programmatic dependent launch for dw's second step: a CUDA tensor on sm90+ and a Triton that has it."""
-    return t.is_cuda and _pdl_on(t.device.index if t.device.index is not None else torch.cuda.current_device())
-
-
-@functools.lru_cache(maxsize=None)
-def _pdl_on(index: int) -> bool:
-    return _kernels().gdc_wait is not None and torch.cuda.get_device_capability(index)[0] >= 9
-
-
 def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     _check_device(s, "s")
     n = s.shape[-1]
@@ -223,19 +211,17 @@ def _backward(dy, s, weight, rstd, d_res, cfg: TrainLaunch | None = None):
     check_bwd_launch(cfg, n)
     part = torch.empty((cfg.programs, n), dtype=torch.float32, device=s.device)
     k = _kernels()
-    pdl = cfg.pdl and _has_pdl(s)
     with on_device(s):
         k.rmsnorm_bwd_kernel[(cfg.programs,)](
             dy2, s2, weight.contiguous(), rstd1, dro2, ds, part,
             dy2.stride(0), s2.stride(0), dro2.stride(0), ds.stride(0), m,
             N=n, BLOCK_N=cfg.block_n, ROWS=cfg.rows, HAS_DRES=d_res is not None, STAGES=cfg.stages,
-            TAIL=cfg.tail, RELOAD=cfg.reload, PDL=pdl, num_warps=cfg.warps,
+            TAIL=cfg.tail, RELOAD=cfg.reload, num_warps=cfg.warps,
             **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
         block_c, block_p = sum_launch(n, cfg.programs)
         block_c, block_p = cfg.sum_cols or block_c, cfg.sum_rows or block_p
         k.sum_partials_kernel[(-(-n // block_c),)](part, dw, cfg.programs, N=n, BLOCK_C=block_c,
-                                                   BLOCK_P=block_p, PDL=pdl, num_warps=4,
-                                                   **({"launch_pdl": True} if pdl else {}))
+                                                   BLOCK_P=block_p, num_warps=4)
     return ds.view(s.shape), dw
 
 
