@@ -14,5 +14,6 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]"
 export TRITON_INTERPRET=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 start=$(date +%s)
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=10 tests "$@"
+# -n auto: one pytest worker per core (pytest-xdist), whole files to a worker (the notebooks' first)
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n auto --dist loadfile --durations=10 tests "$@"
 echo "tests: $(( $(date +%s) - start )) s"

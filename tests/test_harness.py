@@ -38,6 +38,8 @@ def test_stop_rule_minimum_precision_and_budget():
     assert not _enough(noisy, rule, t0, 1e9)                          # not yet: keep sampling
     assert _enough(noisy, rule, t0 - 10, 1.0)                         # the budget is spent
     assert _enough(noisy * 3, rule, t0, 1e9)                          # max_samples
+    assert _enough([2e4, 3e4, 2.5e4], rule, t0, 5.0)                  # each call outlasts the budget
+    assert not _enough([2e4, 3e4], rule, t0, 5.0)
     for mode, r in STOP.items():
         assert r.min_samples >= 5 and r.max_samples > r.min_samples, mode
 
@@ -49,6 +51,20 @@ def test_both_harnesses_time_on_cpu(harness, mode):
     w = torch.randn(64)
     t = time_runner(Runner(hf_rmsnorm, x, w, None, 1e-6, False), mode, "cpu", budget_ms=5, harness=harness)
     assert t.mode == mode and t.n >= 5 and 0 < t.p20_us <= t.median_us <= t.p80_us
+
+
+@pytest.mark.parametrize("mode", ["cold", "eager"])
+def test_a_call_slower_than_the_budget_is_sampled_three_times(mode):
+    """The fast harness on a call that outlasts the whole budget (the Triton interpreter on CPU):
+    the median of three samples, not the mode's minimum; a fast call still gets that minimum."""
+    def slow(x, w, r, eps):
+        time.sleep(0.012)
+        return hf_rmsnorm(x, w, r, eps)
+    x, w = torch.randn(2, 16), torch.randn(16)
+    t = time_runner(Runner(slow, x, w, None, 1e-6, False), mode, "cpu", budget_ms=5)
+    assert t.n == 3 and t.median_us >= 12_000
+    fast = time_runner(Runner(hf_rmsnorm, x, w, None, 1e-6, False), mode, "cpu", budget_ms=5)
+    assert fast.n >= 5
 
 
 def test_harness_is_validated():

@@ -215,8 +215,8 @@ def test_drift_is_detected(edit, expect, monkeypatch, tmp_path):
 
 def test_pyproject_drift_is_detected(monkeypatch, tmp_path):
     """A package added to a pyproject extra, but not to environment.yml, is reported."""
-    text = PYPROJECT.read_text().replace('"nbval>=0.11"]', '"nbval>=0.11", "pytest-xdist"]')
-    assert "pytest-xdist" in text
+    text = PYPROJECT.read_text().replace('"nbval>=0.11"]', '"nbval>=0.11", "pytest-timeout"]')
+    assert "pytest-timeout" in text
     f = tmp_path / "pyproject.toml"
     f.write_text(text)
     monkeypatch.setattr(sys.modules[__name__], "PYPROJECT", f)
