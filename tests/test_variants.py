@@ -334,6 +334,8 @@ def test_launch_policy():
     h = head_policy(128, 40 * 65536, 132)
     assert h.rows == 16 and h.programs == 40 * 65536 // 16
     assert head_policy(128, 40, 132).rows == 1                  # few rows: spread them out
+    d64 = head_policy(64, 40 * 65536, 132)                      # about 2048 elements a program at any head_dim
+    assert (d64.rows, d64.warps) == (32, 4) and head_policy(256, 40 * 65536, 132).rows == 8
 
 
 # ---------------------------------------------------------------------------------------------- GPU peers
