@@ -15,7 +15,8 @@ from rmsnorm_lab.reference import TOLERANCE, reference, rel_error
 pytestmark = pytest.mark.filterwarnings("ignore:.*is not contiguous")
 
 CPU_IMPLS = [n for n, impl in registry().items() if impl.available("cpu")]
-FAST = [n for n in CPU_IMPLS if n != "torch_compile"]     # torch.compile recompiles per shape: fewer examples
+COMPILED = ("torch_compile", "torch_compile_dynamic")    # recompile per shape / per width, dtype, layout
+FAST = [n for n in CPU_IMPLS if n not in COMPILED]        # the compiled entries get fewer examples
 DTYPES = ["float32", "float16", "bfloat16"]
 LAYOUTS = ["contiguous", "strided_rows", "transposed", "last_dim_step", "broadcast_rows"]
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -96,11 +97,12 @@ def test_matches_float64_reference(name, p):
     _check(name, *p)
 
 
-@pytest.mark.skipif("torch_compile" not in CPU_IMPLS, reason="torch.compile cannot run on CPU here")
+@pytest.mark.parametrize("name", [n for n in COMPILED if n in CPU_IMPLS] or
+                         [pytest.param("torch_compile", marks=pytest.mark.skip("torch.compile cannot run on CPU here"))])
 @settings(max_examples=4, **SETTINGS)
 @given(p=problems())
-def test_torch_compile_matches_reference(p):
-    _check("torch_compile", *p)
+def test_compiled_match_reference(name, p):
+    _check(name, *p)
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -108,6 +110,18 @@ def test_torch_compile_matches_reference(p):
 @given(p=problems(allow_nonfinite=True))
 def test_nan_inf_propagate_like_reference(name, p):
     """A NaN makes its row NaN; an Inf makes its row's rstd 0 (Inf elements NaN, the rest 0)."""
+    _nan_inf(name, p)
+
+
+@pytest.mark.parametrize("name", [n for n in COMPILED if n in CPU_IMPLS] or
+                         [pytest.param("torch_compile", marks=pytest.mark.skip("torch.compile cannot run on CPU here"))])
+@settings(max_examples=4, **SETTINGS)
+@given(p=problems(allow_nonfinite=True))
+def test_compiled_nan_inf_propagate_like_reference(name, p):
+    _nan_inf(name, p)
+
+
+def _nan_inf(name, p):
     x, w, r, eps = p
     fn = registry()[name].load()
     ref = reference(x, w, r, eps)
