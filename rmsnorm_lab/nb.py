@@ -46,6 +46,26 @@ def md(text: str):
         print(text)
 
 
+def figure(fig, path=None) -> None:
+    """Show a plot once and close it. Saved to ``path``: that PNG is shown (the inline backend would
+    draw the figure a second time at the cell's end, about a second a figure on a slow CPU); not
+    saved: the figure itself. ``fig`` None (nothing to draw) shows nothing."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    try:
+        from IPython.display import Image, display
+    except ImportError:
+        plt.close(fig)
+        return
+    if path is not None and Path(path).is_file():
+        display(Image(filename=str(path)))
+    else:
+        display(fig)
+    plt.close(fig)
+
+
 CHILDREN_TIMING = "children-timing.json"    # 01's child processes; the report runner moves it into timings.json
 
 

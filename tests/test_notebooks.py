@@ -174,6 +174,29 @@ def test_compare_runs_gives_verdicts_only_beyond_the_noise():
     assert list(fp["fastest"]) == ["triton", "triton"] and fp["clear"].all()
 
 
+def test_a_saved_figure_is_shown_from_its_png_and_closed(tmp_path, monkeypatch):
+    """nb.figure: the notebooks show each plot once (the saved PNG, no second drawing) and close it."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    from rmsnorm_lab import nb
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    png = tmp_path / "p.png"
+    fig.savefig(png)
+    nb.figure(fig, png)
+    assert isinstance(shown[-1], IPython.display.Image) and shown[-1].data == png.read_bytes()
+    assert not plt.fignum_exists(fig.number)
+    fig2, _ = plt.subplots()
+    nb.figure(fig2, None)                       # not saved: the figure itself
+    assert shown[-1] is fig2 and not plt.fignum_exists(fig2.number)
+    nb.figure(None, png)                        # nothing to draw
+    assert len(shown) == 2
+
+
 @pytest.mark.slow
 def test_report_runner_ci_preset_writes_the_report(tmp_path):
     """python -m rmsnorm_lab.report --preset ci (about a minute on 2 CPU cores)."""
