@@ -46,23 +46,20 @@ def md(text: str):
         print(text)
 
 
-def figure(fig, path=None) -> None:
-    """Show a plot once and close it. Saved to ``path``: that PNG is shown (the inline backend would
-    draw the figure a second time at the cell's end, about a second a figure on a slow CPU); not
-    saved: the figure itself. ``fig`` None (nothing to draw) shows nothing."""
+def figure(fig) -> None:
+    """Show a plot of ``rmsnorm_lab.plots`` once and close it: the PNG it was saved to (the inline
+    backend would draw the figure a second time at the cell's end, about a second a figure on a slow
+    CPU), else the figure itself. None (nothing to draw) shows nothing."""
     if fig is None:
         return
     import matplotlib.pyplot as plt
-    from pathlib import Path
     try:
         from IPython.display import Image, display
     except ImportError:
         plt.close(fig)
         return
-    if path is not None and Path(path).is_file():
-        display(Image(filename=str(path)))
-    else:
-        display(fig)
+    png = getattr(fig, "saved_png", None)
+    display(Image(filename=str(png)) if png is not None and png.is_file() else fig)
     plt.close(fig)
 
 

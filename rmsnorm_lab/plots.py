@@ -99,10 +99,7 @@ def plot_metric(df, mode: str, metric: str = "us_median", save_path=None, title:
     gpu = df.attrs.get("env", {}).get("gpu_name") or (df["gpu_name"].iloc[0] if "gpu_name" in df and len(df) else "")
     fig.suptitle(title or f"RMSNorm, {mode} timing — {gpu}", y=1.04, fontsize=11)
     fig.tight_layout()
-    if save_path:
-        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_path, dpi=110, bbox_inches="tight")
-    return fig
+    return _save(fig, save_path)
 
 
 def save_all(df, out_dir, prefix: str = "") -> list[str]:
@@ -146,9 +143,13 @@ def _plain_log_ticks(axis):
 
 
 def _save(fig, save_path):
+    """Write the PNG (when given a path) and note it on the figure (``saved_png``: what
+    ``nb.figure`` shows instead of drawing the figure again)."""
+    fig.saved_png = None
     if save_path:
         Path(save_path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save_path, dpi=110, bbox_inches="tight")
+        fig.saved_png = Path(save_path)
     return fig
 
 

@@ -175,25 +175,27 @@ def test_compare_runs_gives_verdicts_only_beyond_the_noise():
 
 
 def test_a_saved_figure_is_shown_from_its_png_and_closed(tmp_path, monkeypatch):
-    """nb.figure: the notebooks show each plot once (the saved PNG, no second drawing) and close it."""
+    """nb.figure: the notebooks show each plot once (the PNG the plot function saved, no second
+    drawing) and close it."""
     import IPython.display
     import matplotlib.pyplot as plt
-
     from rmsnorm_lab import nb
+    from rmsnorm_lab.cases import make_cases
+    from rmsnorm_lab.check import check_all
+    from rmsnorm_lab.plots import plot_errors
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
-    fig, ax = plt.subplots()
-    ax.plot([1, 2], [3, 4])
-    png = tmp_path / "p.png"
-    fig.savefig(png)
-    nb.figure(fig, png)
+    chk = check_all(make_cases([64], [1], [2], ["float32"]), ["torch"], "cpu", isolated=False)
+    png = tmp_path / "errors.png"
+    fig = plot_errors(chk, png)
+    nb.figure(fig)
     assert isinstance(shown[-1], IPython.display.Image) and shown[-1].data == png.read_bytes()
     assert not plt.fignum_exists(fig.number)
-    fig2, _ = plt.subplots()
-    nb.figure(fig2, None)                       # not saved: the figure itself
+    fig2 = plot_errors(chk, None)                # not saved: the figure itself
+    nb.figure(fig2)
     assert shown[-1] is fig2 and not plt.fignum_exists(fig2.number)
-    nb.figure(None, png)                        # nothing to draw
+    nb.figure(None)                              # nothing to draw
     assert len(shown) == 2
 
 
