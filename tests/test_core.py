@@ -404,8 +404,11 @@ def test_rows_bandwidth_consistent_with_bytes_and_time(cli_run):
         gbps = int(r["bytes"]) / (float(r["us_median"]) * 1e-6) / 1e9
         # the CSV rounds gbps and pct_copy to 0.1, us_median to 1e-3 µs and copy_gbps to 0.1 GB/s
         assert abs(float(r["gbps"]) - gbps) <= 0.05 + 1e-3 * gbps, r
-        pct = 100 * gbps / float(r["copy_gbps"])
-        assert abs(float(r["pct_copy"]) - pct) <= 0.05 + 1e-3 * pct, r
+        copy = float(r["copy_gbps"])
+        pct = 100 * gbps / copy
+        # copy_gbps is within 0.05 of the figure pct_copy was computed from: a relative 0.05 / copy of pct
+        # (a CPU copy figure of a few GB/s makes that the largest term)
+        assert abs(float(r["pct_copy"]) - pct) <= 0.05 + 1e-3 * pct + pct * 0.05 / (copy - 0.05), r
 
 
 # ---------------------------------------------------------------- timing

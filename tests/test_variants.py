@@ -250,6 +250,28 @@ def test_ours_with_a_given_launch_matches_reference(variant, cfg):
 
 
 @needs_kernel
+@needs_fp8
+@pytest.mark.parametrize("policy", [(1, 1, 3, 0), (2, 2, 2, 0), (1, 1, 4, 16), (2, 2, 2, 32), (1, 4, 9, 128)],
+                         ids=lambda p: "rows{}-warps{}-programs{}-chunk{}".format(*p))
+@pytest.mark.parametrize("residual,ub", [(False, None), (True, None), (True, 2.0)])
+def test_per_token_with_a_given_launch_matches_reference(policy, residual, ub):
+    """The per-token FP8 norm with launches other than its policy's: one pass, a grid-stride loop, two passes
+    over slices that do (16) and do not (32, 128) divide the row; in place on the residual."""
+    from rmsnorm_lab.kernels import variants as kv
+    case = V.VariantCase("fp8-per-token", 9, 80, "bfloat16", residual=residual, scale_ub=ub)
+    inp = V.make_inputs(case, DEVICE, seed=8)
+    c = V.clone_inputs(inp)
+    ret = kv.rmsnorm_fp8_per_token(c["x"], c["w"], c["r"], scale_ub=c["scale_ub"], residual_out=c["r"],
+                                   policy=kv.Policy(*policy))
+    res = V.check(case, inp, ret)
+    assert res.status == "ok" and res.frac_off == 0.0, (policy, res.detail)
+    with pytest.raises(ValueError, match="policy.chunk"):
+        kv.rmsnorm_fp8_per_token(c["x"], c["w"], policy=kv.Policy(1, 1, 1, 24))
+    with pytest.raises(TypeError, match="policy"):
+        kv.rmsnorm_fp8_per_token(c["x"], c["w"], policy=(1, 1, 1))
+
+
+@needs_kernel
 def test_qk_kernel_writes_in_place_into_the_fused_buffer():
     from rmsnorm_lab.kernels.variants import qk_rmsnorm
     case = V.VariantCase("qk-norm", 3, 2 * 64, "float32", head_dim=64, heads_kv=1, fused_qkv=True)
@@ -326,7 +348,12 @@ def test_every_variant_launch_switches_to_the_tensors_device(monkeypatch):
 
 
 def test_launch_policy():
-    from rmsnorm_lab.kernels.variants import head_policy, row_policy
+    from rmsnorm_lab.kernels.variants import Policy, head_policy, per_token_policy, row_policy
+    assert per_token_policy(5120, 1000, 132, True) == row_policy(5120, 1000, 132)   # under 8 rows an SM
+    assert per_token_policy(5120, 65536, 132, False) == Policy(1, 4, 65536, 1024)        # slices, one program a row
+    assert per_token_policy(16384, 8192, 132, True) == Policy(1, 16, 8192, 2048)
+    assert per_token_policy(2048, 65536, 132, False) == Policy(1, 2, 32 * 132)        # 32 elements a thread
+    assert per_token_policy(4096, 65536, 132, True) == Policy(1, 8, 65536)
     p = row_policy(4096, 65536, 132)
     assert (p.rows, p.warps) == (1, 8) and p.programs == 132 * 8      # 64 resident warps an SM
     assert row_policy(256, 3, 132).rows == 8 and row_policy(256, 3, 132).programs == 1
@@ -386,12 +413,17 @@ names = ["X", "W", "Y", "R", "RO", "SCALE_UB", "SCALES_OUT", "stride_x", "stride
 types = ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]
 sig = dict(zip(names, types))
 sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "HAS_UB", "MIN_SCALE", "SOFT_ROUND",
-                                     "USE_PDL"]})
+                                     "USE_PDL", "CHUNK"]})
 attrs = {(i,): [["tt.divisibility", 16]] for i in range(11)}
 src = ASTSource(fn=K.norm_per_token_kernel, signature=sig, attrs=attrs, constexprs={
     "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "HAS_UB": True,
-    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None})
+    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None, "CHUNK": 0})
 ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
+src2 = ASTSource(fn=K.norm_per_token_kernel, signature=sig, attrs=attrs, constexprs={
+    "N": 5120, "BLOCK_N": 8192, "ROWS": 1, "HAS_RES": True, "HAS_UB": False, "CHUNK": 1024,
+    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None})
+ptx2 = triton.compile(src2, target=tgt, options={"num_warps": 4}).asm["ptx"]
+print("CVT2", sorted(set(re.findall(r"cvt\.[a-z.]*e4m3[a-z0-9.]*", ptx2))))
 qsig = {n: "*bf16" for n in ["Q", "K", "QO", "KO", "WQ", "WK"]}
 qsig.update({n: "i32" for n in "sq_t sq_h sk_t sk_h sqo_t sqo_h sko_t sko_h n_q_rows n_k_rows HQ HK".split()})
 qsig.update(eps="fp32", D="constexpr", BLOCK_D="constexpr", ROWS="constexpr", USE_PDL="constexpr")
@@ -419,6 +451,7 @@ def test_kernels_compile_for_sm90_without_a_gpu():
         pytest.skip(f"cannot compile for sm90 here: {p.stderr.strip().splitlines()[-1]}")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "cvt.rn.satfinite.e4m3x2.f32" in p.stdout
+    assert "cvt.rn.satfinite.e4m3x2.f32" in dict(line.split(" ", 1) for line in p.stdout.splitlines())["CVT2"]
     lines = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
     assert "ld.global.v4.b32" in lines["LD"]
     assert lines["PDL"] == "True"
