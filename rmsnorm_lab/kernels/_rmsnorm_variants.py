@@ -43,8 +43,14 @@ def _fp8_clamp(v, SOFT_ROUND: tl.constexpr):
 
 @triton.jit
 def _row_scale(y, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr):
-    """Per-row dynamic scale: max(min(absmax, ub) / 448, MIN_SCALE), stored as fp32; returns its reciprocal."""
-    amax = tl.max(tl.abs(y), axis=1)
+    """Per-row dynamic scale of y's rows (see _scale_of_amax); returns its reciprocal."""
+    return _scale_of_amax(tl.max(tl.abs(y), axis=1), rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
+
+
+@triton.jit
+def _scale_of_amax(amax, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr):
+    """Per-row dynamic scale from each row's absmax: max(min(absmax, ub) / 448, MIN_SCALE), stored as fp32;
+    returns its reciprocal."""
     if HAS_UB:
         amax = tl.minimum(amax, tl.load(SCALE_UB).to(tl.float32))
     s = tl.maximum(amax / 448.0, MIN_SCALE)
@@ -92,12 +98,7 @@ def _per_token_two_pass(blk, X, W, Y, R, RO, SCALE_UB, SCALES_OUT, stride_x, str
         acc += v * v
         big = tl.maximum(big, tl.abs(v * w[None, :]))
     rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
-    amax = tl.max(big, axis=1) * rstd
-    if HAS_UB:
-        amax = tl.minimum(amax, tl.load(SCALE_UB).to(tl.float32))
-    scale = tl.maximum(amax / 448.0, MIN_SCALE)
-    tl.store(SCALES_OUT + rows, scale, mask=rows < n_rows)
-    rinv = 1.0 / scale
+    rinv = _scale_of_amax(tl.max(big, axis=1) * rstd, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
     for c0 in range(0, N, CHUNK):
         cols = c0 + tl.arange(0, CHUNK)
         mask = row_ok & (cols < N)[None, :]

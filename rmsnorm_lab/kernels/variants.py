@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..device import interpreter_on
 from ..validate import UnsupportedError, check_eps
-from .config import next_pow2
+from .config import _pow2, next_pow2
 from .launch import on_device
 
 MIN_SCALE = 1.0 / (448.0 * 512.0)   # floor of a per-token scale (an all-zero row), as vLLM
@@ -76,19 +76,15 @@ class Policy:
     programs: int
     chunk: int = 0
 
-
-def _check_policy(p) -> "Policy":
-    if not isinstance(p, Policy):
-        raise TypeError(f"policy: expected a Policy, got {type(p).__name__}")
-    for name in ("rows", "warps"):
-        v = getattr(p, name)
-        if v < 1 or v & (v - 1) or v > 32:
-            raise ValueError(f"policy.{name}: expected a power of two in 1..32, got {v}")
-    if p.programs < 1:
-        raise ValueError(f"policy.programs: expected >= 1, got {p.programs}")
-    if p.chunk and (p.chunk < 16 or p.chunk & (p.chunk - 1)):
-        raise ValueError(f"policy.chunk: expected 0 or a power of two >= 16, got {p.chunk}")
-    return p
+    def __post_init__(self):
+        if not _pow2(self.rows):
+            raise ValueError(f"policy.rows: expected a power of two >= 1, got {self.rows}")
+        if not _pow2(self.warps) or self.warps > 32:
+            raise ValueError(f"policy.warps: expected a power of two in 1..32, got {self.warps}")
+        if self.programs < 1:
+            raise ValueError(f"policy.programs: expected >= 1, got {self.programs}")
+        if self.chunk and (self.chunk < 16 or not _pow2(self.chunk)):
+            raise ValueError(f"policy.chunk: expected 0 or a power of two >= 16, got {self.chunk}")
 
 
 def row_policy(width: int, n_rows: int, sms: int) -> Policy:
@@ -270,8 +266,9 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
             LAUNCHER.launch(x2, weight, _bits(y2) if soft else y2, r2, ro2, eps, config=config,
                             variant=(scale if quant else None, w_offset, quant == 1, soft))
     elif n_rows:                   # per-row scales: the whole row before the first store, its own kernel
-        p = (per_token_policy(n, n_rows, sm_count(x.device), r2 is not None) if policy is None
-             else _check_policy(policy))
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy: expected a Policy, got {type(policy).__name__}")
+        p = policy or per_token_policy(n, n_rows, sm_count(x.device), r2 is not None)
         with on_device(x):
             _kernels().norm_per_token_kernel[(p.programs,)](
                 x2, weight, _bits(y2) if soft else y2, r2 if r2 is not None else x2, ro2 if ro2 is not None else y2,
@@ -306,7 +303,7 @@ def rmsnorm_fp8_per_token(x, weight, residual=None, eps: float = 1e-6, *, scale_
                           scales=None, residual_out=None, policy=None):
     """RMSNorm then per-row FP8: scale = max(min(absmax, scale_ub) / 448, MIN_SCALE) (fp32, shape
     (..., 1)), output ``y / scale`` in float8_e4m3fn. Returns (y8, scales[, new_residual]).
-    ``policy``: the launch (a ``Policy``; None: ``row_policy``'s)."""
+    ``policy``: the launch (a ``Policy``; None: ``per_token_policy``'s)."""
     return _norm_rows(x, weight, residual, eps, quant=2, scale_ub=scale_ub, out=out, scales=scales,
                       residual_out=residual_out, policy=policy)
 
