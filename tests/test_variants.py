@@ -349,7 +349,11 @@ def test_every_variant_launch_switches_to_the_tensors_device(monkeypatch):
 
 def test_launch_policy():
     from rmsnorm_lab.kernels.variants import Policy, head_policy, per_token_policy, row_policy
-    assert per_token_policy(5120, 1000, 132, True) == row_policy(5120, 1000, 132)   # under 8 rows an SM
+    assert per_token_policy(5120, 300, 132, True) == row_policy(5120, 300, 132)     # under 3 rows an SM
+    assert per_token_policy(5120, 512, 132, True) == Policy(1, 4, 512, 1024)        # slices from 3 rows an SM
+    assert per_token_policy(8192, 1024, 132, True) == Policy(1, 8, 1024, 2048)      # 2048-wide where they divide
+    assert per_token_policy(7168, 65536, 132, False) == Policy(1, 4, 65536, 1024)
+    assert per_token_policy(4096, 2048, 132, False) == row_policy(4096, 2048, 132)  # one pass from 16 rows an SM
     assert per_token_policy(5120, 65536, 132, False) == Policy(1, 4, 65536, 1024)        # slices, one program a row
     assert per_token_policy(16384, 8192, 132, True) == Policy(1, 16, 8192, 2048)
     assert per_token_policy(2048, 65536, 132, False) == Policy(1, 2, 32 * 132)        # 32 elements a thread

@@ -100,28 +100,33 @@ def row_policy(width: int, n_rows: int, sms: int) -> Policy:
 
 
 def per_token_policy(width: int, n_rows: int, sms: int, residual: bool) -> Policy:
-    """The per-token FP8 norm's launch: ``row_policy``'s, except where the grid has at least 8 rows an SM
-    (the GPU is filled many times over and the bytes in flight decide):
+    """The per-token FP8 norm's launch: ``row_policy``'s, except where the grid has rows enough that the
+    bytes in flight decide:
 
-    - rows wider than 4096 (a one-pass tile of 8192 or more): two passes over 1024-wide slices (2048 from
-      8192 columns on), one program a row, 8 elements a thread a slice (4 above 8192 with a residual).
+    - rows wider than 4096 (a one-pass tile of 8192 or more), from 3 rows an SM: two passes over slices,
+      one program a row; 2048-wide slices where they divide the row (8192, 16384), else 1024 (5120 =
+      5 x 1024, 7168 = 7 x 1024); 8 elements a thread a slice (4 above 8192 columns with a residual).
       One pass pads the tile to a power of two (5120 -> 8192: 37% of the lanes idle) and holds the row in
       registers; slices waste nothing where they divide the row and leave room for more programs an SM,
       and the second pass reads the row back from L2;
-    - up to 4096 columns: one pass, one row a program, 32 elements a thread without a residual (2 warps
-      at 2048) in a grid as large as 64 resident warps allow, 16 with one (x and r both held) and one
-      program a row.
+    - up to 4096 columns, from 16 rows an SM: one pass, one row a program, 32 elements a thread without a
+      residual (2 warps at 2048) in a grid as large as 64 resident warps allow, 16 with one (x and r both
+      held) and one program a row.
 
-    Measured on an H200 (bf16, against row_policy alone, same process, cold;
-    ``experiments/per_token_launch_ab.py``): 5120 x 65536 293 vs 503 us, 16384 x 65536 976 vs 1330 us,
-    5120 x 65536 + residual 569 vs 721 us, 4096 x 65536 240 vs 262 us."""
+    Measured on an H200 (bf16, candidates and peers interleaved in one process, cold and graph;
+    ``experiments/per_token_launch_ab.py``): 5120 x 65536 293 vs 503 us (row_policy), 16384 x 65536 976
+    vs 1330, 5120 x 65536 + residual 569 vs 721, 4096 x 65536 240 vs 262. At 512-1024 rows (3.9-7.8 an
+    SM) slices took 0.75-0.93x row_policy's time cold (0.66-0.89x graph) at 5120-16384 columns without a
+    residual; with 2048-wide slices 8192 + residual took 0.89-0.90x the 1024-wide ones' time at 512-65536
+    rows (8192 without one: 0.93-0.96x up to 4096 rows, 1.01-1.04x from 16384). At 2048 rows (15.5 an
+    SM) one pass with 32 / 16 elements a thread took 1.00-1.11x row_policy's time, at 4096 rows 0.97x."""
     block = next_pow2(width)
-    if n_rows < 8 * sms:
-        return row_policy(width, n_rows, sms)
-    if block >= 8192:
-        chunk = 1024 if block <= 8192 else 2048
+    if block >= 8192 and n_rows >= 3 * sms:
+        chunk = 2048 if block > 8192 or width % 2048 == 0 else 1024
         warps = chunk // (128 if residual and block > 8192 else 256)
         return Policy(1, warps, n_rows, chunk)
+    if block >= 8192 or n_rows < 16 * sms:
+        return row_policy(width, n_rows, sms)
     ept = 16 if residual else 32
     warps = max(1, block // (32 * ept))
     return Policy(1, warps, n_rows if residual else min(n_rows, max(1, 64 // warps) * sms))
