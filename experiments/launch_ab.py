@@ -46,7 +46,7 @@ def main(argv=None):
 
     from rmsnorm_lab import ab
     from rmsnorm_lab.cases import Case, tokens_to_batch_seq
-    from rmsnorm_lab.kernels.launch import config_fn
+    from rmsnorm_lab.kernels.launch import LAUNCHER, config_fn
     from rmsnorm_lab.kernels.tables import pick
     from rmsnorm_lab.reference import compare
 
@@ -54,8 +54,10 @@ def main(argv=None):
     modes = args.modes or (["cold", "graph"] if dev.startswith("cuda") else ["cold"])
     variants = dict(parse_variant(v) for v in (args.variant or ["table=", "v7=lean=false"]))
 
+    gpu = LAUNCHER.device_name(dev)       # the table the launcher reads on this GPU (None: the default table)
+
     def with_fields(fields):
-        return lambda h, t, item, res: dataclasses.replace(pick(h, t, item, res), **fields)
+        return lambda h, t, item, res: dataclasses.replace(pick(h, t, item, res, gpu), **fields)
 
     subjects = {name: ab.Subject(config_fn(with_fields(f), inplace=True), True) for name, f in variants.items()}
     subjects.update(ab.from_registry([p for p in args.peers.split(",") if p], dev))
