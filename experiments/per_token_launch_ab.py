@@ -3,7 +3,8 @@
 For each shape: every candidate launch (rows per program, warps, programs in the grid) is checked
 against the float64 reference (fp8 elements more than one step off, the scales' relative error), then
 all candidates and the peers are timed in interleaved rounds (rmsnorm_lab.ab), cold and graph.
-Writes ab.csv (every round) and picks.csv (per shape and mode: the default launch, the best candidate,
+Writes ab.csv (every round) and picks.csv (per shape and mode: the first candidate (`default_*`: row_policy's
+launch, or with `--set hold` per_token_policy's), the best candidate,
 the fastest peer) under --out.
 
     python experiments/per_token_launch_ab.py --out out/per-token-ab
@@ -55,6 +56,26 @@ def candidates(hidden: int, tokens: int, sms: int) -> dict:
     return out
 
 
+def hold_candidates(hidden: int, tokens: int, sms: int, residual: bool) -> dict:
+    """name -> Policy: ``per_token_policy``'s launch ("policy"), the same with its slices held (hold 1: the
+    second pass reads the row before its first store; 2: one pass, the slices kept in registers), and one
+    row a program over 1024/2048-wide slices x 4/8 warps x hold 1/2."""
+    import dataclasses
+    pol = kv.per_token_policy(hidden, tokens, sms, residual)
+    out = {"policy": pol}
+    if pol.chunk:
+        out.update({f"policy-h{h}": dataclasses.replace(pol, hold=h) for h in (1, 2)})
+    for chunk in (1024, 2048):
+        if chunk >= next_pow2(hidden):
+            continue
+        for warps in (4, 8):
+            for h in (1, 2):
+                p = kv.Policy(1, warps, tokens, chunk, h)
+                if p not in out.values():
+                    out[f"c{chunk}w{warps}-h{h}"] = p
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, nargs="+", default=[2048, 4096, 5120, 7168, 8192, 16384])
@@ -64,6 +85,8 @@ def main(argv=None):
     ap.add_argument("--peers", default="torch-compile,vllm")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--budget-ms", type=float, default=20.0)
+    ap.add_argument("--set", default="grid", choices=["grid", "hold"],
+                    help="grid: candidates(); hold: hold_candidates() (the policy's launch, slices held)")
     ap.add_argument("--out", default="out/per-token-ab")
     ap.add_argument("--device", default="cuda", help="cuda; cpu (TRITON_INTERPRET=1, modes cold and eager) to try the script")
     args = ap.parse_args(argv)
@@ -82,7 +105,9 @@ def main(argv=None):
                 case = V.VariantCase("fp8-per-token", tokens, hidden, args.dtype, bool(res))
                 inp = V.make_inputs(case, dev, seed=3)
                 subjects = {}
-                for name, pol in candidates(hidden, tokens, sms).items():
+                cands = (candidates(hidden, tokens, sms) if args.set == "grid"
+                         else hold_candidates(hidden, tokens, sms, bool(res)))
+                for name, pol in cands.items():
                     def fn(x, w, r, scale_ub, eps, pol=pol):
                         return kv.rmsnorm_fp8_per_token(x, w, r, eps, scale_ub=scale_ub, residual_out=r, policy=pol)
                     got = V.check(case, inp, V.call(case, fn, V.clone_inputs(inp), EPS), EPS)
@@ -105,10 +130,11 @@ def main(argv=None):
                     ours = {n: v for n, v in med.items() if n not in peers}
                     best = min(ours, key=ours.get)
                     peer = min((n for n in med if n in peers), key=med.get, default=None)
+                    first = next(iter(cands))
                     rows.append(dict(hidden=hidden, tokens=tokens, residual=res, mode=mode,
-                                     default_us=round(med["default"], 3), best=best, best_us=round(med[best], 3),
+                                     default_us=round(med[first], 3), best=best, best_us=round(med[best], 3),
                                      peer=peer, peer_us=round(med[peer], 3) if peer else "",
-                                     default_vs_peer=round(med["default"] / med[peer], 3) if peer else "",
+                                     default_vs_peer=round(med[first] / med[peer], 3) if peer else "",
                                      best_vs_peer=round(med[best] / med[peer], 3) if peer else ""))
                     x = rows[-1]
                     print(f"{hidden}x{tokens}{'+res' if res else ''} {mode}: default/peer {x['default_vs_peer']} "

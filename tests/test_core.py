@@ -687,7 +687,7 @@ def test_legacy_config_rejects_bad(bad):
                                       ({"evict_loads": True, "evict_last": True}, "evict_last"),
                                       ({"reread": True, "chunk": 32}, "reread"), ({"sum_first": True}, "sum_first"),
                                       ({"late_ro": True, "reread": True}, "late_ro"), ({"rows": 1.0}, "rows"),
-                                      ({"pdl": 1}, "pdl")])
+                                      ({"pdl": 1}, "pdl"), ({"hold": 1}, "hold"), ({"hold": 3, "chunk": 32}, "hold")])
 def test_launch_config_names_the_bad_field(kw, field):
     with pytest.raises(ValueError, match=f"LaunchConfig.{field}"):
         LaunchConfig(**kw)
@@ -759,6 +759,30 @@ def test_triton_in_place_fused_add_every_path(config, lean):
     o, ro = triton_rmsnorm(x, w, r, out=x, residual_out=r, config=config)
     assert o is x and ro is r
     _assert_matches_reference((o, ro), x0, w, r0)
+
+
+@pytest.mark.parametrize("hold", [1, 2])
+@pytest.mark.parametrize("config", [dict(warps=2, chunk=32), dict(rows=2, warps=1, chunk=16, per_sm=2, lean=False),
+                                    dict(warps=2, chunk=32, sum_first=True), dict(warps=1, chunk=64, evict_loads=True)])
+def test_triton_held_slices(config, hold):
+    """Slices held in registers (hold 1: pass 2 reads the row before its stores; 2: one pass over slices):
+    every element written, out of place and in place, x as its own residual, a row that the slices do not
+    divide (100 = 3 x 32 + 4), a grid-stride loop over two-row blocks."""
+    config = LaunchConfig(hold=hold, **config)
+    x, w, r = _inputs((5, 100), "float32", True, seed=13)
+    out = torch.full_like(x, float("nan"))
+    assert triton_rmsnorm(x, w, out=out, config=config) is out
+    _assert_matches_reference(out, x, w, None)
+    out, res_out = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    o, ro = triton_rmsnorm(x, w, r, out=out, residual_out=res_out, config=config)
+    _assert_matches_reference((o, ro), x, w, r)
+    xi, ri = x.clone(), r.clone()
+    o, ro = triton_rmsnorm(xi, w, ri, out=xi, residual_out=ri, config=config)
+    assert o is xi and ro is ri
+    _assert_matches_reference((o, ro), x, w, r)
+    xi = x.clone()
+    o, ro = triton_rmsnorm(xi, w, xi, out=torch.empty_like(x), residual_out=xi, config=config)
+    _assert_matches_reference((o, ro), x, w, x)
 
 
 @pytest.mark.parametrize("config", [(1, 2, 0, 0, 32), (1, 2, 0, 32, 32), (2, 2, 0, 48), (1, 4, 0, 64), (1, 4, 0, 0)])

@@ -40,7 +40,25 @@ def test_launch_ab_smoke_on_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     rows = pd.read_csv(tmp_path / "launch_ab.csv")
     assert set(rows["subject"]) == {"table", "v7", "nopdl", "torch"} and rows["error"].isna().all()
-    assert p.stdout.count("error vs float64") == 6 and "v7 / table geomean" in p.stdout
+    assert p.stdout.count("matches the float64 reference") == 6 and "v7 / table geomean" in p.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rmsnorm_lab.kernels.config") is None,
+                    reason="needs rmsnorm_lab.kernels.config (LaunchConfig) and kernels.launch")
+@pytest.mark.parametrize("norm", ["gemma", "fp8-static"])
+def test_launch_ab_variant_norms_on_cpu(tmp_path, norm):
+    """The Gemma and static-FP8 norms: held slices checked (FP8: e4m3 steps) and timed beside the torch
+    subject; a replacement that makes no valid launch is left out with its reason, not timed."""
+    if norm == "fp8-static" and not hasattr(pytest.importorskip("torch"), "float8_e4m3fn"):
+        pytest.skip("no float8_e4m3fn in this torch")
+    p = _run("launch_ab.py", "--norm", norm, "--shapes", "200:5:1", "--dtype", "bfloat16", "--peers", "torch",
+             "--variant", "table=", "--variant", "h2=chunk=64,hold=2,reread=false", "--variant", "bad=hold=1,chunk=0",
+             tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = pd.read_csv(tmp_path / "launch_ab.csv")
+    assert set(rows["subject"]) == {"table", "h2", "torch"} and rows["error"].isna().all()
+    assert p.stdout.count("matches the float64 reference") == 2
+    assert "bad: left out: LaunchConfig.hold" in p.stdout
 
 
 def test_experiments_import_the_package_without_path_hacks():

@@ -229,7 +229,8 @@ def test_ours_matches_reference(case):
 @needs_fp8
 @pytest.mark.parametrize("cfg", [dict(rows=2, warps=2), dict(warps=4, chunk=64), dict(warps=2, reread=True),
                                  dict(rows=2, warps=2, per_sm=1, evict_last=True),
-                                 dict(warps=2, chunk=64, sum_first=True), dict(warps=2, late_ro=True)])
+                                 dict(warps=2, chunk=64, sum_first=True), dict(warps=2, late_ro=True),
+                                 dict(warps=2, chunk=64, hold=1), dict(warps=2, chunk=64, hold=2)])
 @pytest.mark.parametrize("variant", ["fp8-static", "gemma"])
 def test_ours_with_a_given_launch_matches_reference(variant, cfg):
     """The static-FP8 and Gemma norms with a launch other than the table's (``config``: what a launch
@@ -251,12 +252,14 @@ def test_ours_with_a_given_launch_matches_reference(variant, cfg):
 
 @needs_kernel
 @needs_fp8
-@pytest.mark.parametrize("policy", [(1, 1, 3, 0), (2, 2, 2, 0), (1, 1, 4, 16), (2, 2, 2, 32), (1, 4, 9, 128)],
-                         ids=lambda p: "rows{}-warps{}-programs{}-chunk{}".format(*p))
+@pytest.mark.parametrize("policy", [(1, 1, 3, 0), (2, 2, 2, 0), (1, 1, 4, 16), (2, 2, 2, 32), (1, 4, 9, 128),
+                                    (1, 1, 4, 16, 1), (2, 2, 2, 32, 2), (1, 1, 9, 16, 2)],
+                         ids=lambda p: "rows{}-warps{}-programs{}-chunk{}-hold{}".format(*p, 0))
 @pytest.mark.parametrize("residual,ub", [(False, None), (True, None), (True, 2.0)])
 def test_per_token_with_a_given_launch_matches_reference(policy, residual, ub):
     """The per-token FP8 norm with launches other than its policy's: one pass, a grid-stride loop, two passes
-    over slices that do (16) and do not (32, 128) divide the row; in place on the residual."""
+    over slices that do (16) and do not (32, 128) divide the row, the slices held (hold 1 / 2); in place on
+    the residual."""
     from rmsnorm_lab.kernels import variants as kv
     case = V.VariantCase("fp8-per-token", 9, 80, "bfloat16", residual=residual, scale_ub=ub)
     inp = V.make_inputs(case, DEVICE, seed=8)
@@ -267,6 +270,8 @@ def test_per_token_with_a_given_launch_matches_reference(policy, residual, ub):
     assert res.status == "ok" and res.frac_off == 0.0, (policy, res.detail)
     with pytest.raises(ValueError, match="policy.chunk"):
         kv.rmsnorm_fp8_per_token(c["x"], c["w"], policy=kv.Policy(1, 1, 1, 24))
+    with pytest.raises(ValueError, match="policy.hold"):
+        kv.rmsnorm_fp8_per_token(c["x"], c["w"], policy=kv.Policy(1, 1, 1, 0, 1))
     with pytest.raises(TypeError, match="policy"):
         kv.rmsnorm_fp8_per_token(c["x"], c["w"], policy=(1, 1, 1))
 
@@ -417,14 +422,14 @@ names = ["X", "W", "Y", "R", "RO", "SCALE_UB", "SCALES_OUT", "stride_x", "stride
 types = ["*bf16", "*bf16", "*fp8e4nv", "*bf16", "*bf16", "*fp32", "*fp32"] + ["i32"] * 5 + ["fp32"]
 sig = dict(zip(names, types))
 sig.update({n: "constexpr" for n in ["N", "BLOCK_N", "ROWS", "HAS_RES", "HAS_UB", "MIN_SCALE", "SOFT_ROUND",
-                                     "USE_PDL", "CHUNK"]})
+                                     "USE_PDL", "CHUNK", "HOLD"]})
 attrs = {(i,): [["tt.divisibility", 16]] for i in range(11)}
 src = ASTSource(fn=K.norm_per_token_kernel, signature=sig, attrs=attrs, constexprs={
     "N": 4096, "BLOCK_N": 4096, "ROWS": 1, "HAS_RES": True, "HAS_UB": True,
-    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None, "CHUNK": 0})
+    "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None, "CHUNK": 0, "HOLD": 0})
 ptx = triton.compile(src, target=tgt, options={"num_warps": 8}).asm["ptx"]
 src2 = ASTSource(fn=K.norm_per_token_kernel, signature=sig, attrs=attrs, constexprs={
-    "N": 5120, "BLOCK_N": 8192, "ROWS": 1, "HAS_RES": True, "HAS_UB": False, "CHUNK": 1024,
+    "N": 5120, "BLOCK_N": 8192, "ROWS": 1, "HAS_RES": True, "HAS_UB": False, "CHUNK": 1024, "HOLD": 1,
     "MIN_SCALE": 1 / (448 * 512), "SOFT_ROUND": False, "USE_PDL": K.gdc_wait is not None})
 ptx2 = triton.compile(src2, target=tgt, options={"num_warps": 4}).asm["ptx"]
 print("CVT2", sorted(set(re.findall(r"cvt\.[a-z.]*e4m3[a-z0-9.]*", ptx2))))

@@ -72,43 +72,81 @@ def _quantize(y, inv, rows, n_rows, SCALE_UB, SCALES_OUT, QUANT: tl.constexpr, H
 
 
 @triton.jit
+def _per_token_slice(X, W, R, RO, roff, stride_x, stride_r, stride_ro, row_ok, c0, N: tl.constexpr,
+                     CHUNK: tl.constexpr, HAS_RES: tl.constexpr):
+    """Pass 1's slice: s = x (+ r, rounded to and stored in RO) in fp32, and w's slice."""
+    cols = c0 + tl.arange(0, CHUNK)
+    mask = row_ok & (cols < N)[None, :]
+    v = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        v += tl.load(R + roff[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        v = v.to(RO.dtype.element_ty)
+        tl.store(RO + roff[:, None] * stride_ro + cols[None, :], v, mask=mask)
+        v = v.to(tl.float32)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    return v, w
+
+
+@triton.jit
 def _per_token_two_pass(blk, X, W, Y, R, RO, SCALE_UB, SCALES_OUT, stride_x, stride_y, stride_r, stride_ro,
                         n_rows, eps, N: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr,
                         HAS_RES: tl.constexpr, HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr,
-                        SOFT_ROUND: tl.constexpr):
+                        SOFT_ROUND: tl.constexpr, HOLD: tl.constexpr = 0):
     """ROWS rows in two passes over CHUNK-wide slices. Pass 1: s = x (+ r, stored to RO), the sum of s^2 and
     the row's max |s * w|; absmax(y) = rstd * max |s * w| (rstd > 0 is one number a row), so the scale is
     known before any y. Pass 2: s again (RO, or X, from L2: the row was just read), y = s * rstd * w, stored
-    scaled to e4m3. No lane is masked off when CHUNK divides N (5120 = 5 x 1024; one pass holds 8192)."""
+    scaled to e4m3. No lane is masked off when CHUNK divides N (5120 = 5 x 1024; one pass holds 8192).
+    HOLD 1: pass 2 reads every slice before its first store (one L2 round trip, not one a slice: a load
+    after a store that may alias it stays after it); HOLD 2: the slices (and w) kept in registers from
+    pass 1, no second read."""
     rows = blk * ROWS + tl.arange(0, ROWS)
     roff = rows.to(tl.int64)
     row_ok = (rows < n_rows)[:, None]
     acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     big = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
-    for c0 in range(0, N, CHUNK):
-        cols = c0 + tl.arange(0, CHUNK)
-        mask = row_ok & (cols < N)[None, :]
-        v = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        if HAS_RES:
-            v += tl.load(R + roff[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            v = v.to(RO.dtype.element_ty)
-            tl.store(RO + roff[:, None] * stride_ro + cols[None, :], v, mask=mask)
-            v = v.to(tl.float32)
-        w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
-        acc += v * v
-        big = tl.maximum(big, tl.abs(v * w[None, :]))
+    vs = ()
+    ws = ()
+    if HOLD == 2:
+        for c0 in tl.static_range(0, N, CHUNK):
+            v, w = _per_token_slice(X, W, R, RO, roff, stride_x, stride_r, stride_ro, row_ok, c0, N, CHUNK, HAS_RES)
+            acc += v * v
+            big = tl.maximum(big, tl.abs(v * w[None, :]))
+            vs = vs + (v,)
+            ws = ws + (w,)
+    else:
+        for c0 in range(0, N, CHUNK):
+            v, w = _per_token_slice(X, W, R, RO, roff, stride_x, stride_r, stride_ro, row_ok, c0, N, CHUNK, HAS_RES)
+            acc += v * v
+            big = tl.maximum(big, tl.abs(v * w[None, :]))
     rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + eps)
     rinv = _scale_of_amax(tl.max(big, axis=1) * rstd, rows, n_rows, SCALE_UB, SCALES_OUT, HAS_UB, MIN_SCALE)
-    for c0 in range(0, N, CHUNK):
-        cols = c0 + tl.arange(0, CHUNK)
-        mask = row_ok & (cols < N)[None, :]
-        if HAS_RES:
-            v = tl.load(RO + roff[:, None] * stride_ro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        else:
-            v = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
-        y = _fp8_clamp(v * rstd[:, None] * w[None, :] * rinv[:, None], SOFT_ROUND)
-        tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    if HOLD == 1:
+        for c0 in tl.static_range(0, N, CHUNK):
+            cols = c0 + tl.arange(0, CHUNK)
+            mask = row_ok & (cols < N)[None, :]
+            if HAS_RES:
+                v = tl.load(RO + roff[:, None] * stride_ro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            else:
+                v = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            vs = vs + (v,)
+            ws = ws + (tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32),)
+    if HOLD > 0:
+        for i in tl.static_range(len(vs)):
+            cols = i * CHUNK + tl.arange(0, CHUNK)
+            y = _fp8_clamp(vs[i] * rstd[:, None] * ws[i][None, :] * rinv[:, None], SOFT_ROUND)
+            tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty),
+                     mask=row_ok & (cols < N)[None, :])
+    else:
+        for c0 in range(0, N, CHUNK):
+            cols = c0 + tl.arange(0, CHUNK)
+            mask = row_ok & (cols < N)[None, :]
+            if HAS_RES:
+                v = tl.load(RO + roff[:, None] * stride_ro + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            else:
+                v = tl.load(X + roff[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+            y = _fp8_clamp(v * rstd[:, None] * w[None, :] * rinv[:, None], SOFT_ROUND)
+            tl.store(Y + roff[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -119,18 +157,18 @@ def norm_per_token_kernel(
     N: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
     HAS_RES: tl.constexpr,                       # s = x + r; RO = s; Y = norm(s)
     HAS_UB: tl.constexpr, MIN_SCALE: tl.constexpr, SOFT_ROUND: tl.constexpr = False, USE_PDL: tl.constexpr = False,
-    CHUNK: tl.constexpr = 0,
+    CHUNK: tl.constexpr = 0, HOLD: tl.constexpr = 0,
 ):
     """RMSNorm fused with per-row FP8 scales, y / its row's scale saturated to e4m3, the scales (fp32) to
     SCALES_OUT. CHUNK 0: one pass, the whole row in registers (its absmax is needed before the first store).
-    CHUNK > 0: two passes over CHUNK-wide slices (_per_token_two_pass)."""
+    CHUNK > 0: two passes over CHUNK-wide slices (_per_token_two_pass; HOLD: the slices kept in registers)."""
     pid = tl.program_id(0)
     if USE_PDL:
         gdc_wait()
     if CHUNK:
         for blk in range(pid, tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
             _per_token_two_pass(blk, X, W, Y, R, RO, SCALE_UB, SCALES_OUT, stride_x, stride_y, stride_r, stride_ro,
-                                n_rows, eps, N, CHUNK, ROWS, HAS_RES, HAS_UB, MIN_SCALE, SOFT_ROUND)
+                                n_rows, eps, N, CHUNK, ROWS, HAS_RES, HAS_UB, MIN_SCALE, SOFT_ROUND, HOLD)
         if USE_PDL:
             gdc_launch_dependents()
         return

@@ -25,6 +25,9 @@ class LaunchConfig:
     per_sm: persistent programs per SM (0: one program per row block); chunk: 0 = one pass over the
     row held in registers, else a power of two >= 16: two passes over chunk-wide slices;
     reread: two passes over the whole row (chunk 0 only, not with evict_last);
+    hold: with chunk-wide slices (chunk < the row), 0: pass 2 reads each slice back just before storing it;
+    1: pass 2 reads every slice of the row before its first store; 2: one pass, the slices held from the
+    first read (no second read);
     sum_first: two passes with a residual, pass 1 stores x + r and pass 2 reads it back;
     late_ro: one pass with a residual, x + r stored after the sum of squares;
     evict_loads / evict_last: x and r loads marked evict-first / evict-last in L2 (not both);
@@ -39,6 +42,7 @@ class LaunchConfig:
     per_sm: int = 0
     chunk: int = 0
     reread: bool = False
+    hold: int = 0
     sum_first: bool = False
     late_ro: bool = False
     evict_loads: bool = False
@@ -69,6 +73,8 @@ class LaunchConfig:
             raise ValueError(f"LaunchConfig.maxnreg: expected 0 or a multiple of 8 in 24..248, got {self.maxnreg}")
         if self.evict_loads and self.evict_last:
             raise ValueError("LaunchConfig.evict_last: not with evict_loads (one eviction policy per load)")
+        if self.hold not in (0, 1, 2) or self.hold and not self.chunk:
+            raise ValueError(f"LaunchConfig.hold: expected 0, or 1 / 2 with chunk > 0, got {self.hold}")
         if self.reread and (self.chunk or self.evict_last):
             raise ValueError("LaunchConfig.reread: only with chunk 0 and without evict_last")
         if self.sum_first and not self.two_pass:
@@ -121,7 +127,7 @@ class LaunchConfig:
                    **{name: bool(flags & bit) for name, bit in _LEGACY_FLAGS})
 
     def legacy(self) -> tuple:
-        """The positional form (rows, warps, per_sm, flags, chunk[, maxnreg]) (pdl and lean are not in it)."""
+        """The positional form (rows, warps, per_sm, flags, chunk[, maxnreg]) (pdl, lean and hold are not in it)."""
         flags = sum(bit for name, bit in _LEGACY_FLAGS if getattr(self, name))
         t = (self.rows, self.warps, self.per_sm, flags, self.chunk)
         return t + (self.maxnreg,) if self.maxnreg else t

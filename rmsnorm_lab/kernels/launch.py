@@ -35,7 +35,7 @@ def needs_int64(padded_rows: int, row_stride: int, block_n: int) -> bool:
 def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row_stride: int, pdl: bool,
                       sum_first_ok: bool = True) -> tuple:
     """The kernel's arguments after eps, in its parameter order (N, BLOCK_N, ROWS, HAS_RES, W_IN_LOOP, USE_PDL,
-    PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO, ONE_BLOCK, I64, RSQRT, then
+    PDL_EARLY, EVICT_LOADS, EVICT_STORES, CHUNK, EVICT_LAST_LOADS, SUM_FIRST, LATE_RO, ONE_BLOCK, I64, RSQRT, HOLD, then
     the plain norm's SCALE None, W_OFFSET 0.0, QUANT False, SOFT_ROUND False; ``VARIANT_ARGS`` counts those four):
     what launch passes and what tune's sm_90 compile uses. pdl: the launch uses PDL (cfg.pdl and the GPU has it).
     sum_first_ok: the new residual's dtype is x's or float32, so normalizing the stored sum (sum_first) loses
@@ -46,10 +46,12 @@ def kernel_constexprs(n: int, n_rows: int, cfg: LaunchConfig, has_res: bool, row
         chunk = block_n                                  # ... unless asked to read the row twice
     lean = cfg.lean
     i64 = not lean or needs_int64(-(-n_rows // cfg.rows) * cfg.rows, row_stride, block_n)
-    sum_first = cfg.sum_first and has_res and chunk > 0 and sum_first_ok
+    hold = cfg.hold if 0 < chunk < n else 0              # slices held: only where there is more than one
+    sum_first = cfg.sum_first and has_res and chunk > 0 and sum_first_ok and hold < 2
     late_ro = cfg.late_ro and has_res and chunk == 0
     return (n, block_n, cfg.rows, has_res, block_n >= 8192, pdl, cfg.pdl_early, cfg.evict_loads, cfg.evict_stores,
-            chunk, cfg.evict_last, sum_first, late_ro, lean and not cfg.per_sm, i64, lean, None, 0.0, False, False)
+            chunk, cfg.evict_last, sum_first, late_ro, lean and not cfg.per_sm, i64, lean, hold, None, 0.0, False,
+            False)
 
 
 VARIANT_ARGS = 4        # SCALE, W_OFFSET, QUANT, SOFT_ROUND: the last of kernel_constexprs' values

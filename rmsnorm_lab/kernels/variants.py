@@ -70,11 +70,13 @@ def _launch_opts(device, warps) -> dict:
 @dataclass(frozen=True)
 class Policy:
     """How a launch is shaped: rows per program, warps, programs in the grid; chunk (the per-token FP8 norm):
-    0 = one pass, the row in registers, else two passes over chunk-wide slices."""
+    0 = one pass, the row in registers, else two passes over chunk-wide slices; hold (with chunk): 1 = the
+    second pass reads every slice before its first store, 2 = the slices kept in registers from the first."""
     rows: int
     warps: int
     programs: int
     chunk: int = 0
+    hold: int = 0
 
     def __post_init__(self):
         if not _pow2(self.rows):
@@ -85,6 +87,8 @@ class Policy:
             raise ValueError(f"policy.programs: expected >= 1, got {self.programs}")
         if self.chunk and (self.chunk < 16 or not _pow2(self.chunk)):
             raise ValueError(f"policy.chunk: expected 0 or a power of two >= 16, got {self.chunk}")
+        if self.hold not in (0, 1, 2) or self.hold and not self.chunk:
+            raise ValueError(f"policy.hold: expected 0, or 1 / 2 with chunk > 0, got {self.hold}")
 
 
 def row_policy(width: int, n_rows: int, sms: int) -> Policy:
@@ -282,7 +286,7 @@ def _norm_rows(x, weight, residual, eps, *, w_offset=0.0, quant=0, scale=None, s
                 ro2.stride(0) if ro2 is not None else 0,
                 n_rows, eps,
                 N=n, BLOCK_N=next_pow2(n), ROWS=p.rows, HAS_RES=r2 is not None, HAS_UB=scale_ub is not None,
-                MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, CHUNK=p.chunk, **_launch_opts(x.device, p.warps))
+                MIN_SCALE=MIN_SCALE, SOFT_ROUND=soft, CHUNK=p.chunk, HOLD=p.hold, **_launch_opts(x.device, p.warps))
     outs = (y,) if quant != 2 else (y, scales)
     if residual is not None:
         outs = outs + (residual_out,)
