@@ -140,7 +140,11 @@ def main(argv=None):
         if not subjects:
             continue
         subjects.update(peers(args.norm, names, bool(res), dev, scale))
-        inputs = ab.inputs_for([Case(*tokens_to_batch_seq(t), h, args.dtype, bool(res))], dev, seed=3)
+        if args.norm == "plain":
+            inputs = ab.inputs_for([Case(*tokens_to_batch_seq(t), h, args.dtype, bool(res))], dev, seed=3)
+        else:       # 2-D (tokens, hidden), the variant's own weights: what the front door times
+            inp = V.make_inputs(V.VariantCase(args.norm, t, h, args.dtype, bool(res)), dev, seed=3)
+            inputs = {f"{h}x{t}{'+res' if res else ''} {args.dtype}": (inp["x"], inp["w"], inp["r"])}
         got = ab.interleave(subjects, inputs, modes=modes, device=dev, rounds=args.rounds, budget_ms=args.budget_ms,
                             eps=EPS)
         rows += got.rows
